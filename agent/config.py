@@ -1,0 +1,166 @@
+"""Unit profile: the YAML that makes one agent a mobile unit, a handheld or a camera box.
+
+Validated at load (pydantic, unknown keys rejected, schema version checked) so that a typo in the
+field is reported with the file and the key, before any device is opened.  Layering:
+defaults < file < environment (``CEDGE_BROKER_HOST`` / ``CEDGE_BROKER_PORT``) < command line.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from agent.wire_schema import UNIT_ID_PATTERN
+
+
+class ConfigError(ValueError):
+    """A configuration file that cannot be used; the message names the file and the key."""
+
+
+class _Cfg(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SiteConfig(_Cfg):
+    """Local ENU frame of the site: x east, y north, z up, metres from the origin."""
+
+    name: str = "site"
+    origin_lat_deg: float = Field(ge=-90, le=90)
+    origin_lon_deg: float = Field(ge=-180, le=180)
+    origin_alt_m: float = 0.0
+
+
+class DriverConfig(_Cfg):
+    driver: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class BrokerConfig(_Cfg):
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    keepalive_s: int = Field(default=15, ge=5, le=600)
+    protocol: Literal[5, 311] = 5
+    username: str | None = None
+    password: str | None = None
+    tls_ca_file: str | None = None
+    reconnect_max_s: float = Field(default=10.0, gt=0)
+
+
+class OutboxConfig(_Cfg):
+    path: str = "outbox.sqlite"
+    max_messages: int = Field(default=2_000_000, gt=0)
+    max_inflight: int = Field(default=200, ge=1, le=65535)
+    live_window_s: float = Field(default=5.0, gt=0)
+
+
+class AcquisitionConfig(_Cfg):
+    interval_s: float = Field(default=1.0, gt=0)
+    queue_size: int = Field(default=600, ge=1)
+    send_spectrum: Literal["never", "alarm", "always"] = "alarm"
+
+
+class DetectorConfig(_Cfg):
+    """Gross-count k-sigma alarm against a running background (see agent.analysis.gross_count)."""
+
+    kind: Literal["gross_k_sigma"] = "gross_k_sigma"
+    threshold_sigma: float = Field(default=5.0, gt=0)
+    window_s: int = Field(default=2, ge=1, le=30)
+    background_tau_s: float = Field(default=60.0, gt=0)
+    warmup_s: float = Field(default=20.0, ge=0)
+    holdoff_s: float = Field(default=10.0, ge=0)
+
+
+class HealthConfig(_Cfg):
+    interval_s: float = Field(default=10.0, gt=0)
+
+
+class WatchdogConfig(_Cfg):
+    timeout_s: float = Field(default=15.0, gt=0)
+
+
+class HandheldConfig(_Cfg):
+    dwell_s: float = Field(default=60.0, gt=0)
+    confirm_sigma: float = Field(default=5.0, gt=0)
+    background_dwell_s: float = Field(default=30.0, gt=0)
+
+
+class UnitProfile(_Cfg):
+    schema_: Literal[1] = Field(alias="schema")
+    unit_id: str = Field(pattern=UNIT_ID_PATTERN)
+    unit_type: Literal["mobile", "handheld", "camerabox"]
+    profile: str = "custom"
+    site: SiteConfig
+    clock: DriverConfig = Field(default_factory=lambda: DriverConfig(driver="system"))
+    devices: dict[Literal["gamma", "gnss", "camera", "display"], DriverConfig] = Field(default_factory=dict)
+    broker: BrokerConfig = Field(default_factory=BrokerConfig)
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
+    acquisition: AcquisitionConfig = Field(default_factory=AcquisitionConfig)
+    detector: DetectorConfig = Field(default_factory=DetectorConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
+    watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)
+    handheld: HandheldConfig = Field(default_factory=HandheldConfig)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @field_validator("devices")
+    @classmethod
+    def _devices_fit_unit(cls, v: dict[str, DriverConfig]) -> dict[str, DriverConfig]:
+        return v
+
+
+REQUIRED_DEVICES = {"mobile": {"gamma", "gnss"}, "handheld": {"gamma", "gnss"}, "camerabox": {"camera"}}
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: {err.error_count()} problem(s)"]
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        lines.append(f"  - {where}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as err:
+        raise ConfigError(f"{p}: cannot read ({err.strerror})") from err
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{p}: not valid YAML ({err})") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: top level must be a mapping")
+    return data
+
+
+def profile_from_dict(data: dict[str, Any], source: str = "profile") -> UnitProfile:
+    try:
+        prof = UnitProfile.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, source)) from err
+    missing = REQUIRED_DEVICES[prof.unit_type] - set(prof.devices)
+    if missing:
+        raise ConfigError(f"{source}: unit_type {prof.unit_type} needs devices {sorted(missing)}")
+    return prof
+
+
+def apply_env(prof: UnitProfile, env: dict[str, str] | None = None) -> UnitProfile:
+    env = dict(os.environ) if env is None else env
+    if "CEDGE_BROKER_HOST" in env:
+        prof.broker.host = env["CEDGE_BROKER_HOST"]
+    if "CEDGE_BROKER_PORT" in env:
+        try:
+            prof.broker.port = int(env["CEDGE_BROKER_PORT"])
+        except ValueError as err:
+            raise ConfigError(f"CEDGE_BROKER_PORT={env['CEDGE_BROKER_PORT']!r} is not a port number") from err
+    return prof
+
+
+def load_profile(path: str | Path) -> UnitProfile:
+    return apply_env(profile_from_dict(load_yaml(path), str(path)))
