@@ -1,0 +1,124 @@
+"""Technician CLI on a unit: `cedge agent run|status|check-config|devices`."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from agent.config import ConfigError, load_profile
+
+app = typer.Typer(help="Run and inspect the agent on this unit.", no_args_is_help=True)
+console = Console()
+
+
+def default_state_dir(unit_id: str) -> Path:
+    base = os.environ.get("CEDGE_STATE_DIR")
+    if base:
+        return Path(base) / unit_id
+    system = Path("/var/lib/cedge")
+    if os.access(system if system.exists() else system.parent, os.W_OK):
+        return system / unit_id
+    return Path.home() / ".local" / "state" / "cedge" / unit_id
+
+
+def _load(profile: Path):  # noqa: ANN202
+    try:
+        return load_profile(profile)
+    except ConfigError as err:
+        console.print(f"[red]configuration error[/red]\n{err}")
+        raise typer.Exit(2) from err
+
+
+@app.command()
+def run(
+    profile: Path = typer.Option(..., "--profile", "-p", help="Unit profile YAML (configs/units/*.yaml)."),
+    state_dir: Path | None = typer.Option(None, help="Where the outbox and status file live."),
+    broker_host: str | None = typer.Option(None, help="Override broker.host."),
+    broker_port: int | None = typer.Option(None, help="Override broker.port."),
+) -> None:
+    """Run the unit's firmware loop until SIGTERM."""
+    from agent.logging_setup import setup_logging
+    from agent.runtime.unit import AgentRuntime
+
+    prof = _load(profile)
+    if broker_host:
+        prof.broker.host = broker_host
+    if broker_port:
+        prof.broker.port = broker_port
+    setup_logging(prof.log_level, f"[{prof.unit_id}] ")
+    runtime = AgentRuntime(prof, state_dir or default_state_dir(prof.unit_id))
+    raise typer.Exit(runtime.run())
+
+
+@app.command()
+def status(
+    profile: Path | None = typer.Option(None, "--profile", "-p", help="Unit profile (to find the state dir)."),
+    state_dir: Path | None = typer.Option(None, help="State dir of the agent."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show the running agent's status (sensors, link, outbox, queues)."""
+    if state_dir is None:
+        if profile is None:
+            console.print("[red]give --profile or --state-dir[/red]")
+            raise typer.Exit(2)
+        state_dir = default_state_dir(_load(profile).unit_id)
+    path = state_dir / "status.json"
+    try:
+        st = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        console.print(f"[red]no readable status at {path}: {err}[/red] (is the agent running?)")
+        raise typer.Exit(1) from err
+    if as_json:
+        print(json.dumps(st, indent=2))
+        return
+    age = time.time() - time.mktime(time.strptime(st["written_utc"], "%Y-%m-%dT%H:%M:%SZ")) + time.timezone
+    console.print(f"[bold]{st['unit_id']}[/bold] ({st['unit_type']}) boot {st['boot_id'][:8]} "
+                  f"pid {st['pid']} uptime {st['uptime_s']} s, status written {age:.0f} s ago")
+    t = Table("sensor", "state", "detail")
+    for name, s in st["sensors"].items():
+        colour = {"ok": "green", "degraded": "yellow"}.get(s["state"], "red")
+        t.add_row(name, f"[{colour}]{s['state']}[/{colour}]", s["detail"])
+    for name, err in st.get("device_errors", {}).items():
+        t.add_row(name, "[red]failed[/red]", err)
+    console.print(t)
+    link = st["link"]
+    console.print(f"link: connected={link.get('connected')} pending={link.get('pending')} "
+                  f"published={link.get('published')} acked={link.get('acked')} reconnects={link.get('reconnects')}")
+    console.print(f"queues: {st['queues']}")
+    console.print(f"role: {st['role']}")
+
+
+@app.command("check-config")
+def check_config(profile: Path) -> None:
+    """Validate a unit profile and print it with defaults filled in."""
+    prof = _load(profile)
+    print(prof.model_dump_json(indent=2, by_alias=True))
+
+
+@app.command()
+def devices() -> None:
+    """List the device drivers this build knows, and whether each can be loaded here."""
+    from agent.hal.interfaces import DeviceUnavailable
+    from agent.hal.registry import DEVICE_TABLE, device_class
+
+    t = Table("kind", "driver", "class", "loadable")
+    for kind, drivers in DEVICE_TABLE.items():
+        for name, spec in drivers.items():
+            try:
+                device_class(kind, name)
+                ok = "[green]yes[/green]"
+            except DeviceUnavailable as err:
+                ok = f"[red]no[/red] {err}"
+            t.add_row(kind, name, spec, ok)
+    console.print(t)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,332 @@
+"""What each kind of unit does with its readings: mobile search, handheld follow-up, camera box.
+
+One firmware, three roles chosen by the profile's ``unit_type``.  A role receives readings from
+the runtime's queues and decides what to publish; it never talks to devices or the broker
+directly (it gets a :class:`RoleContext`), which keeps the roles testable without hardware.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from agent.analysis.gross_count import GrossCountDetector, Interval, dwell_significance
+from agent.config import UnitProfile
+from agent.hal.interfaces import Clock, Frame, OperatorDisplay, SpectrumReading, TaskGuide, utc_iso
+from agent.runtime.track import PositionTrack
+from agent.wire_schema import (
+    Alarm,
+    Command,
+    Measurement,
+    Position,
+    TaskEvent,
+    TaskResult,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Sender(Protocol):
+    def send(self, kind: str, body: Any) -> int: ...
+
+
+@dataclass
+class RoleContext:
+    profile: UnitProfile
+    clock: Clock
+    link: Sender
+    track: PositionTrack
+    display: OperatorDisplay | None = None
+
+
+class Role:
+    """Base: publishes one measurement per spectrum; subclasses add detection or tasks."""
+
+    def __init__(self, ctx: RoleContext) -> None:
+        self.ctx = ctx
+        self.lock = threading.Lock()
+
+    # -- called by the runtime
+    def on_spectrum(self, reading: SpectrumReading) -> None:
+        pass
+
+    def on_frame(self, frame: Frame) -> None:
+        pass
+
+    def on_command(self, cmd: Command) -> None:
+        log.info("command %s ignored by %s", cmd.command, type(self).__name__)
+
+    def tick(self) -> None:
+        pass
+
+    def shutdown(self) -> None:
+        pass
+
+    def status(self) -> dict[str, Any]:
+        return {}
+
+    @property
+    def available(self) -> bool:
+        return False
+
+    @property
+    def task_id(self) -> str | None:
+        return None
+
+    # -- helpers
+    def _mid_position(self, reading: SpectrumReading) -> Position | None:
+        return self.ctx.track.position_at(reading.t_mono_s - reading.real_time_s / 2.0)
+
+    def _measurement(self, reading: SpectrumReading, pos: Position | None, background_cps: float | None,
+                     with_spectrum: bool) -> Measurement:
+        return Measurement(
+            interval_s=reading.real_time_s,
+            live_time_s=reading.live_time_s,
+            gross_counts=reading.gross_counts,
+            gross_cps=reading.gross_cps,
+            background_cps=background_cps,
+            dose_rate_usv_h=reading.dose_rate_usv_h,
+            detector_model=reading.detector_model,
+            position=pos,
+            speed_m_s=self.ctx.track.speed_m_s(),
+            spectrum=reading.counts.astype(int).tolist() if with_spectrum else None,
+            energy_calibration_kev=list(reading.calibration.coefficients_kev) if with_spectrum else None,
+        )
+
+
+class MobileRole(Role):
+    """Vehicle search: every 1 s spectrum -> measurement; gross-count k-sigma alarms."""
+
+    def __init__(self, ctx: RoleContext) -> None:
+        super().__init__(ctx)
+        d = ctx.profile.detector
+        self.detector = GrossCountDetector(
+            threshold_sigma=d.threshold_sigma, window_s=d.window_s, background_tau_s=d.background_tau_s,
+            warmup_s=d.warmup_s, holdoff_s=d.holdoff_s, interval_s=ctx.profile.acquisition.interval_s,
+        )
+        self.alarms = 0
+        self._episode_positions: list[Position] = []
+
+    def on_spectrum(self, reading: SpectrumReading) -> None:
+        pos = self._mid_position(reading)
+        iv = Interval(
+            t_mono_s=reading.t_mono_s, t_utc=utc_iso(reading.t_utc), live_time_s=reading.live_time_s,
+            gross_counts=reading.gross_counts,
+            x_m=pos.x_m if pos else None, y_m=pos.y_m if pos else None, z_m=pos.z_m if pos else None,
+        )
+        bg = self.detector.background_cps
+        alarm = self.detector.update(iv)
+        mode = self.ctx.profile.acquisition.send_spectrum
+        with_spectrum = mode == "always" or (mode == "alarm" and self.detector.in_alarm)
+        self.ctx.link.send("measurement", self._measurement(reading, pos, bg, with_spectrum))
+        if alarm is not None:
+            self._publish_alarm(alarm)
+
+    def _publish_alarm(self, a: Any) -> None:
+        pos = None
+        if a.x_m is not None:
+            lat, lon, alt = self.ctx.track.frame.to_geodetic(a.x_m, a.y_m, a.z_m)
+            last = self.ctx.track.last_fix
+            pos = Position(lat_deg=lat, lon_deg=lon, alt_m=alt, x_m=a.x_m, y_m=a.y_m, z_m=a.z_m,
+                           fix_quality=int(last.quality) if last else 0, hdop=last.hdop if last else None)
+        self.alarms += 1
+        log.warning("ALARM %s: %.1f sigma, peak %.0f cps over %.0f cps at %s", a.alarm_id,
+                    a.significance_sigma, a.peak_cps, a.background_cps,
+                    f"x={a.x_m:.1f} y={a.y_m:.1f}" if a.x_m is not None else "unknown position")
+        self.ctx.link.send("alarm", Alarm(
+            alarm_id=a.alarm_id, detector="gross_k_sigma", significance_sigma=a.significance_sigma,
+            peak_cps=a.peak_cps, background_cps=a.background_cps, t_peak_utc=a.t_peak_utc, position=pos,
+            threshold_sigma=a.threshold_sigma, false_alarm_rate_per_h=a.false_alarm_rate_per_h,
+        ))
+
+    def shutdown(self) -> None:
+        alarm = self.detector.flush()
+        if alarm is not None:
+            self._publish_alarm(alarm)
+
+    def status(self) -> dict[str, Any]:
+        return {"background_cps": self.detector.background_cps, "z": round(self.detector.last_z, 2),
+                "in_alarm": self.detector.in_alarm, "alarms": self.alarms}
+
+
+@dataclass
+class _Task:
+    task_id: str
+    cmd_id: str
+    target: Position
+    radius_m: float
+    dwell_s: float
+    state: str = "accepted"
+    counts: int = 0
+    live_s: float = 0.0
+    spectrum: np.ndarray | None = None
+    dose_sum: float = 0.0
+    dose_n: int = 0
+    distance_m: float | None = None
+
+
+class HandheldRole(Role):
+    """Follow-up: background while idle; on dispatch go to the target, dwell, confirm or clear."""
+
+    def __init__(self, ctx: RoleContext) -> None:
+        super().__init__(ctx)
+        self.bg_counts = 0.0
+        self.bg_live_s = 0.0
+        self._bg_cap_s = ctx.profile.handheld.background_dwell_s * 4
+        self.task: _Task | None = None
+        self.completed: list[str] = []
+        self._pending_cmds: list[Command] = []
+
+    @property
+    def available(self) -> bool:
+        return self.task is None
+
+    @property
+    def task_id(self) -> str | None:
+        return self.task.task_id if self.task else None
+
+    @property
+    def background_cps(self) -> float | None:
+        return self.bg_counts / self.bg_live_s if self.bg_live_s > 0 else None
+
+    def on_command(self, cmd: Command) -> None:
+        # Runs on the MQTT thread: queue it for the main loop.
+        with self.lock:
+            self._pending_cmds.append(cmd)
+
+    def tick(self) -> None:
+        with self.lock:
+            cmds, self._pending_cmds = self._pending_cmds, []
+        for cmd in cmds:
+            self._handle_command(cmd)
+
+    def _event(self, state: str, reason: str = "", result: TaskResult | None = None,
+               task: _Task | None = None, cmd: Command | None = None) -> None:
+        t = task or self.task
+        task_id = t.task_id if t else (cmd.task.task_id if cmd and cmd.task else (cmd.task_id or ""))
+        cmd_id = t.cmd_id if t else (cmd.cmd_id if cmd else "")
+        self.ctx.link.send("task_event", TaskEvent(task_id=task_id, cmd_id=cmd_id, state=state,
+                                                   position=self.ctx.track.current(), result=result,
+                                                   reason=reason))
+
+    def _handle_command(self, cmd: Command) -> None:
+        if cmd.command == "dispatch" and cmd.task is not None:
+            spec = cmd.task
+            if self.task is not None and self.task.task_id != spec.task_id:
+                self._event("rejected", reason=f"busy with task {self.task.task_id}", cmd=cmd)
+                return
+            if spec.task_id in self.completed:
+                self._event("rejected", reason="task already completed here", cmd=cmd)
+                return
+            if self.task is not None:  # updated target for the task we are on
+                self.task.cmd_id, self.task.target, self.task.radius_m = cmd.cmd_id, spec.target, spec.radius_m
+                if self.task.state in ("accepted",):
+                    self._show(self.task, spec.note)
+                self._event("accepted", reason="target updated")
+                return
+            self.task = _Task(task_id=spec.task_id, cmd_id=cmd.cmd_id, target=spec.target,
+                              radius_m=spec.radius_m, dwell_s=spec.dwell_s)
+            self._show(self.task, spec.note)
+            self._event("accepted")
+        elif cmd.command == "cancel":
+            if self.task is not None and (cmd.task_id in (None, self.task.task_id)):
+                log.info("task %s cancelled by controller", self.task.task_id)
+                self.task = None
+                if self.ctx.display:
+                    self.ctx.display.clear()
+
+    def _show(self, task: _Task, note: str) -> None:
+        if self.ctx.display is None:
+            return
+        t = task.target
+        self.ctx.display.show_task(TaskGuide(task_id=task.task_id, target_x_m=t.x_m, target_y_m=t.y_m,
+                                             target_z_m=t.z_m, target_lat_deg=t.lat_deg,
+                                             target_lon_deg=t.lon_deg, dwell_s=task.dwell_s, note=note))
+
+    def on_spectrum(self, reading: SpectrumReading) -> None:
+        pos = self._mid_position(reading)
+        task = self.task
+        if task is None:
+            # Idle: the reading is background at the operator's post. Keep a capped running sum.
+            self.bg_counts += reading.gross_counts
+            self.bg_live_s += reading.live_time_s
+            if self.bg_live_s > self._bg_cap_s:
+                scale = self._bg_cap_s / self.bg_live_s
+                self.bg_counts *= scale
+                self.bg_live_s *= scale
+            self.ctx.link.send("measurement", self._measurement(reading, pos, self.background_cps, False))
+            return
+        self.ctx.link.send("measurement", self._measurement(reading, pos, self.background_cps,
+                                                            task.state == "measuring"))
+        if task.state == "accepted":
+            if pos is not None:
+                d = ((pos.x_m - task.target.x_m) ** 2 + (pos.y_m - task.target.y_m) ** 2) ** 0.5
+                if d <= task.radius_m:
+                    task.state = "on_site"
+                    task.distance_m = d
+                    self._event("on_site")
+                    task.state = "measuring"
+                    self._event("measuring")
+            return
+        if task.state == "measuring":
+            task.counts += reading.gross_counts
+            task.live_s += reading.live_time_s
+            task.spectrum = reading.counts.copy() if task.spectrum is None else task.spectrum + reading.counts
+            if reading.dose_rate_usv_h is not None:
+                task.dose_sum += reading.dose_rate_usv_h
+                task.dose_n += 1
+            if task.live_s >= task.dwell_s:
+                self._finish(task)
+
+    def _finish(self, task: _Task) -> None:
+        bg = self.background_cps or 0.0
+        gross = task.counts / task.live_s
+        sig = dwell_significance(task.counts, bg, task.live_s, self.bg_live_s)
+        confirmed = sig >= self.ctx.profile.handheld.confirm_sigma
+        result = TaskResult(
+            dwell_s=task.live_s, gross_cps=gross, background_cps=bg, net_cps=gross - bg,
+            significance_sigma=round(float(sig), 2),
+            dose_rate_usv_h=task.dose_sum / task.dose_n if task.dose_n else None,
+            distance_m=task.distance_m,
+        )
+        state = "confirmed" if confirmed else "cleared"
+        log.warning("task %s %s: %.0f cps vs background %.0f cps (%.1f sigma)", task.task_id, state.upper(),
+                    gross, bg, sig)
+        self._event(state, result=result, task=task)
+        self.completed.append(task.task_id)
+        self.task = None
+        if self.ctx.display:
+            self.ctx.display.clear()
+
+    def status(self) -> dict[str, Any]:
+        return {"background_cps": self.background_cps, "task": self.task.task_id if self.task else None,
+                "task_state": self.task.state if self.task else None, "completed": len(self.completed)}
+
+
+class CameraboxRole(Role):
+    """Camera box: counts frames for health; vital-sign analysis plugs in here (agent.vision)."""
+
+    def __init__(self, ctx: RoleContext) -> None:
+        super().__init__(ctx)
+        self.frames = 0
+        self._first_t: float | None = None
+        self._last_t: float | None = None
+
+    def on_frame(self, frame: Frame) -> None:
+        self.frames += 1
+        if self._first_t is None:
+            self._first_t = frame.t_mono_s
+        self._last_t = frame.t_mono_s
+
+    def status(self) -> dict[str, Any]:
+        fps = None
+        if self._first_t is not None and self._last_t is not None and self._last_t > self._first_t:
+            fps = round((self.frames - 1) / (self._last_t - self._first_t), 2)
+        return {"frames": self.frames, "fps": fps}
+
+
+ROLES: dict[str, type[Role]] = {"mobile": MobileRole, "handheld": HandheldRole, "camerabox": CameraboxRole}

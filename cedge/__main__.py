@@ -1,0 +1,3 @@
+from cedge.cli import app
+
+app()

@@ -1,0 +1,100 @@
+"""`cedge`: one command for technicians, operators and engineers.
+
+    cedge agent run|status|check-config|devices     on a unit
+    cedge controller run|units|alarms|tasks|stats   at the fleet controller
+    cedge demo [--json]                             the whole workflow on one machine
+    cedge sim gps ...                               wire-level emulators for hardware-in-the-loop rigs
+    cedge spectrum analyze|simulate ...             spectra files (N42, SPE, RadiaCode XML)
+    cedge camera analyze ...                        recorded videos
+    cedge bench spectra|camera [--json]             benchmarks with fixed seeds
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from agent.cli import app as agent_app
+
+app = typer.Typer(help="customs-edge: screening units and their fleet controller.", no_args_is_help=True)
+app.add_typer(agent_app, name="agent", help="Run and inspect the agent on this unit.")
+
+# Sub-applications of the other packages, added when their package is installed in this build.
+_OPTIONAL_APPS = {
+    "controller": ("controller.cli", "Fleet controller: run it, list units, alarms and tasks."),
+    "spectrum": ("agent.cli_spectrum", "Analyse and simulate gamma spectra files."),
+    "camera": ("agent.cli_camera", "Analyse recorded camera videos."),
+    "sim": ("hal_sim.cli", "Simulated devices and wire-level emulators."),
+}
+for _name, (_module, _help) in _OPTIONAL_APPS.items():
+    try:
+        app.add_typer(importlib.import_module(_module).app, name=_name, help=_help)
+    except ImportError as _err:  # pragma: no cover - a trimmed build
+        if not _err.name or not _err.name.startswith(_module.split(".")[0]):
+            raise
+
+bench_app = typer.Typer(help="Benchmarks (fixed seeds, JSON out).", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@app.command()
+def demo(
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object with the results."),
+    scenario: Path | None = typer.Option(None, help="Scenario YAML (default: the packaged demo yard)."),
+    out: Path | None = typer.Option(None, help="Work directory to keep (logs, databases, picture)."),
+    rate: float | None = typer.Option(None, help="Simulated seconds per wall second (default: scenario)."),
+    timeout_s: float = typer.Option(240.0, help="Give up after this many wall-clock seconds."),
+    broker_host: str | None = typer.Option(None, help="Use this broker instead of a private Mosquitto."),
+    broker_port: int | None = typer.Option(None, help="Port of --broker-host."),
+) -> None:
+    """Run broker, controller, 2 mobile units, 2 handhelds and a camera box on a simulated yard."""
+    from cedge.demo import print_summary, run_demo
+    from hal_sim.scenario import packaged_scenario_path
+
+    console = Console(stderr=True)
+    path = scenario or packaged_scenario_path("demo_yard")
+    summary = run_demo(path, out, rate=rate, timeout_s=timeout_s, console=console, quiet=json_out,
+                       broker_host=broker_host, broker_port=broker_port)
+    if json_out:
+        print(json.dumps(summary, default=str))
+    else:
+        print_summary(summary, Console())
+    ok = any(t["state"] == "confirmed" for t in summary["tasks"])
+    raise typer.Exit(0 if ok else 1)
+
+
+@bench_app.command("spectra")
+def bench_spectra(
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    quick: bool = typer.Option(False, help="Small grid for CI."),
+    out: Path | None = typer.Option(None, help="Directory for the JSON and PNG figures."),
+) -> None:
+    """Identification, dose, anomaly-detection and speed benchmark of the spectral pipeline."""
+    from cedge.bench_spectra import run_bench
+
+    result = run_bench(json_out=json_out, quick=quick, out_dir=str(out) if out else None)
+    if json_out:
+        print(json.dumps(result, default=float))
+
+
+@bench_app.command("camera")
+def bench_camera(
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    quick: bool = typer.Option(False, help="Few clips for CI."),
+    out: Path | None = typer.Option(None, help="Directory for the JSON and PNG figures."),
+) -> None:
+    """Heart rate, respiration, blink and abnormal-state benchmark of the camera pipeline."""
+    from cedge.bench_camera import run_bench
+
+    result = run_bench(json_out=json_out, quick=quick, out_dir=str(out) if out else None)
+    if json_out:
+        print(json.dumps(result, default=float))
+
+
+def main() -> None:  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,187 @@
+"""A simulated fleet on one machine: broker, controller and agent processes for a scenario.
+
+Why real processes: the point of the demo and of the end-to-end tests is that the program under
+test is the program that ships — `cedge agent run` and `cedge controller run` talking through a
+real Mosquitto — with only the devices and the clock simulated (chosen by the generated YAML).
+The tests use the same class to SIGKILL an agent, stop the broker or restart the controller.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from cedge.broker import EmbeddedBroker
+
+if TYPE_CHECKING:
+    from hal_sim.scenario import Scenario
+
+
+def _sim_clock(scenario: Scenario, wall_start_s: float, rate: float) -> dict[str, Any]:
+    start = scenario.time.start_utc
+    start_s = start.isoformat() if isinstance(start, datetime) else str(start)
+    return {"driver": "sim", "params": {"start_utc": start_s, "rate": rate, "wall_start_s": wall_start_s}}
+
+
+def unit_profile(scenario: Scenario, scenario_path: Path, unit: Any, broker_host: str, broker_port: int,
+                 clock: dict[str, Any]) -> dict[str, Any]:
+    """The YAML profile a simulated unit runs with: the same schema as a real unit's profile."""
+    sim = {"scenario": str(scenario_path)}
+    utype = unit.type
+    if utype == "camerabox":
+        fps = getattr(unit, "fps", 10)
+        res = list(getattr(unit, "resolution", [320, 240]))
+        devices = {"camera": {"driver": "sim", "params": {**sim, "fps": fps, "resolution": res}}}
+    else:
+        devices = {"gamma": {"driver": "sim", "params": dict(sim)}, "gnss": {"driver": "sim", "params": dict(sim)}}
+        if utype == "handheld":
+            devices["display"] = {"driver": "sim", "params": dict(sim)}
+    site = scenario.site
+    prof: dict[str, Any] = {
+        "schema": 1,
+        "unit_id": unit.unit_id,
+        "unit_type": utype,
+        "profile": f"sim-{utype}",
+        "site": {"name": site.name, "origin_lat_deg": site.origin_lat_deg, "origin_lon_deg": site.origin_lon_deg,
+                 "origin_alt_m": site.origin_alt_m},
+        "clock": clock,
+        "devices": devices,
+        "broker": {"host": broker_host, "port": broker_port, "keepalive_s": 10, "reconnect_max_s": 2.0},
+        "outbox": {"path": "outbox.sqlite", "live_window_s": 5.0 * clock["params"]["rate"]},
+        "health": {"interval_s": 10.0},
+        "watchdog": {"timeout_s": 30.0},
+        "log_level": "INFO",
+    }
+    if utype == "handheld":
+        prof["handheld"] = {"dwell_s": 60.0, "confirm_sigma": 5.0, "background_dwell_s": 30.0}
+    return prof
+
+
+def controller_config(scenario: Scenario, broker_host: str, broker_port: int, db_path: Path,
+                      clock: dict[str, Any], client_id: str = "cedge-controller") -> dict[str, Any]:
+    site = scenario.site
+    return {
+        "schema": 1,
+        "site": {"name": site.name, "origin_lat_deg": site.origin_lat_deg, "origin_lon_deg": site.origin_lon_deg,
+                 "origin_alt_m": site.origin_alt_m},
+        "broker": {"host": broker_host, "port": broker_port, "keepalive_s": 10, "client_id": client_id,
+                   "reconnect_max_s": 2.0},
+        "db_path": str(db_path),
+        "clock": clock,
+        "dispatch": {"hold_for_fusion_s": 60.0, "dwell_s": 60.0, "radius_m": 5.0},
+        "status_interval_s": 60.0,
+    }
+
+
+class Fleet:
+    """Starts and stops the processes of one simulated scenario run."""
+
+    def __init__(self, scenario_path: str | Path, work_dir: str | Path, rate: float | None = None,
+                 broker_host: str | None = None, broker_port: int | None = None,
+                 units: list[str] | None = None, start_delay_s: float = 4.0) -> None:
+        from hal_sim.scenario import load_scenario
+
+        self.scenario_path = Path(scenario_path).resolve()
+        self.scenario = load_scenario(self.scenario_path)
+        self.work_dir = Path(work_dir).resolve()
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.rate = float(rate or self.scenario.time.rate)
+        self.broker: EmbeddedBroker | None = None
+        self._broker_addr = (broker_host, broker_port) if broker_host else None
+        self.wall_start_s = time.time() + start_delay_s
+        self.clock = _sim_clock(self.scenario, self.wall_start_s, self.rate)
+        self.units = [u for u in self.scenario.units if units is None or u.unit_id in units]
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.db_path = self.work_dir / "controller.sqlite"
+
+    # --------------------------------------------------------------- addresses and files
+    @property
+    def broker_host(self) -> str:
+        return self._broker_addr[0] if self._broker_addr else self.broker.host  # type: ignore[union-attr]
+
+    @property
+    def broker_port(self) -> int:
+        return int(self._broker_addr[1]) if self._broker_addr else self.broker.port  # type: ignore[union-attr]
+
+    def state_dir(self, unit_id: str) -> Path:
+        return self.work_dir / "units" / unit_id
+
+    def sim_seconds(self) -> float:
+        return (time.time() - self.wall_start_s) * self.rate
+
+    def _write_yaml(self, name: str, data: dict[str, Any]) -> Path:
+        path = self.work_dir / name
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        return path
+
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        log_path = self.work_dir / "logs" / f"{name}.log"
+        log_path.parent.mkdir(exist_ok=True)
+        env = dict(os.environ)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "cedge", *args], stdout=log, stderr=subprocess.STDOUT,
+                                    env=env, start_new_session=True)
+        self.procs[name] = proc
+        return proc
+
+    # --------------------------------------------------------------- life cycle
+    def start_broker(self) -> None:
+        if self._broker_addr is None:
+            self.broker = EmbeddedBroker(self.work_dir / "broker")
+            self.broker.start()
+
+    def start_controller(self) -> None:
+        cfg = controller_config(self.scenario, self.broker_host, self.broker_port, self.db_path, self.clock)
+        path = self._write_yaml("controller.yaml", cfg)
+        self._spawn("controller", ["controller", "run", "--config", str(path)])
+
+    def start_agent(self, unit_id: str) -> None:
+        unit = next(u for u in self.units if u.unit_id == unit_id)
+        prof = unit_profile(self.scenario, self.scenario_path, unit, self.broker_host, self.broker_port,
+                            self.clock)
+        path = self._write_yaml(f"{unit_id}.yaml", prof)
+        self._spawn(unit_id, ["agent", "run", "--profile", str(path), "--state-dir",
+                              str(self.state_dir(unit_id))])
+
+    def start(self) -> None:
+        self.start_broker()
+        self.start_controller()
+        for u in self.units:
+            self.start_agent(u.unit_id)
+
+    def alive(self, name: str) -> bool:
+        p = self.procs.get(name)
+        return p is not None and p.poll() is None
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        p = self.procs.get(name)
+        if p is not None and p.poll() is None:
+            p.send_signal(sig)
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    def stop_agents(self) -> None:
+        for name in list(self.procs):
+            if name != "controller" and self.alive(name):
+                self.procs[name].send_signal(signal.SIGTERM)
+        for name in list(self.procs):
+            if name != "controller":
+                self.kill(name, signal.SIGTERM)
+
+    def stop(self) -> None:
+        self.stop_agents()
+        self.kill("controller", signal.SIGTERM)
+        if self.broker is not None:
+            self.broker.stop()

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Set up customs-edge on a Debian machine with Python 3.11 and run the demo or the tests.
+#   ./setup.sh demo [cedge demo options]   install Mosquitto + the package, run the demo
+#   ./setup.sh test [pytest options]       install Mosquitto + the package with test tools, run ruff and pytest
+set -euo pipefail
+cd "$(dirname "$0")"
+mode="${1:-demo}"; shift || true
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# System packages: Mosquitto is the production broker (demo and link tests start their own
+# private instance on a loopback port); python3-venv gives Debian's Python its venv module.
+need=()
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+PY="$(command -v python3.11 || command -v python3)"
+"$PY" -c 'import sys; assert sys.version_info[:2] == (3, 11), sys.version' \
+  || { echo "customs-edge needs Python 3.11 (found $("$PY" --version))" >&2; exit 2; }
+"$PY" -m venv --help >/dev/null 2>&1 && "$PY" -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
+if [ ${#need[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  as_root apt-get update -qq
+  as_root apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# The Debian package enables a system-wide broker on 1883; our runs never use it.
+
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+case "$mode" in
+  demo)
+    .venv/bin/python -m pip install -q -e .
+    exec .venv/bin/cedge demo "$@"
+    ;;
+  test)
+    .venv/bin/python -m pip install -q -e '.[test]'
+    .venv/bin/ruff check .
+    exec .venv/bin/python -m pytest -q "$@"
+    ;;
+  *) echo "usage: $0 demo|test [options]" >&2; exit 2 ;;
+esac
