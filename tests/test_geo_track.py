@@ -16,9 +16,9 @@ def test_enu_round_trip_and_scale() -> None:
     lat, lon, alt = f.to_geodetic(250.0, -120.0, 2.0)
     x, y, z = f.to_enu(lat, lon, alt)
     assert (x, y, z) == pytest.approx((250.0, -120.0, 2.0), abs=1e-6)
-    # one arc-minute of latitude is ~1853 m at 52 deg N (WGS-84 meridian arc)
+    # one arc-minute of latitude at 52 deg N: M(phi) * pi / 10800 = 1854.44 m (WGS-84 meridian radius)
     _, north, _ = f.to_enu(51.95 + 1 / 60, 4.05, 5.0)
-    assert north == pytest.approx(1853.4, abs=1.0)
+    assert north == pytest.approx(1854.44, abs=0.05)
 
 
 def _fix(t: float, x: float, frame: LocalFrame, quality: FixQuality = FixQuality.GPS) -> GnssFix:
