@@ -28,9 +28,10 @@ FINAL_TASK_STATES = {"confirmed", "cleared", "timed_out", "cancelled", "failed"}
 def _source_truth(fleet: Fleet) -> list[dict[str, Any]]:
     from hal_sim.world import SimWorld
 
-    world = SimWorld(fleet.scenario)
-    return [{"id": s.id, "nuclide": s.nuclide, "activity_mbq": s.activity_mbq, "x_m": s.x_m, "y_m": s.y_m,
-             "z_m": s.z_m} for s in world.source_truth()]
+    world = SimWorld(fleet.scenario, check_materials=False)
+    return [{"id": s.source_id, "nuclide": s.nuclide, "activity_mbq": s.activity_bq / 1e6,
+             "container": s.container, "x_m": round(s.position_m[0], 3), "y_m": round(s.position_m[1], 3),
+             "z_m": round(s.position_m[2], 3)} for s in world.sources]
 
 
 def run_demo(scenario_path: Path, work_dir: Path | None = None, rate: float | None = None,
@@ -80,7 +81,7 @@ def run_demo(scenario_path: Path, work_dir: Path | None = None, rate: float | No
         if not quiet:
             console.print(f"stopping fleet ({ended})")
         fleet.stop_agents()
-        time.sleep(2.0)  # the controller drains what the agents flushed on SIGTERM
+        _wait_until_drained(view, timeout_s=60.0)
     finally:
         fleet.stop()
     summary = view.summary()
@@ -108,6 +109,19 @@ def run_demo(scenario_path: Path, work_dir: Path | None = None, rate: float | No
         summary["picture"] = None
         summary["picture_error"] = f"{type(err).__name__}: {err}"
     return summary
+
+
+def _wait_until_drained(view: FleetView, timeout_s: float) -> None:
+    """Give the controller time to store what the agents flushed on SIGTERM (count stops growing)."""
+    deadline = time.monotonic() + timeout_s
+    last, stable_since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        n = view.snapshot()["messages_stored"]
+        if n != last:
+            last, stable_since = n, time.monotonic()
+        elif time.monotonic() - stable_since > 3.0:
+            return
+        time.sleep(0.5)
 
 
 def _sent_by_unit(fleet: Fleet) -> dict[str, int]:

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,9 +25,8 @@ if TYPE_CHECKING:
 
 
 def _sim_clock(scenario: Scenario, wall_start_s: float, rate: float) -> dict[str, Any]:
-    start = scenario.time.start_utc
-    start_s = start.isoformat() if isinstance(start, datetime) else str(start)
-    return {"driver": "sim", "params": {"start_utc": start_s, "rate": rate, "wall_start_s": wall_start_s}}
+    return {"driver": "sim", "params": {"start_utc": scenario.time.start_utc, "rate": rate,
+                                        "wall_start_s": wall_start_s}}
 
 
 def unit_profile(scenario: Scenario, scenario_path: Path, unit: Any, broker_host: str, broker_port: int,
@@ -39,7 +37,8 @@ def unit_profile(scenario: Scenario, scenario_path: Path, unit: Any, broker_host
     if utype == "camerabox":
         fps = getattr(unit, "fps", 10)
         res = list(getattr(unit, "resolution", [320, 240]))
-        devices = {"camera": {"driver": "sim", "params": {**sim, "fps": fps, "resolution": res}}}
+        # The camera box looks at a checkpoint queue, not at the yard: its own face scenario.
+        devices = {"camera": {"driver": "sim", "params": {"scenario": "checkpoint", "fps": fps, "resolution": res}}}
     else:
         devices = {"gamma": {"driver": "sim", "params": dict(sim)}, "gnss": {"driver": "sim", "params": dict(sim)}}
         if utype == "handheld":
@@ -139,10 +138,28 @@ class Fleet:
             self.broker = EmbeddedBroker(self.work_dir / "broker")
             self.broker.start()
 
-    def start_controller(self) -> None:
+    def start_controller(self, wait_subscribed_s: float = 60.0) -> None:
+        """Start the controller and wait until it has subscribed.
+
+        Why wait: on a broker that holds no session for the controller yet, whatever agents publish
+        before the first SUBSCRIBE is acknowledged to them and then dropped (no subscriber).
+        """
         cfg = controller_config(self.scenario, self.broker_host, self.broker_port, self.db_path, self.clock)
         path = self._write_yaml("controller.yaml", cfg)
+        log_path = self.work_dir / "logs" / "controller.log"
+        offset = log_path.stat().st_size if log_path.exists() else 0
         self._spawn("controller", ["controller", "run", "--config", str(path)])
+        deadline = time.monotonic() + wait_subscribed_s
+        while time.monotonic() < deadline:
+            if not self.alive("controller"):
+                raise RuntimeError(f"controller exited at start; see {log_path}")
+            with open(log_path, "rb") as f:
+                f.seek(offset)
+                if b"subscribing" in f.read():
+                    time.sleep(0.3)  # SUBACK follows the SUBSCRIBE within milliseconds on loopback
+                    return
+            time.sleep(0.1)
+        raise RuntimeError(f"controller did not subscribe within {wait_subscribed_s:.0f} s; see {log_path}")
 
     def start_agent(self, unit_id: str) -> None:
         unit = next(u for u in self.units if u.unit_id == unit_id)

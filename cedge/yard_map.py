@@ -28,7 +28,7 @@ def draw_demo_map(fleet: Fleet, view: FleetView, summary: dict[str, Any], png: P
     from hal_sim.world import SimWorld
 
     fig, ax = plt.subplots(figsize=(12, 6.5), dpi=110)
-    draw_yard(ax, SimWorld(fleet.scenario))
+    draw_yard(ax, SimWorld(fleet.scenario, check_materials=False))
     sc = None
     for unit_id, tr in view.tracks().items():
         xs, ys, cps = np.asarray(tr["x"]), np.asarray(tr["y"]), np.asarray(tr["cps"])

@@ -232,12 +232,11 @@ class HandheldRole(Role):
                               radius_m=spec.radius_m, dwell_s=spec.dwell_s)
             self._show(self.task, spec.note)
             self._event("accepted")
-        elif cmd.command == "cancel":
-            if self.task is not None and (cmd.task_id in (None, self.task.task_id)):
-                log.info("task %s cancelled by controller", self.task.task_id)
-                self.task = None
-                if self.ctx.display:
-                    self.ctx.display.clear()
+        elif cmd.command == "cancel" and self.task is not None and cmd.task_id in (None, self.task.task_id):
+            log.info("task %s cancelled by controller", self.task.task_id)
+            self.task = None
+            if self.ctx.display:
+                self.ctx.display.clear()
 
     def _show(self, task: _Task, note: str) -> None:
         if self.ctx.display is None:

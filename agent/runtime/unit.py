@@ -10,6 +10,7 @@ the outbox for the next start.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -18,6 +19,7 @@ import signal
 import threading
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,7 @@ from agent.hal.interfaces import (
 )
 from agent.hal.registry import create_clock, create_device
 from agent.link import MqttLink, Outbox
+from agent.link.outbox import OutboxError
 from agent.runtime.acquisition import AcquisitionThread, BoundedQueue
 from agent.runtime.health import ProcessHealth, sensor_health
 from agent.runtime.roles import ROLES, RoleContext
@@ -46,6 +49,7 @@ from agent.wire_schema import Birth, Command, Health
 log = logging.getLogger(__name__)
 
 STATUS_FILE = "status.json"
+COMMAND_MAX_AGE_S = 600.0
 
 
 class CountingSender:
@@ -55,9 +59,15 @@ class CountingSender:
         self.link = link
         self.count = 0
         self.last_seq = 0
+        self.failures = 0
 
     def send(self, kind: str, body: Any) -> int:
-        seq = self.link.send(kind, body)
+        try:
+            seq = self.link.send(kind, body)
+        except OutboxError as err:  # disk full or I/O error: say so loudly, keep the unit running
+            self.failures += 1
+            log.error("could not store %s message in the outbox: %s", kind, err)
+            return -1
         self.count += 1
         self.last_seq = seq
         return seq
@@ -81,10 +91,11 @@ class AgentRuntime:
         outbox_path = Path(profile.outbox.path)
         if not outbox_path.is_absolute():
             outbox_path = self.state_dir / outbox_path
-        self.outbox = Outbox(str(outbox_path), profile.outbox.max_messages)
+        self.outbox = Outbox(str(outbox_path), profile.outbox.max_messages, on_corrupt="move_aside")
         self._commands: queue.Queue[Command] = queue.Queue(maxsize=100)
         self.link = MqttLink(profile.unit_id, profile.broker, self.outbox, self.clock, birth=self._birth,
-                             on_command=self._on_command, live_window_s=profile.outbox.live_window_s)
+                             on_command=self._on_command, live_window_s=profile.outbox.live_window_s,
+                             max_inflight=profile.outbox.max_inflight, boot_id=self.boot_id)
         self.sender = CountingSender(self.link)
         self._create_devices()
         display = self.devices.get("display")
@@ -129,6 +140,15 @@ class AgentRuntime:
                      pending_backfill=self.outbox.count())
 
     def _on_command(self, cmd: Command) -> None:
+        # Runs on paho's thread. The broker keeps this unit's session, so commands queued while it
+        # was away arrive on reconnect: drop the ones too old to act on (the controller re-dispatches).
+        try:
+            age_s = (self.clock.utc_now() - datetime.fromisoformat(cmd.t_utc.replace("Z", "+00:00"))).total_seconds()
+        except ValueError:
+            age_s = 0.0
+        if age_s > COMMAND_MAX_AGE_S:
+            log.warning("ignoring %s command %s: %.0f s old", cmd.command, cmd.cmd_id, age_s)
+            return
         try:
             self._commands.put_nowait(cmd)
         except queue.Full:
@@ -229,7 +249,8 @@ class AgentRuntime:
             "unit_id": self.profile.unit_id, "unit_type": self.profile.unit_type, "boot_id": self.boot_id,
             "pid": os.getpid(), "uptime_s": round(time.monotonic() - self.started_mono, 1),
             "clock_utc": self.clock.utc_now().isoformat(),
-            "link": {**self.link.stats(), "sequenced_sent": self.sender.count, "last_seq": self.sender.last_seq},
+            "link": {**self.link.stats(), "sequenced_sent": self.sender.count,
+                     "outbox_failures": self.sender.failures},
             "sensors": {k: {"state": v.state.value, "detail": v.state_detail} for k, v in self.devices.items()},
             "device_errors": self.device_errors,
             "queues": {k: {"depth": q.qsize(), "dropped": q.dropped} for k, q in self.queues.items()},
@@ -270,7 +291,6 @@ class AgentRuntime:
                 log.exception("closing %s failed", dev.name)
         self.link.stop(timeout_s=3.0)
         self.watchdog.stop()
-        try:
+        self.outbox.close()
+        with contextlib.suppress(OSError):
             self.write_status()
-        except OSError:
-            pass

@@ -1,0 +1,240 @@
+"""``cedge controller ...``: run the controller, and read its database.
+
+The read commands open the database read-side only (they never create one) and work while the
+controller is running (SQLite WAL: readers do not block the writer).  Every listing prints a rich
+table, or JSON with ``--json`` for scripts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from controller.config import ConfigError, ControllerConfig, load_controller_config
+from controller.store import ACTIVE_TASK_STATES, Store, StoreError
+
+app = typer.Typer(
+    help="Fleet controller: ingest uplinks, store them, fuse alarms, dispatch handhelds.",
+    no_args_is_help=True,
+)
+_out = Console()
+_err = Console(stderr=True)
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="controller YAML (embedded defaults if omitted)")
+DbOpt = typer.Option(None, "--db", help="database path (overrides the config's db_path)")
+JsonOpt = typer.Option(False, "--json", help="print JSON instead of a table")
+
+
+def _config(path: Path | None) -> ControllerConfig:
+    try:
+        return load_controller_config(path)
+    except ConfigError as err:
+        _err.print(f"[red]config error[/red]: {err}")
+        raise typer.Exit(2) from err
+
+
+def _open_store(config: Path | None, db: Path | None) -> Store:
+    path = db or Path(_config(config).db_path)
+    try:
+        return Store(path, create=False)
+    except StoreError as err:
+        _err.print(f"[red]{err}[/red]")
+        raise typer.Exit(1) from err
+
+
+def _print(rows: list[dict[str, Any]], columns: list[str], title: str, as_json: bool) -> None:
+    if as_json:
+        _out.print_json(json.dumps(rows, default=str))
+        return
+    table = Table(title=f"{title} ({len(rows)})")
+    for c in columns:
+        table.add_column(c, overflow="fold")
+    for r in rows:
+        table.add_row(*(_fmt(r.get(c)) for c in columns))
+    _out.print(table)
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.2f}"
+    if isinstance(v, list | dict):
+        return json.dumps(v)[:60]
+    return str(v)
+
+
+@app.command()
+def run(
+    config: Path | None = ConfigOpt,
+    db: Path | None = DbOpt,
+    broker_host: str | None = typer.Option(None, "--broker-host", help="MQTT broker host"),
+    broker_port: int | None = typer.Option(None, "--broker-port", help="MQTT broker port"),
+    log_level: str | None = typer.Option(None, "--log-level", help="DEBUG, INFO, WARNING or ERROR"),
+) -> None:
+    """Run the controller until SIGTERM / Ctrl-C."""
+    from controller.service import ControllerService, install_signal_handlers
+
+    cfg = _config(config)
+    if db is not None:
+        cfg.db_path = str(db)
+    if broker_host is not None:
+        cfg.broker.host = broker_host
+    if broker_port is not None:
+        cfg.broker.port = broker_port
+    level = (log_level or cfg.log_level).upper()
+    logging.basicConfig(
+        level=getattr(logging, level, logging.INFO), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        service = ControllerService(cfg)
+    except (StoreError, ConfigError) as err:
+        _err.print(f"[red]cannot start[/red]: {err}")
+        raise typer.Exit(1) from err
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    service.run(stop)
+
+
+@app.command()
+def units(config: Path | None = ConfigOpt, db: Path | None = DbOpt, as_json: bool = JsonOpt) -> None:
+    """Units seen, with liveness state, last position and availability."""
+    with _open_store(config, db) as store:
+        rows = store.list_units()
+    _print(
+        rows,
+        [
+            "unit_id",
+            "unit_type",
+            "state",
+            "last_seen_utc",
+            "boot_id",
+            "messages",
+            "x_m",
+            "y_m",
+            "available",
+            "task_id",
+            "software_version",
+        ],
+        "units",
+        as_json,
+    )
+
+
+@app.command()
+def alarms(
+    config: Path | None = ConfigOpt,
+    db: Path | None = DbOpt,
+    as_json: bool = JsonOpt,
+    limit: int = typer.Option(100, "--limit", help="most recent N"),
+) -> None:
+    """Alarms received, with the incident each was grouped into."""
+    with _open_store(config, db) as store:
+        rows = store.list_alarms(limit=limit)
+    _print(
+        rows,
+        [
+            "alarm_id",
+            "unit_id",
+            "t_peak_utc",
+            "significance_sigma",
+            "peak_cps",
+            "background_cps",
+            "x_m",
+            "y_m",
+            "delivery",
+            "incident_id",
+        ],
+        "alarms",
+        as_json,
+    )
+
+
+@app.command()
+def tasks(
+    config: Path | None = ConfigOpt,
+    db: Path | None = DbOpt,
+    as_json: bool = JsonOpt,
+    active: bool = typer.Option(False, "--active", help="only tasks still in progress"),
+) -> None:
+    """Handheld tasks with state, assigned unit, target and attempts."""
+    with _open_store(config, db) as store:
+        rows = store.list_tasks(ACTIVE_TASK_STATES if active else None)
+    _print(
+        rows,
+        [
+            "task_id",
+            "incident_id",
+            "state",
+            "unit_id",
+            "target_x_m",
+            "target_y_m",
+            "radius_m",
+            "attempts",
+            "state_since_utc",
+            "deadline_utc",
+        ],
+        "tasks",
+        as_json,
+    )
+
+
+@app.command()
+def incidents(config: Path | None = ConfigOpt, db: Path | None = DbOpt, as_json: bool = JsonOpt) -> None:
+    """Incidents (grouped alarms) with the fused source estimate."""
+    with _open_store(config, db) as store:
+        rows = store.list_incidents()
+    _print(
+        rows,
+        [
+            "incident_id",
+            "state",
+            "passes",
+            "units",
+            "est_x_m",
+            "est_y_m",
+            "est_z_m",
+            "sigma_xy_m",
+            "ambiguous",
+            "est_strength",
+            "task_id",
+        ],
+        "incidents",
+        as_json,
+    )
+
+
+@app.command()
+def stats(config: Path | None = ConfigOpt, db: Path | None = DbOpt, as_json: bool = JsonOpt) -> None:
+    """Messages per unit and boot, sequence gaps, rejects by reason."""
+    with _open_store(config, db) as store:
+        counts = store.counts()
+    if as_json:
+        _out.print_json(json.dumps(counts, default=str))
+        return
+    _print(
+        [{"unit_id": u, "messages": n} for u, n in counts["messages_per_unit"].items()],
+        ["unit_id", "messages"],
+        "messages stored per unit",
+        False,
+    )
+    _print(
+        counts["boots"],
+        ["unit_id", "boot_id", "n", "min_seq", "max_seq", "missing", "gaps"],
+        "sequences per boot",
+        False,
+    )
+    _print(
+        [{"reason": k, "count": v} for k, v in counts["rejects"].items()],
+        ["reason", "count"],
+        "rejects by reason",
+        False,
+    )
+    _print(counts["counters"], ["name", "unit_id", "value"], "counters", False)

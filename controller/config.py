@@ -1,0 +1,172 @@
+"""Fleet controller configuration: one validated YAML file, usable with no file at all.
+
+Same conventions as the unit profile (:mod:`agent.config`): pydantic models with unknown keys
+rejected and a schema version checked, so a typo is reported with the file and the key before the
+controller touches the broker or the database.  Layering: embedded defaults < file < environment
+(``CEDGE_BROKER_HOST``, ``CEDGE_BROKER_PORT``, ``CEDGE_CONTROLLER_DB``) < command line.
+
+The embedded defaults describe a loopback broker, a database in the working directory, the system
+clock and the demo yard's site origin, so ``cedge controller run`` works out of the box.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from agent.config import (
+    BrokerConfig,
+    ConfigError,
+    DriverConfig,
+    SiteConfig,
+    format_validation_error,
+    load_yaml,
+)
+
+__all__ = [
+    "ConfigError",
+    "ControllerBrokerConfig",
+    "ControllerConfig",
+    "DispatchConfig",
+    "IngestConfig",
+    "LivenessConfig",
+    "LocalizationConfig",
+    "apply_controller_env",
+    "controller_config_from_dict",
+    "default_controller_config",
+    "load_controller_config",
+]
+
+
+class _Cfg(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ControllerBrokerConfig(BrokerConfig):
+    """Broker connection of the controller: MQTT 5 with a persistent session.
+
+    Why persistent: with ``clean_start=False``, a fixed ``client_id`` and a session expiry the
+    broker keeps the subscription and queues QoS-1 uplinks while the controller is down (restart,
+    upgrade); the controller acknowledges each one only after it is committed to SQLite.
+    """
+
+    client_id: str = Field(default="cedge-controller", min_length=1, max_length=128)
+    shared_subscription_group: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0, le=0xFFFFFFFF)
+    receive_maximum: int = Field(default=200, ge=1, le=65535)  # un-acked QoS-1 messages in flight to us
+
+    @model_validator(mode="after")
+    def _needs_mqtt5(self) -> ControllerBrokerConfig:
+        if self.protocol != 5:
+            raise ValueError("the controller needs MQTT 5 (session expiry, shared subscriptions); set protocol: 5")
+        return self
+
+
+class IngestConfig(_Cfg):
+    max_payload_bytes: int = Field(default=1024 * 1024, gt=0)
+    batch_max: int = Field(default=200, ge=1, le=10_000)  # messages committed per SQLite transaction
+    reject_log_interval_s: float = Field(default=10.0, ge=0)
+
+
+class LivenessConfig(_Cfg):
+    stale_after_s: float = Field(default=30.0, gt=0)
+    offline_after_s: float = Field(default=120.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LivenessConfig:
+        if self.offline_after_s < self.stale_after_s:
+            raise ValueError("offline_after_s must be >= stale_after_s")
+        return self
+
+
+class DispatchConfig(_Cfg):
+    """Incident grouping, fusion hold and the handheld task state machine's time-outs."""
+
+    enabled: bool = True  # with a shared subscription, run dispatch in one controller process only
+    group_radius_m: float = Field(default=30.0, gt=0)
+    group_window_s: float = Field(default=900.0, gt=0)
+    pass_gap_s: float = Field(default=30.0, gt=0)  # alarms of one unit further apart = separate passes
+    hold_for_fusion_s: float = Field(default=60.0, ge=0)
+    accept_timeout_s: float = Field(default=60.0, gt=0)
+    arrive_timeout_s: float | None = Field(default=None, gt=0)  # None: distance / walk speed + margin
+    walk_speed_m_s: float = Field(default=1.2, gt=0)
+    arrive_margin_s: float = Field(default=120.0, ge=0)
+    measure_timeout_s: float = Field(default=120.0, gt=0)  # on top of dwell_s
+    max_redispatch: int = Field(default=2, ge=0)
+    dwell_s: float = Field(default=60.0, gt=0)
+    radius_m: float = Field(default=5.0, gt=0)
+
+
+class LocalizationConfig(_Cfg):
+    prior_z_min_m: float = 0.0
+    prior_z_max_m: float = 6.0  # two stacked ISO containers are 5.2 m high
+    mu_air_per_m: float = Field(default=0.0093, ge=0)  # 662 keV: 0.0775 cm2/g x 1.205e-3 g/cm3 (NIST XCOM)
+    search_radius_m: float = Field(default=40.0, gt=0)
+    time_margin_s: float = Field(default=120.0, ge=0)
+    near_field_m: float = Field(default=0.3, gt=0)
+    subsamples: int = Field(default=5, ge=1, le=50)
+    ambiguity_dnll: float = Field(default=2.0, gt=0)
+    min_measurements: int = Field(default=8, ge=4)
+
+    @model_validator(mode="after")
+    def _z_range(self) -> LocalizationConfig:
+        if self.prior_z_max_m <= self.prior_z_min_m:
+            raise ValueError("prior_z_max_m must be > prior_z_min_m")
+        return self
+
+
+def _default_site() -> SiteConfig:
+    # The demo yard's origin (configs/scenarios/demo_yard.yaml), so a file-less run fits the demo.
+    return SiteConfig(name="demo-yard", origin_lat_deg=51.95, origin_lon_deg=4.05, origin_alt_m=5.0)
+
+
+class ControllerConfig(_Cfg):
+    schema_: Literal[1] = Field(alias="schema", default=1)
+    site: SiteConfig = Field(default_factory=_default_site)
+    broker: ControllerBrokerConfig = Field(default_factory=ControllerBrokerConfig)
+    db_path: str = "controller.sqlite"
+    db_synchronous: Literal["FULL", "NORMAL"] = "FULL"  # FULL: an acked message survives power loss
+    clock: DriverConfig = Field(default_factory=lambda: DriverConfig(driver="system"))
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    liveness: LivenessConfig = Field(default_factory=LivenessConfig)
+    dispatch: DispatchConfig = Field(default_factory=DispatchConfig)
+    localization: LocalizationConfig = Field(default_factory=LocalizationConfig)
+    tick_s: float = Field(default=1.0, gt=0)  # dispatcher / liveness period, clock seconds
+    status_interval_s: float = Field(default=30.0, gt=0)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+def controller_config_from_dict(data: dict[str, Any], source: str = "controller config") -> ControllerConfig:
+    try:
+        return ControllerConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, source)) from err
+
+
+def default_controller_config() -> ControllerConfig:
+    return ControllerConfig()
+
+
+def apply_controller_env(cfg: ControllerConfig, env: dict[str, str] | None = None) -> ControllerConfig:
+    env = dict(os.environ) if env is None else env
+    if "CEDGE_BROKER_HOST" in env:
+        cfg.broker.host = env["CEDGE_BROKER_HOST"]
+    if "CEDGE_BROKER_PORT" in env:
+        try:
+            cfg.broker.port = int(env["CEDGE_BROKER_PORT"])
+        except ValueError as err:
+            raise ConfigError(f"CEDGE_BROKER_PORT={env['CEDGE_BROKER_PORT']!r} is not a port number") from err
+    if "CEDGE_CONTROLLER_DB" in env:
+        cfg.db_path = env["CEDGE_CONTROLLER_DB"]
+    return cfg
+
+
+def load_controller_config(path: str | Path | None = None, env: dict[str, str] | None = None) -> ControllerConfig:
+    """Load and validate ``path`` (embedded defaults when None), then apply the environment."""
+    cfg = default_controller_config() if path is None else controller_config_from_dict(load_yaml(path), str(path))
+    return apply_controller_env(cfg, env)

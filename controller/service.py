@@ -1,0 +1,236 @@
+"""The controller process: MQTT in, SQLite, liveness, fusion and dispatch, in one loop.
+
+One thread owns the database: it drains the MQTT inbox in batches, commits each batch in one
+transaction (one fsync for up to ``ingest.batch_max`` messages, each message still atomic through
+a savepoint), and only then acknowledges the batch to the broker.  If the batch cannot be
+committed (disk full, I/O error) the messages are re-run one by one; those that still cannot be
+stored stay un-acknowledged and are retried with back-off - never dropped.  Every ``tick_s`` of
+the injected clock the liveness sweep and the dispatcher (new alarms, task events, time-outs) run;
+every ``status_interval_s`` a status line is logged.
+
+SIGTERM/SIGINT set the stop event (see :func:`install_signal_handlers`); the loop then stores and
+acknowledges what is already queued, disconnects (the broker keeps the persistent session and
+queues for the next start) and closes the database.  Under systemd (``Type=notify``) READY, STATUS
+and WATCHDOG are sent through sdnotify when ``NOTIFY_SOCKET`` is set.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import sqlite3
+import threading
+from typing import Any
+
+from agent.hal.interfaces import Clock
+from agent.hal.registry import create_clock
+from agent.wire_schema import Command
+from controller.config import ControllerConfig
+from controller.dispatch import Dispatcher
+from controller.ingest import Ingestor
+from controller.liveness import LivenessMonitor
+from controller.mqtt_client import ControllerMqtt, InboundMessage
+from controller.store import ACTIVE_TASK_STATES, Store
+
+__all__ = ["ControllerService", "install_signal_handlers"]
+
+log = logging.getLogger(__name__)
+
+_RETRY_MAX_WALL_S = 5.0
+
+
+class _RetryBatch(Exception):
+    """A message in the batch hit a storage error: redo the batch message by message."""
+
+
+class _Notifier:
+    def __init__(self) -> None:
+        self._n = None
+        if os.environ.get("NOTIFY_SOCKET"):
+            try:
+                import sdnotify
+
+                self._n = sdnotify.SystemdNotifier()
+            except ImportError:  # pragma: no cover - sdnotify is a dependency
+                self._n = None
+
+    def notify(self, msg: str) -> None:
+        if self._n is not None:
+            self._n.notify(msg)
+
+
+class ControllerService:
+    """Wires store, ingest, liveness, dispatcher and the MQTT link; :meth:`run` is the main loop."""
+
+    def __init__(self, config: ControllerConfig, clock: Clock | None = None, link: ControllerMqtt | None = None):
+        self.config = config
+        self.clock = clock or create_clock(config.clock.driver, config.clock.params)
+        self.store = Store(config.db_path, synchronous=config.db_synchronous)
+        self.link = link or ControllerMqtt(config.broker)
+        self.ingestor = Ingestor(
+            self.store,
+            clock=self.clock,
+            max_payload_bytes=config.ingest.max_payload_bytes,
+            reject_log_interval_s=config.ingest.reject_log_interval_s,
+        )
+        self.liveness = LivenessMonitor(self.store, self.clock, config.liveness)
+        self.dispatcher = Dispatcher(
+            self.store, self.clock, self._publish_command, config.dispatch, config.localization, config.site
+        )
+        self._retry: list[InboundMessage] = []
+        self._retry_wait_s = 0.0
+        self._retry_at_s = 0.0
+        self._notifier = _Notifier()
+        self.acked = 0
+
+    def _publish_command(self, unit_id: str, cmd: Command) -> None:
+        self.link.publish_command(unit_id, cmd)
+
+    # ------------------------------------------------------------------ main loop
+    def run(self, stop_event: threading.Event) -> None:
+        log.info(
+            "controller starting: db %s, broker %s:%d, clock %s, dispatch %s",
+            self.config.db_path,
+            self.config.broker.host,
+            self.config.broker.port,
+            self.config.clock.driver,
+            "on" if self.config.dispatch.enabled else "off",
+        )
+        self.link.start()
+        self._notifier.notify("READY=1")
+        now = self.clock.monotonic_s()
+        next_tick, next_status = now, now + self.config.status_interval_s
+        try:
+            while not stop_event.is_set():
+                now = self.clock.monotonic_s()
+                wait_s = max(0.0, min(0.2, (next_tick - now) / max(self.clock.rate, 1e-6)))
+                self.process(self._drain(wait_s))
+                now = self.clock.monotonic_s()
+                if now >= next_tick:
+                    self.tick()
+                    next_tick = now + self.config.tick_s
+                if now >= next_status:
+                    self.log_status()
+                    next_status = now + self.config.status_interval_s
+                self._notifier.notify("WATCHDOG=1")
+        finally:
+            self._shutdown()
+
+    def tick(self) -> None:
+        """Liveness sweep and dispatcher step; an error here is logged, never fatal."""
+        try:
+            self.liveness.tick()
+            if self.config.dispatch.enabled:
+                self.dispatcher.tick()
+        except sqlite3.Error as err:
+            log.error("tick skipped, database error: %s", err)
+        except Exception:
+            log.exception("tick failed")
+
+    def _drain(self, wait_s: float) -> list[InboundMessage]:
+        batch: list[InboundMessage] = []
+        if self._retry and self.clock.monotonic_s() >= self._retry_at_s:
+            batch, self._retry = self._retry, []
+        try:
+            if not batch:
+                batch.append(self.link.inbox.get(timeout=wait_s) if wait_s > 0 else self.link.inbox.get_nowait())
+            while len(batch) < self.config.ingest.batch_max:
+                batch.append(self.link.inbox.get_nowait())
+        except queue.Empty:
+            pass
+        return batch
+
+    def process(self, batch: list[InboundMessage]) -> None:
+        """Store a batch in one transaction, then acknowledge it; fall back to one by one."""
+        if not batch:
+            return
+        try:
+            with self.store.batch():
+                for m in batch:
+                    if self.ingestor.handle(m.topic, m.payload) == "retry":
+                        raise _RetryBatch
+        except (_RetryBatch, sqlite3.Error) as err:
+            log.warning("batch of %d not committed (%s); storing one by one", len(batch), err or "retry")
+            done = []
+            for m in batch:
+                if self.ingestor.handle(m.topic, m.payload) == "retry":
+                    self._retry.append(m)
+                else:
+                    done.append(m)
+            self._schedule_retry()
+        else:
+            done = batch
+            self._retry_wait_s = 0.0
+        for m in done:
+            if self.link.ack(m):
+                self.acked += 1
+
+    def _schedule_retry(self) -> None:
+        if not self._retry:
+            self._retry_wait_s = 0.0
+            return
+        self._retry_wait_s = min(max(2 * self._retry_wait_s, 0.25), _RETRY_MAX_WALL_S)
+        self._retry_at_s = self.clock.monotonic_s() + self._retry_wait_s * self.clock.rate
+        log.warning("%d message(s) kept for retry in %.2f s (not acknowledged)", len(self._retry), self._retry_wait_s)
+
+    # ------------------------------------------------------------------ status / shutdown
+    def status(self) -> dict[str, Any]:
+        s = self.ingestor.stats
+        return {
+            "connected": self.link.connected,
+            "inbox": self.link.inbox.qsize(),
+            "retry": len(self._retry),
+            "acked": self.acked,
+            "outcomes": dict(s.outcomes),
+            "rejects": dict(s.rejects),
+            "units": self.store.unit_state_counts(),
+            "incidents_active": len(self.store.active_incidents()),
+            "tasks_active": len(self.store.list_tasks(ACTIVE_TASK_STATES)),
+            "dispatch": dict(self.dispatcher.stats),
+        }
+
+    def log_status(self) -> None:
+        try:
+            st = self.status()
+        except sqlite3.Error as err:
+            log.error("status: database error %s", err)
+            return
+        o, u = st["outcomes"], st["units"]
+        line = (
+            f"status: {'connected' if st['connected'] else 'DISCONNECTED'}, inbox {st['inbox']}, "
+            f"stored {o.get('stored', 0)}, dup {o.get('duplicate', 0)}, rejected {o.get('rejected', 0)}, "
+            f"retry {st['retry']}; units online {u.get('online', 0)} stale {u.get('stale', 0)} "
+            f"offline {u.get('offline', 0)}; incidents {st['incidents_active']}, tasks {st['tasks_active']}"
+        )
+        log.info(line)
+        self._notifier.notify(f"STATUS={line}")
+
+    def _shutdown(self) -> None:
+        self._notifier.notify("STOPPING=1")
+        try:
+            self.process(self._drain(0.0))  # store and ack what is already here while still connected
+        except Exception:
+            log.exception("final drain failed; un-acked messages stay with the broker")
+        self.link.stop()
+        try:  # anything that arrived during disconnect: store it (un-acked; the broker re-sends, we de-dup)
+            while True:
+                m = self.link.inbox.get_nowait()
+                self.ingestor.handle(m.topic, m.payload)
+        except queue.Empty:
+            pass
+        self.log_status()
+        self.store.close()
+        log.info("controller stopped")
+
+
+def install_signal_handlers(stop_event: threading.Event) -> None:
+    """SIGTERM / SIGINT set ``stop_event`` (call from the main thread)."""
+
+    def _stop(signum: int, _frame: object) -> None:
+        log.info("signal %d: stopping", signum)
+        stop_event.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)

@@ -1,0 +1,972 @@
+"""The controller's SQLite store: everything received, de-duplicated, plus incidents and tasks.
+
+Why SQLite (through sqlite-utils) in WAL mode: one file, crash-safe transactions, concurrent
+readers (the CLI, the demo, a console) while the controller writes.  The MQTT layer acknowledges a
+message to the broker only after :meth:`Store.store_uplink` has committed, so the store is the
+point where a message stops being the broker's responsibility.
+
+Exactly-once: QoS 1 means at-least-once; redeliveries are removed here.  The ``received`` ledger is
+keyed by ``(unit_id, boot_id, seq)`` and written in the same transaction as the message's row, so a
+message is either fully stored and in the ledger, or neither; a second copy finds its key taken and
+stores nothing (``'duplicate'``).  ``BEGIN IMMEDIATE`` takes the write lock up front, so concurrent
+writers (several controller processes on a shared subscription, or threads) serialise instead of
+dead-locking on a read->write upgrade.  Session messages (birth/death, ``seq == 0``) are not in the
+ledger; they go to ``sessions``.
+
+Transactions are explicit (the connection is in autocommit mode and every write goes through
+:meth:`Store.transaction`): nested use becomes a SAVEPOINT, so a batch of messages commits with one
+fsync while a failing message rolls back alone.  sqlite-utils is used for schema, indices and
+queries; writes are plain SQL because its table helpers commit on their own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import sqlite_utils
+from pydantic import BaseModel
+
+from agent.wire_schema import (
+    Alarm,
+    Birth,
+    Command,
+    Death,
+    Envelope,
+    Health,
+    Measurement,
+    Position,
+    TaskEvent,
+    Vitals,
+)
+from controller import liveness
+
+__all__ = ["Store", "StoreError", "StoreOutcome", "epoch_s", "iso_utc"]
+
+StoreOutcome = Literal["stored", "duplicate"]
+
+
+class StoreError(RuntimeError):
+    """The database cannot be opened or is not a controller database."""
+
+
+def epoch_s(t: str | float | datetime | None) -> float | None:
+    """ISO-8601 UTC text, a datetime or epoch seconds -> epoch seconds (None if unparseable)."""
+    if t is None:
+        return None
+    if isinstance(t, int | float):
+        return float(t)
+    if isinstance(t, datetime):
+        dt = t
+    else:
+        try:
+            dt = datetime.fromisoformat(t)
+        except ValueError:
+            return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()
+
+
+def iso_utc(t: datetime) -> str:
+    return t.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+_POS_COLS = {
+    "x_m": float,
+    "y_m": float,
+    "z_m": float,
+    "lat_deg": float,
+    "lon_deg": float,
+    "alt_m": float,
+    "fix_quality": int,
+}
+_COMMON = {
+    "unit_id": str,
+    "boot_id": str,
+    "seq": int,
+    "t_utc": str,
+    "t_epoch_s": float,
+    "delivery": str,
+    "received_utc": str,
+}
+
+# table -> (columns, JSON columns); "id" is an INTEGER PRIMARY KEY (rowid) unless a pk is given.
+_TABLES: dict[str, dict[str, Any]] = {
+    "received": {
+        "unit_id": str,
+        "boot_id": str,
+        "seq": int,
+        "kind": str,
+        "t_utc": str,
+        "t_mono_s": float,
+        "delivery": str,
+        "received_utc": str,
+    },
+    "sessions": {
+        "id": int,
+        "unit_id": str,
+        "boot_id": str,
+        "kind": str,
+        "t_utc": str,
+        "t_mono_s": float,
+        "clock_valid": int,
+        "received_utc": str,
+        "body": str,
+        "applied": int,
+    },
+    "measurements": {
+        "id": int,
+        **_COMMON,
+        "interval_s": float,
+        "live_time_s": float,
+        "gross_counts": int,
+        "gross_cps": float,
+        "background_cps": float,
+        "dose_rate_usv_h": float,
+        "detector_model": str,
+        **_POS_COLS,
+        "hdop": float,
+        "speed_m_s": float,
+        "spectrum": str,
+        "energy_calibration_kev": str,
+    },
+    "alarms": {
+        "id": int,
+        **_COMMON,
+        "alarm_id": str,
+        "detector": str,
+        "significance_sigma": float,
+        "peak_cps": float,
+        "background_cps": float,
+        "threshold_sigma": float,
+        "false_alarm_rate_per_h": float,
+        "t_peak_utc": str,
+        "t_peak_epoch_s": float,
+        **_POS_COLS,
+        "nuclides": str,
+        "dose_rate_usv_h": float,
+        "incident_id": str,
+    },
+    "health": {
+        "id": int,
+        **_COMMON,
+        "uptime_s": float,
+        "cpu_pct": float,
+        "mem_rss_mb": float,
+        "outbox_pending": int,
+        "loop_lag_ms": float,
+        "queue_depth": str,
+        "sensors": str,
+        **_POS_COLS,
+        "available": int,
+        "task_id": str,
+    },
+    "task_events": {
+        "id": int,
+        **_COMMON,
+        "task_id": str,
+        "cmd_id": str,
+        "state": str,
+        **_POS_COLS,
+        "result": str,
+        "reason": str,
+        "disposition": str,
+        "disposition_reason": str,
+    },
+    "vitals": {
+        "id": int,
+        **_COMMON,
+        "track_id": str,
+        "heart_rate_bpm": float,
+        "hr_quality": float,
+        "respiration_rate_bpm": float,
+        "blink_rate_per_min": float,
+        "abnormal_score": float,
+        "alert": int,
+        "evidence": str,
+    },
+    "units": {
+        "unit_id": str,
+        "unit_type": str,
+        "state": str,
+        "state_since_utc": str,
+        "last_seen_utc": str,
+        "last_seen_epoch_s": float,
+        "last_kind": str,
+        "boot_id": str,
+        "session_t_mono_s": float,
+        "birth_utc": str,
+        "birth": str,
+        "profile": str,
+        "software_version": str,
+        "death_reason": str,
+        **_POS_COLS,
+        "position_epoch_s": float,
+        "available": int,
+        "task_id": str,
+        "sensors": str,
+        "outbox_pending": int,
+        "messages": int,
+    },
+    "incidents": {
+        "incident_id": str,
+        "state": str,
+        "created_utc": str,
+        "updated_utc": str,
+        "first_alarm_epoch_s": float,
+        "last_alarm_epoch_s": float,
+        "hold_until_utc": str,
+        "alarms": str,
+        "units": str,
+        "passes": int,
+        "center_x_m": float,
+        "center_y_m": float,
+        "est_x_m": float,
+        "est_y_m": float,
+        "est_z_m": float,
+        "est_strength": float,
+        "sigma_xy_m": float,
+        "ambiguous": int,
+        "estimate": str,
+        "task_id": str,
+    },
+    "tasks": {
+        "task_id": str,
+        "incident_id": str,
+        "alarm_ids": str,
+        "state": str,
+        "unit_id": str,
+        "cmd_id": str,
+        "target_x_m": float,
+        "target_y_m": float,
+        "target_z_m": float,
+        "target_lat_deg": float,
+        "target_lon_deg": float,
+        "sigma_xy_m": float,
+        "radius_m": float,
+        "dwell_s": float,
+        "created_utc": str,
+        "updated_utc": str,
+        "state_since_utc": str,
+        "deadline_utc": str,
+        "attempts": int,
+        "excluded_units": str,
+        "cmd_ids": str,
+        "note": str,
+        "result": str,
+        "history": str,
+    },
+    "commands": {
+        "id": int,
+        "cmd_id": str,
+        "unit_id": str,
+        "command": str,
+        "task_id": str,
+        "t_utc": str,
+        "payload": str,
+    },
+    "rejects": {
+        "id": int,
+        "received_utc": str,
+        "topic": str,
+        "reason_code": str,
+        "reason": str,
+        "payload_excerpt": str,
+        "payload_bytes": int,
+    },
+    "counters": {"name": str, "unit_id": str, "value": int},
+    "meta": {"key": str, "value": str},
+}
+_PKS: dict[str, str | tuple[str, ...]] = {
+    "received": ("unit_id", "boot_id", "seq"),
+    "units": "unit_id",
+    "incidents": "incident_id",
+    "tasks": "task_id",
+    "counters": ("name", "unit_id"),
+    "meta": "key",
+}
+_JSON_COLS = {
+    "body",
+    "spectrum",
+    "energy_calibration_kev",
+    "nuclides",
+    "queue_depth",
+    "sensors",
+    "result",
+    "evidence",
+    "birth",
+    "alarm_ids",
+    "alarms",
+    "units",
+    "estimate",
+    "excluded_units",
+    "cmd_ids",
+    "history",
+    "payload",
+}
+_INDICES: list[tuple[str, tuple[str, ...], bool]] = [
+    ("measurements", ("unit_id", "boot_id", "seq"), True),
+    ("measurements", ("t_epoch_s",), False),
+    ("alarms", ("unit_id", "boot_id", "seq"), True),
+    ("alarms", ("alarm_id",), False),
+    ("alarms", ("incident_id",), False),
+    ("health", ("unit_id", "boot_id", "seq"), True),
+    ("task_events", ("unit_id", "boot_id", "seq"), True),
+    ("task_events", ("task_id",), False),
+    ("vitals", ("unit_id", "boot_id", "seq"), True),
+    ("sessions", ("unit_id",), False),
+    ("tasks", ("state",), False),
+    ("tasks", ("unit_id",), False),
+    ("incidents", ("state",), False),
+    ("rejects", ("reason_code",), False),
+    ("commands", ("task_id",), False),
+]
+ACTIVE_TASK_STATES = ("open", "dispatched", "accepted", "on_site", "measuring")
+
+
+def _pos(p: Position | None) -> dict[str, Any]:
+    if p is None:
+        return dict.fromkeys(_POS_COLS)
+    return {
+        "x_m": p.x_m,
+        "y_m": p.y_m,
+        "z_m": p.z_m,
+        "lat_deg": p.lat_deg,
+        "lon_deg": p.lon_deg,
+        "alt_m": p.alt_m,
+        "fix_quality": p.fix_quality,
+    }
+
+
+def _js(v: Any) -> str | None:
+    return None if v is None else json.dumps(v, separators=(",", ":"))
+
+
+def _decode(row: dict[str, Any]) -> dict[str, Any]:
+    for k in _JSON_COLS.intersection(row):
+        if isinstance(row[k], str):
+            with contextlib.suppress(json.JSONDecodeError):
+                row[k] = json.loads(row[k])
+    return row
+
+
+class Store:
+    """One controller database. Thread-safe (one connection behind a re-entrant lock)."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        synchronous: Literal["FULL", "NORMAL"] = "FULL",
+        busy_timeout_ms: int = 30_000,
+        create: bool = True,
+    ):
+        self.path = str(path)
+        if not create and (self.path == ":memory:" or not Path(self.path).exists()):
+            raise StoreError(f"no controller database at {self.path}")
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, timeout=busy_timeout_ms / 1000, check_same_thread=False
+            )
+            self.db = sqlite_utils.Database(conn)
+            if self.path != ":memory:":
+                self.db.enable_wal()
+            conn.execute(f"PRAGMA synchronous={synchronous}")
+            conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        except sqlite3.Error as err:
+            raise StoreError(f"{self.path}: cannot open database ({err})") from err
+        self._conn = conn
+        self._lock = threading.RLock()
+        self._depth = 0
+        if create:
+            self._create_schema()
+        elif "received" not in self.db.table_names():
+            raise StoreError(f"{self.path} is not a controller database (no 'received' table)")
+
+    # ------------------------------------------------------------------ lifecycle
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _create_schema(self) -> None:
+        with self._lock:
+            existing = set(self.db.table_names())
+            for name, cols in _TABLES.items():
+                if name in existing:
+                    continue
+                pk = _PKS.get(name, "id")
+                self.db[name].create(cols, pk=pk, if_not_exists=True)
+            for table, cols, unique in _INDICES:
+                self.db[table].create_index(
+                    list(cols), unique=unique, if_not_exists=True, index_name=f"idx_{table}_{'_'.join(cols)}"
+                )
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One atomic unit of work; nested calls become SAVEPOINTs (roll back alone)."""
+        with self._lock:
+            depth = self._depth
+            self._conn.execute("BEGIN IMMEDIATE" if depth == 0 else f"SAVEPOINT sp{depth}")
+            self._depth += 1
+            try:
+                yield
+            except BaseException:
+                self._depth = depth
+                self._rollback(depth)
+                raise
+            self._depth = depth
+            if depth == 0:
+                try:
+                    self._conn.execute("COMMIT")
+                except sqlite3.Error:
+                    if self._conn.in_transaction:
+                        self._conn.execute("ROLLBACK")
+                    raise
+            else:
+                self._conn.execute(f"RELEASE sp{depth}")
+
+    batch = transaction
+
+    def _rollback(self, depth: int) -> None:
+        # SQLite may already have rolled the whole transaction back (SQLITE_FULL, IOERR, BUSY):
+        # then there is nothing to undo, and the caller's exception is the one that matters.
+        if not self._conn.in_transaction:
+            return
+        try:
+            if depth == 0:
+                self._conn.execute("ROLLBACK")
+            else:
+                self._conn.execute(f"ROLLBACK TO sp{depth}")
+                self._conn.execute(f"RELEASE sp{depth}")
+        except sqlite3.Error:
+            if depth == 0 and self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+
+    def _insert(self, table: str, row: dict[str, Any], on_conflict: str = "") -> sqlite3.Cursor:
+        cols = ", ".join(row)
+        marks = ", ".join(f":{c}" for c in row)
+        return self._conn.execute(f"INSERT INTO {table} ({cols}) VALUES ({marks}) {on_conflict}", row)
+
+    def _upsert(self, table: str, row: dict[str, Any]) -> None:
+        pk = _PKS[table]
+        keys = (pk,) if isinstance(pk, str) else pk
+        sets = ", ".join(f"{c}=excluded.{c}" for c in row if c not in keys)
+        self._insert(table, row, f"ON CONFLICT({', '.join(keys)}) DO UPDATE SET {sets}")
+
+    def _update(self, table: str, key: dict[str, Any], values: dict[str, Any]) -> int:
+        sets = ", ".join(f"{c}=:v_{c}" for c in values)
+        where = " AND ".join(f"{c}=:k_{c}" for c in key)
+        params = {f"v_{c}": v for c, v in values.items()} | {f"k_{c}": v for c, v in key.items()}
+        return self._conn.execute(f"UPDATE {table} SET {sets} WHERE {where}", params).rowcount
+
+    def _rows(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[dict[str, Any]]:
+        with self._lock:
+            return [_decode(r) for r in self.db.query(sql, params)]
+
+    def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[dict[str, Any]]:
+        """Ad-hoc read (views, plots): rows as dicts with JSON columns decoded. SELECT only."""
+        if not sql.lstrip().upper().startswith(("SELECT", "WITH")):
+            raise ValueError("Store.query is for SELECT statements")
+        return self._rows(sql, params)
+
+    # ------------------------------------------------------------------ uplink
+    def store_uplink(self, env: Envelope, body: BaseModel, received_utc: str) -> StoreOutcome:
+        """Store one decoded uplink atomically; ``'duplicate'`` (nothing written) if already stored."""
+        with self.transaction():
+            if env.kind in ("birth", "death"):
+                self._store_session(env, body, received_utc)
+                return "stored"
+            cur = self._insert(
+                "received",
+                {
+                    "unit_id": env.unit_id,
+                    "boot_id": env.boot_id,
+                    "seq": env.seq,
+                    "kind": env.kind,
+                    "t_utc": env.t_utc,
+                    "t_mono_s": env.t_mono_s,
+                    "delivery": env.delivery,
+                    "received_utc": received_utc,
+                },
+                "ON CONFLICT DO NOTHING",
+            )
+            if cur.rowcount == 0:
+                return "duplicate"
+            common = {
+                "unit_id": env.unit_id,
+                "boot_id": env.boot_id,
+                "seq": env.seq,
+                "t_utc": env.t_utc,
+                "t_epoch_s": epoch_s(env.t_utc),
+                "delivery": env.delivery,
+                "received_utc": received_utc,
+            }
+            position: Position | None = None
+            unit_extra: dict[str, Any] = {}
+            if isinstance(body, Measurement):
+                position = body.position
+                self._insert(
+                    "measurements",
+                    common
+                    | {
+                        "interval_s": body.interval_s,
+                        "live_time_s": body.live_time_s,
+                        "gross_counts": body.gross_counts,
+                        "gross_cps": body.gross_cps,
+                        "background_cps": body.background_cps,
+                        "dose_rate_usv_h": body.dose_rate_usv_h,
+                        "detector_model": body.detector_model,
+                        **_pos(position),
+                        "hdop": position.hdop if position else None,
+                        "speed_m_s": body.speed_m_s,
+                        "spectrum": _js(body.spectrum),
+                        "energy_calibration_kev": _js(body.energy_calibration_kev),
+                    },
+                )
+            elif isinstance(body, Alarm):
+                self._insert(
+                    "alarms",
+                    common
+                    | {
+                        "alarm_id": body.alarm_id,
+                        "detector": body.detector,
+                        "significance_sigma": body.significance_sigma,
+                        "peak_cps": body.peak_cps,
+                        "background_cps": body.background_cps,
+                        "threshold_sigma": body.threshold_sigma,
+                        "false_alarm_rate_per_h": body.false_alarm_rate_per_h,
+                        "t_peak_utc": body.t_peak_utc,
+                        "t_peak_epoch_s": epoch_s(body.t_peak_utc),
+                        **_pos(body.position),
+                        "nuclides": _js([n.model_dump() for n in body.nuclides]),
+                        "dose_rate_usv_h": body.dose_rate_usv_h,
+                        "incident_id": None,
+                    },
+                )
+            elif isinstance(body, Health):
+                position = body.position
+                self._insert(
+                    "health",
+                    common
+                    | {
+                        "uptime_s": body.uptime_s,
+                        "cpu_pct": body.cpu_pct,
+                        "mem_rss_mb": body.mem_rss_mb,
+                        "outbox_pending": body.outbox_pending,
+                        "loop_lag_ms": body.loop_lag_ms,
+                        "queue_depth": _js(body.queue_depth),
+                        "sensors": _js({k: v.model_dump() for k, v in body.sensors.items()}),
+                        **_pos(position),
+                        "available": int(body.available),
+                        "task_id": body.task_id,
+                    },
+                )
+                if env.delivery == "live":
+                    unit_extra = {
+                        "available": int(body.available),
+                        "task_id": body.task_id,
+                        "sensors": _js({k: v.model_dump() for k, v in body.sensors.items()}),
+                        "outbox_pending": body.outbox_pending,
+                    }
+            elif isinstance(body, TaskEvent):
+                position = body.position
+                self._insert(
+                    "task_events",
+                    common
+                    | {
+                        "task_id": body.task_id,
+                        "cmd_id": body.cmd_id,
+                        "state": body.state,
+                        **_pos(position),
+                        "result": _js(body.result.model_dump() if body.result else None),
+                        "reason": body.reason,
+                        "disposition": None,
+                        "disposition_reason": None,
+                    },
+                )
+            elif isinstance(body, Vitals):
+                self._insert(
+                    "vitals",
+                    common
+                    | {
+                        "track_id": body.track_id,
+                        "heart_rate_bpm": body.heart_rate_bpm,
+                        "hr_quality": body.hr_quality,
+                        "respiration_rate_bpm": body.respiration_rate_bpm,
+                        "blink_rate_per_min": body.blink_rate_per_min,
+                        "abnormal_score": body.abnormal_score,
+                        "alert": int(body.alert),
+                        "evidence": _js(body.evidence),
+                    },
+                )
+            else:  # pragma: no cover - decode_uplink guarantees the body type
+                raise TypeError(f"no table for body {type(body).__name__}")
+            self._touch_unit(env, received_utc, position, unit_extra)
+            return "stored"
+
+    def _touch_unit(self, env: Envelope, received_utc: str, position: Position | None, extra: dict[str, Any]) -> None:
+        row = self._conn.execute("SELECT state, position_epoch_s FROM units WHERE unit_id=?", (env.unit_id,)).fetchone()
+        now_s = epoch_s(received_utc)
+        values: dict[str, Any] = {
+            "last_seen_utc": received_utc,
+            "last_seen_epoch_s": now_s,
+            "last_kind": env.kind,
+            **extra,
+        }
+        if row is None:
+            self._insert(
+                "units",
+                {
+                    "unit_id": env.unit_id,
+                    "boot_id": env.boot_id,
+                    "state": "online",
+                    "state_since_utc": received_utc,
+                    "messages": 0,
+                    **values,
+                },
+            )
+            row = ("online", None)
+        new_state = liveness.state_on_message(row[0], env.kind, env.delivery)
+        if new_state != row[0]:
+            values |= {"state": new_state, "state_since_utc": received_utc}
+        t_s = epoch_s(env.t_utc)
+        if position is not None and position.fix_quality > 0 and (row[1] is None or t_s is None or t_s >= row[1]):
+            values |= {**_pos(position), "position_epoch_s": t_s}
+        self._update("units", {"unit_id": env.unit_id}, values)
+        self._conn.execute("UPDATE units SET messages = messages + 1 WHERE unit_id=?", (env.unit_id,))
+
+    def _store_session(self, env: Envelope, body: BaseModel, received_utc: str) -> None:
+        unit = self._conn.execute(
+            "SELECT boot_id, session_t_mono_s, state FROM units WHERE unit_id=?", (env.unit_id,)
+        ).fetchone()
+        now_s = epoch_s(received_utc)
+        if isinstance(body, Birth):
+            applied = True
+            values = {
+                "unit_type": body.unit_type,
+                "state": "online",
+                "state_since_utc": received_utc,
+                "last_seen_utc": received_utc,
+                "last_seen_epoch_s": now_s,
+                "last_kind": "birth",
+                "boot_id": env.boot_id,
+                "session_t_mono_s": env.t_mono_s,
+                "birth_utc": env.t_utc,
+                "birth": _js(body.model_dump(mode="json")),
+                "profile": body.profile,
+                "software_version": body.software_version,
+                "death_reason": None,
+                "sensors": _js({k: v.model_dump() for k, v in body.sensors.items()}),
+            }
+            if unit is None:
+                self._insert("units", {"unit_id": env.unit_id, "messages": 0, "available": 1} | values)
+            else:
+                self._update("units", {"unit_id": env.unit_id}, values)
+        else:
+            assert isinstance(body, Death)
+            applied = unit is not None and liveness.death_applies(unit[0], unit[1], env.boot_id, env.t_mono_s)
+            if applied:
+                self._update(
+                    "units",
+                    {"unit_id": env.unit_id},
+                    {
+                        "state": "offline",
+                        "state_since_utc": received_utc,
+                        "death_reason": body.reason,
+                        "last_kind": "death",
+                    },
+                )
+            elif unit is None:
+                self._insert(
+                    "units",
+                    {
+                        "unit_id": env.unit_id,
+                        "boot_id": env.boot_id,
+                        "state": "offline",
+                        "state_since_utc": received_utc,
+                        "death_reason": body.reason,
+                        "last_kind": "death",
+                        "messages": 0,
+                    },
+                )
+        self._insert(
+            "sessions",
+            {
+                "unit_id": env.unit_id,
+                "boot_id": env.boot_id,
+                "kind": env.kind,
+                "t_utc": env.t_utc,
+                "t_mono_s": env.t_mono_s,
+                "clock_valid": int(env.clock_valid),
+                "received_utc": received_utc,
+                "body": _js(body.model_dump(mode="json")),
+                "applied": int(applied),
+            },
+        )
+
+    def record_reject(self, received_utc: str, topic: str, reason_code: str, reason: str, payload: bytes) -> None:
+        with self.transaction():
+            self._insert(
+                "rejects",
+                {
+                    "received_utc": received_utc,
+                    "topic": topic[:300],
+                    "reason_code": reason_code,
+                    "reason": reason[:1000],
+                    "payload_excerpt": payload[:256].decode("utf-8", errors="replace"),
+                    "payload_bytes": len(payload),
+                },
+            )
+
+    def bump_counter(self, name: str, unit_id: str = "", by: int = 1) -> None:
+        with self.transaction():
+            self._conn.execute(
+                "INSERT INTO counters (name, unit_id, value) VALUES (?, ?, ?) "
+                "ON CONFLICT(name, unit_id) DO UPDATE SET value = value + excluded.value",
+                (name, unit_id, by),
+            )
+
+    # ------------------------------------------------------------------ liveness
+    def sweep_liveness(self, now_utc: str, stale_after_s: float, offline_after_s: float) -> list[tuple[str, str, str]]:
+        """Demote silent units: online -> stale -> offline. Returns (unit_id, old, new) changes."""
+        now_s = epoch_s(now_utc) or 0.0
+        changes: list[tuple[str, str, str]] = []
+        with self.transaction():
+            rows = self._conn.execute(
+                "SELECT unit_id, state, last_seen_epoch_s FROM units WHERE state IN ('online', 'stale')"
+            ).fetchall()
+            for unit_id, state, seen in rows:
+                new = liveness.state_on_silence(
+                    state, now_s - (seen if seen is not None else now_s), stale_after_s, offline_after_s
+                )
+                if new != state:
+                    self._update("units", {"unit_id": unit_id}, {"state": new, "state_since_utc": now_utc})
+                    changes.append((unit_id, state, new))
+        return changes
+
+    # ------------------------------------------------------------------ dispatcher support
+    def alarms_after(self, rowid: int, limit: int = 500) -> list[dict[str, Any]]:
+        return self._rows(
+            "SELECT a.*, u.unit_type FROM alarms a LEFT JOIN units u USING (unit_id) "
+            "WHERE a.id > ? ORDER BY a.id LIMIT ?",
+            (rowid, limit),
+        )
+
+    def task_events_after(self, rowid: int, limit: int = 500) -> list[dict[str, Any]]:
+        return self._rows("SELECT * FROM task_events WHERE id > ? ORDER BY id LIMIT ?", (rowid, limit))
+
+    def set_alarm_incident(self, alarm_rowid: int, incident_id: str) -> None:
+        with self.transaction():
+            self._update("alarms", {"id": alarm_rowid}, {"incident_id": incident_id})
+
+    def set_task_event_disposition(self, event_rowid: int, disposition: str, reason: str = "") -> None:
+        with self.transaction():
+            self._update("task_events", {"id": event_rowid}, {"disposition": disposition, "disposition_reason": reason})
+
+    def save_task(self, task: dict[str, Any]) -> None:
+        with self.transaction():
+            self._upsert("tasks", {k: (_js(v) if k in _JSON_COLS else v) for k, v in task.items()})
+
+    def get_task(self, task_id: str) -> dict[str, Any] | None:
+        rows = self._rows("SELECT * FROM tasks WHERE task_id = ?", (task_id,))
+        return rows[0] if rows else None
+
+    def save_incident(self, incident: dict[str, Any]) -> None:
+        with self.transaction():
+            self._upsert("incidents", {k: (_js(v) if k in _JSON_COLS else v) for k, v in incident.items()})
+
+    def get_incident(self, incident_id: str) -> dict[str, Any] | None:
+        rows = self._rows("SELECT * FROM incidents WHERE incident_id = ?", (incident_id,))
+        return rows[0] if rows else None
+
+    def active_incidents(self) -> list[dict[str, Any]]:
+        return self._rows("SELECT * FROM incidents WHERE state IN ('holding', 'tasked') ORDER BY created_utc")
+
+    def incidents_in_window(self, t_s: float, window_s: float, states: Sequence[str]) -> list[dict[str, Any]]:
+        """Incidents in ``states`` whose alarm time span is within ``window_s`` of ``t_s``."""
+        marks = ", ".join("?" * len(states))
+        return self._rows(
+            f"SELECT * FROM incidents WHERE state IN ({marks}) AND last_alarm_epoch_s >= ? "
+            "AND first_alarm_epoch_s <= ? ORDER BY created_utc",
+            [*states, t_s - window_s, t_s + window_s],
+        )
+
+    def record_command(self, cmd: Command) -> None:
+        with self.transaction():
+            self._insert(
+                "commands",
+                {
+                    "cmd_id": cmd.cmd_id,
+                    "unit_id": cmd.unit_id,
+                    "command": cmd.command,
+                    "task_id": cmd.task.task_id if cmd.task else cmd.task_id,
+                    "t_utc": cmd.t_utc,
+                    "payload": cmd.model_dump_json(by_alias=True),
+                },
+            )
+
+    def get_unit(self, unit_id: str) -> dict[str, Any] | None:
+        rows = self._rows("SELECT * FROM units WHERE unit_id = ?", (unit_id,))
+        return rows[0] if rows else None
+
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        with self._lock:
+            row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.transaction():
+            self._upsert("meta", {"key": key, "value": value})
+
+    # ------------------------------------------------------------------ queries
+    def list_units(self, unit_type: str | None = None, state: str | None = None) -> list[dict[str, Any]]:
+        sql, params = "SELECT * FROM units WHERE 1=1", []
+        if unit_type:
+            sql, params = sql + " AND unit_type = ?", [*params, unit_type]
+        if state:
+            sql, params = sql + " AND state = ?", [*params, state]
+        return self._rows(sql + " ORDER BY unit_id", params)
+
+    def list_alarms(self, limit: int = 1000, unit_id: str | None = None) -> list[dict[str, Any]]:
+        sql, params = "SELECT * FROM alarms", []
+        if unit_id:
+            sql, params = sql + " WHERE unit_id = ?", [unit_id]
+        return self._rows(sql + " ORDER BY id DESC LIMIT ?", [*params, limit])[::-1]
+
+    def list_tasks(self, states: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        if states is None:
+            return self._rows("SELECT * FROM tasks ORDER BY created_utc, task_id")
+        states = list(states)
+        marks = ", ".join("?" * len(states))
+        return self._rows(f"SELECT * FROM tasks WHERE state IN ({marks}) ORDER BY created_utc, task_id", states)
+
+    def list_incidents(self) -> list[dict[str, Any]]:
+        return self._rows("SELECT * FROM incidents ORDER BY created_utc, incident_id")
+
+    def list_rejects(self, limit: int = 100) -> list[dict[str, Any]]:
+        return self._rows("SELECT * FROM rejects ORDER BY id DESC LIMIT ?", (limit,))[::-1]
+
+    def list_commands(self, task_id: str | None = None) -> list[dict[str, Any]]:
+        if task_id:
+            return self._rows("SELECT * FROM commands WHERE task_id = ? ORDER BY id", (task_id,))
+        return self._rows("SELECT * FROM commands ORDER BY id")
+
+    def list_task_events(self, task_id: str | None = None) -> list[dict[str, Any]]:
+        if task_id:
+            return self._rows("SELECT * FROM task_events WHERE task_id = ? ORDER BY id", (task_id,))
+        return self._rows("SELECT * FROM task_events ORDER BY id")
+
+    def measurements_near(
+        self,
+        x_m: float,
+        y_m: float,
+        radius_m: float,
+        t_from: str | float | datetime | None = None,
+        t_to: str | float | datetime | None = None,
+        unit_ids: Sequence[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Measurements with a position within ``radius_m`` (ground plane) of (x, y), in a time window.
+
+        Times are the agent's interval-end times (ISO text, datetime or epoch seconds); the window
+        uses the ``t_epoch_s`` index, the circle a bounding box then an exact test.
+        """
+        lo, hi = epoch_s(t_from), epoch_s(t_to)
+        sql = (
+            "SELECT * FROM measurements WHERE x_m BETWEEN :x0 AND :x1 AND y_m BETWEEN :y0 AND :y1 "
+            "AND ((x_m - :x) * (x_m - :x) + (y_m - :y) * (y_m - :y)) <= :r2"
+        )
+        params: dict[str, Any] = {
+            "x": x_m,
+            "y": y_m,
+            "x0": x_m - radius_m,
+            "x1": x_m + radius_m,
+            "y0": y_m - radius_m,
+            "y1": y_m + radius_m,
+            "r2": radius_m * radius_m,
+        }
+        if lo is not None:
+            sql, params["lo"] = sql + " AND t_epoch_s >= :lo", lo
+        if hi is not None:
+            sql, params["hi"] = sql + " AND t_epoch_s <= :hi", hi
+        if unit_ids:
+            marks = ", ".join(f":u{i}" for i in range(len(unit_ids)))
+            sql += f" AND unit_id IN ({marks})"
+            params |= {f"u{i}": u for i, u in enumerate(unit_ids)}
+        return self._rows(sql + " ORDER BY unit_id, boot_id, seq", params)
+
+    def gaps(self, unit_id: str | None = None) -> list[dict[str, Any]]:
+        """Missing sequence ranges per (unit, boot): between stored seqs, and before the first.
+
+        A gap after the last stored seq cannot be seen (nothing says more were sent) until a later
+        message arrives; the agent's outbox backfill normally closes gaps after an outage.
+        """
+        where = "WHERE unit_id = :u" if unit_id else ""
+        sql = f"""
+            WITH s AS (
+              SELECT unit_id, boot_id, seq,
+                     LAG(seq, 1, 0) OVER (PARTITION BY unit_id, boot_id ORDER BY seq) AS prev
+              FROM received {where})
+            SELECT unit_id, boot_id, prev + 1 AS first_missing, seq - 1 AS last_missing,
+                   seq - prev - 1 AS n_missing
+            FROM s WHERE seq > prev + 1 ORDER BY unit_id, boot_id, first_missing"""
+        return self._rows(sql, {"u": unit_id} if unit_id else {})
+
+    def counts(self) -> dict[str, Any]:
+        """Messages per unit and kind, seqs per boot with gap totals, rejects and counters."""
+        per_unit = self._rows(
+            "SELECT unit_id, kind, delivery, COUNT(*) AS n FROM received "
+            "GROUP BY unit_id, kind, delivery ORDER BY unit_id, kind, delivery"
+        )
+        boots = self._rows(
+            "SELECT unit_id, boot_id, COUNT(*) AS n, MIN(seq) AS min_seq, MAX(seq) AS max_seq, "
+            "MIN(received_utc) AS first_received_utc, MAX(received_utc) AS last_received_utc "
+            "FROM received GROUP BY unit_id, boot_id ORDER BY unit_id, first_received_utc"
+        )
+        gaps = self.gaps()
+        for b in boots:
+            bg = [g for g in gaps if g["unit_id"] == b["unit_id"] and g["boot_id"] == b["boot_id"]]
+            b["missing"] = sum(g["n_missing"] for g in bg)
+            b["gaps"] = [[g["first_missing"], g["last_missing"]] for g in bg]
+        messages_per_unit: dict[str, int] = {}
+        for r in per_unit:
+            messages_per_unit[r["unit_id"]] = messages_per_unit.get(r["unit_id"], 0) + r["n"]
+        counters = self._rows("SELECT name, unit_id, value FROM counters ORDER BY name, unit_id")
+        sessions = self._rows("SELECT unit_id, kind, COUNT(*) AS n FROM sessions GROUP BY unit_id, kind")
+        return {
+            "messages_per_unit": messages_per_unit,
+            "per_unit_kind": per_unit,
+            "boots": boots,
+            "gaps": gaps,
+            "rejects": self.reject_counts(),
+            "counters": counters,
+            "sessions": sessions,
+        }
+
+    def unit_state_counts(self) -> dict[str, int]:
+        return {r["state"]: r["n"] for r in self._rows("SELECT state, COUNT(*) AS n FROM units GROUP BY state")}
+
+    def reject_counts(self) -> dict[str, int]:
+        return {
+            r["reason_code"]: r["n"]
+            for r in self._rows("SELECT reason_code, COUNT(*) AS n FROM rejects GROUP BY reason_code ORDER BY n DESC")
+        }
+
+    def count(self, table: str) -> int:
+        if table not in _TABLES:
+            raise ValueError(f"no table {table!r}")
+        with self._lock:
+            return int(self._conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
