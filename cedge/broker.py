@@ -7,6 +7,8 @@ amqtt speak MQTT 3.1.1 only, and the controller needs MQTT 5 session expiry.)
 
 from __future__ import annotations
 
+import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -37,6 +39,9 @@ def find_mosquitto() -> str | None:
 
 
 MOSQUITTO_CONF = """# written by customs-edge for a private broker
+# Started as root, mosquitto would drop to user 'mosquitto' and could not write its log or
+# persistence file in our private work dir: stay the user we are.
+user {user}
 listener {port} 127.0.0.1
 allow_anonymous true
 persistence true
@@ -65,7 +70,8 @@ class EmbeddedBroker:
             raise RuntimeError("no mosquitto binary found: install it (Debian: apt-get install mosquitto) "
                                "or point the demo at a running broker with --broker-host/--broker-port")
         conf = self.work_dir / "mosquitto.conf"
-        conf.write_text(MOSQUITTO_CONF.format(port=self.port, data_dir=self.work_dir))
+        conf.write_text(MOSQUITTO_CONF.format(port=self.port, data_dir=self.work_dir,
+                                             user=pwd.getpwuid(os.geteuid()).pw_name))
         with open(self.work_dir / "broker.out", "ab") as log:
             self.proc = subprocess.Popen([exe, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
         if not wait_for_port(self.host, self.port, 15.0):
