@@ -61,6 +61,10 @@ class AcquisitionConfig(_Cfg):
     interval_s: float = Field(default=1.0, gt=0)
     queue_size: int = Field(default=600, ge=1)
     send_spectrum: Literal["never", "alarm", "always"] = "alarm"
+    # Height of the detector above the site's ground plane (z = 0 at site.origin_alt_m).  When set
+    # it replaces GNSS altitude in reported positions: GNSS vertical error is 1.5-2x the horizontal
+    # one (metres, slowly wandering), while a yard is flat and the mounting height is known to cm.
+    detector_height_m: float | None = Field(default=None, ge=0, le=10)
 
 
 class DetectorConfig(_Cfg):

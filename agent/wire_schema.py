@@ -19,7 +19,7 @@ Last Will.  ``delivery`` tells live data from backfill released from the outbox 
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 

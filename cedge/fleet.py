@@ -56,6 +56,7 @@ def unit_profile(scenario: Scenario, scenario_path: Path, unit: Any, broker_host
         "broker": {"host": broker_host, "port": broker_port, "keepalive_s": 10, "reconnect_max_s": 2.0},
         "outbox": {"path": "outbox.sqlite", "live_window_s": 5.0 * clock["params"]["rate"]},
         "health": {"interval_s": 10.0},
+        "acquisition": {"detector_height_m": unit.detector_height_m} if utype != "camerabox" else {},
         "watchdog": {"timeout_s": 30.0},
         "log_level": "INFO",
     }

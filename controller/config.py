@@ -110,6 +110,8 @@ class LocalizationConfig(_Cfg):
     subsamples: int = Field(default=5, ge=1, le=50)
     ambiguity_dnll: float = Field(default=2.0, gt=0)
     min_measurements: int = Field(default=8, ge=4)
+    position_sigma_m: float = Field(default=1.0, ge=0)  # horizontal GNSS error of the units, 1-sigma
+    strength_per: Literal["unit", "detector_model"] = "detector_model"  # see localization.from_rows
 
     @model_validator(mode="after")
     def _z_range(self) -> LocalizationConfig:

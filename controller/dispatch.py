@@ -105,6 +105,7 @@ class Dispatcher:
             ambiguity_dnll=lc.ambiguity_dnll,
             xy_prior_sigma_m=lc.search_radius_m,
             min_measurements=lc.min_measurements,
+            position_sigma_m=lc.position_sigma_m,
         )
         self.stats: Counter[str] = Counter()
         self._waiting_logged: set[str] = set()
@@ -258,7 +259,7 @@ class Dispatcher:
         if rows:
             try:
                 est = localize(
-                    MeasurementSet.from_rows(rows),
+                    MeasurementSet.from_rows(rows, self.loc_config.strength_per),
                     self.loc_params,
                     seeds_xy=[(a["x_m"], a["y_m"]) for a in inc["alarms"]],
                 )

@@ -43,7 +43,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from scipy import optimize, stats
@@ -64,6 +64,10 @@ class LocalizationParams:
     xy_prior_sigma_m: float = 40.0
     min_measurements: int = 8
     offsets_m: tuple[float, ...] = (1.5, 4.0, 9.0)  # start distances either side of a track peak
+    # Horizontal GNSS error of the reporting units (1-sigma per axis).  It is nearly constant over
+    # one pass (correlation times of minutes), so it shifts a pass as a whole and does not average
+    # out over its measurements: it adds ~sigma^2 / n_units to the location variance.
+    position_sigma_m: float = 1.0
 
 
 @dataclass
@@ -111,7 +115,8 @@ class MeasurementSet:
         return int(self.counts.shape[0])
 
     @classmethod
-    def from_rows(cls, rows: Iterable[Mapping[str, Any]]) -> MeasurementSet:
+    def from_rows(cls, rows: Iterable[Mapping[str, Any]],
+                  strength_per: Literal["unit", "detector_model"] = "detector_model") -> MeasurementSet:
         """Build from store rows (``controller.store.Store.measurements_near``).
 
         Rows need ``unit_id, boot_id, seq, x_m, y_m, z_m, live_time_s, gross_counts``; optional
@@ -124,7 +129,15 @@ class MeasurementSet:
         """
         rows = [r for r in rows if r.get("x_m") is not None and r.get("live_time_s")]
         units = sorted({r["unit_id"] for r in rows})
-        groups = sorted({str(r.get("detector_model") or "unknown") for r in rows})
+        # One strength parameter per group.  Per detector model (default): intensity ratios between
+        # lanes carry distance information.  Per unit: each unit sees the source through its own
+        # slice of cargo, and a strength per unit absorbs one-sided shielding, but the geometry then
+        # rests on profile shapes alone and a mirror solution outside the lanes can win (seen in a
+        # synthetic two-lane test); a hierarchical prior tying the strengths would get both.
+        def group_of(r: Mapping[str, Any]) -> str:
+            return str(r["unit_id"] if strength_per == "unit" else r.get("detector_model") or "unknown")
+
+        groups = sorted({group_of(r) for r in rows})
         n = len(rows)
         end = np.empty((n, 3))
         start = np.empty((n, 3))
@@ -158,7 +171,7 @@ class MeasurementSet:
             counts[i] = r["gross_counts"] if r.get("gross_counts") is not None else r["gross_cps"] * live[i]
             if r.get("background_cps") is not None:
                 bkg[i] = r["background_cps"]
-            grp[i] = groups.index(str(r.get("detector_model") or "unknown"))
+            grp[i] = groups.index(group_of(r))
             unit[i] = units.index(r["unit_id"])
         for u in range(len(units)):
             sel = (unit == u) & np.isnan(bkg)
@@ -405,6 +418,9 @@ def localize(
     # source gives sub-centimetre sigmas while the fit is metres off).  Scale the covariance by the
     # overdispersion factor, the usual quasi-likelihood correction (McCullagh & Nelder 1989, 4.5).
     cov = cov * max(1.0, deviance / dof)
+    n_units = len(set(ms.unit.tolist())) or 1
+    cov[0, 0] += p.position_sigma_m**2 / n_units
+    cov[1, 1] += p.position_sigma_m**2 / n_units
     var = np.clip(np.diag(cov), 0.0, None)
     evals, evecs = np.linalg.eigh(cov[:2, :2])
     evals = np.clip(evals, 0.0, None)

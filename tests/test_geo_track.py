@@ -36,6 +36,8 @@ def test_track_interpolates_mid_interval() -> None:
     assert pos is not None and pos.x_m == pytest.approx(22.5, abs=1e-3)
     assert tr.speed_m_s() == pytest.approx(5.0, rel=1e-3)
     assert tr.position_at(30.0) is None  # too far from any fix
+    ahead = tr.position_at(9.5)  # after the newest fix: dead reckoning, not the stale last fix
+    assert ahead is not None and ahead.x_m == pytest.approx(47.5, abs=1e-3)
 
 
 def test_track_ignores_invalid_fix() -> None:

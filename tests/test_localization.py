@@ -80,7 +80,7 @@ def xy_error(est, source: np.ndarray = SOURCE) -> float:
 def test_two_lanes_either_side_localize_within_a_metre(seed: int) -> None:
     rng = np.random.default_rng(seed)
     ms = merge(drive(rng, y_lane=0.0, unit=0), drive(rng, y_lane=10.0, unit=1, direction=-1))
-    est = localize(ms, LocalizationParams(mu_air_per_m=MU, z_min_m=0.0, z_max_m=3.0))
+    est = localize(ms, LocalizationParams(position_sigma_m=0.0, mu_air_per_m=MU, z_min_m=0.0, z_max_m=3.0))
     assert est is not None and est.converged
     assert xy_error(est) < 1.0
     assert not est.ambiguous
@@ -101,7 +101,7 @@ def test_estimated_error_is_calibrated_over_repeats() -> None:
     for seed in range(12):
         rng = np.random.default_rng(100 + seed)
         ms = merge(drive(rng, y_lane=0.0, unit=0), drive(rng, y_lane=10.0, unit=1))
-        est = localize(ms, LocalizationParams(mu_air_per_m=MU, z_min_m=0.5, z_max_m=1.5))
+        est = localize(ms, LocalizationParams(position_sigma_m=0.0, mu_air_per_m=MU, z_min_m=0.5, z_max_m=1.5))
         assert est is not None
         errs.append((est.x_m - SOURCE[0], est.y_m - SOURCE[1]))
         sig.append((est.sigma_x_m, est.sigma_y_m))
@@ -116,7 +116,7 @@ def test_one_lane_reports_left_right_ambiguity() -> None:
     rng = np.random.default_rng(7)
     ms = merge(drive(rng, y_lane=0.0, unit=0))
     # z prior pinned near the detector height so the only degeneracy is left/right
-    est = localize(ms, LocalizationParams(mu_air_per_m=MU, z_min_m=0.9, z_max_m=1.1))
+    est = localize(ms, LocalizationParams(position_sigma_m=0.0, mu_air_per_m=MU, z_min_m=0.9, z_max_m=1.1))
     assert est is not None
     assert est.ambiguous
     ys = sorted(c.y_m for c in est.candidates if abs(c.x_m - SOURCE[0]) < 3.0)
@@ -131,10 +131,10 @@ def test_one_lane_with_free_height_has_large_cross_track_uncertainty() -> None:
     """With a wide z prior the source can sit anywhere on a circle around the track line."""
     rng = np.random.default_rng(8)
     ms = merge(drive(rng, y_lane=0.0, unit=0))
-    est = localize(ms, LocalizationParams(mu_air_per_m=MU, z_min_m=0.0, z_max_m=6.0))
+    est = localize(ms, LocalizationParams(position_sigma_m=0.0, mu_air_per_m=MU, z_min_m=0.0, z_max_m=6.0))
     two = localize(
         merge(drive(np.random.default_rng(8), 0.0, 0), drive(np.random.default_rng(9), 10.0, 1)),
-        LocalizationParams(mu_air_per_m=MU, z_min_m=0.0, z_max_m=6.0),
+        LocalizationParams(position_sigma_m=0.0, mu_air_per_m=MU, z_min_m=0.0, z_max_m=6.0),
     )
     assert est is not None and two is not None
     assert est.ambiguous or est.sigma_y_m > 1.0
@@ -165,7 +165,7 @@ def test_fusion_of_two_detector_models_fits_separate_strengths() -> None:
         ("big", "small"),
         ("u0", "u1"),
     )
-    est = localize(ms, LocalizationParams(mu_air_per_m=MU, z_min_m=0.0, z_max_m=3.0))
+    est = localize(ms, LocalizationParams(position_sigma_m=0.0, mu_air_per_m=MU, z_min_m=0.0, z_max_m=3.0))
     assert est is not None
     assert est.cov.shape == (5, 5)
     assert xy_error(est) < 1.5
@@ -207,3 +207,14 @@ def test_from_rows_builds_path_segments_and_fills_background() -> None:
     assert 990.0 < ms.background_cps[2] < 1006.0
     with pytest.raises(ValueError, match="shape"):
         MeasurementSet(np.zeros((2, 3)), np.zeros((3, 3)), np.ones(2), np.ones(2), np.ones(2), np.zeros(2), np.zeros(2))
+
+
+def test_gnss_position_error_widens_the_uncertainty() -> None:
+    """The per-pass GNSS offset does not average out: it is added as sigma^2 / n_units."""
+    rng = np.random.default_rng(11)
+    ms = merge(drive(rng, y_lane=0.0, unit=0), drive(rng, y_lane=10.0, unit=1, direction=-1))
+    exact = localize(ms, LocalizationParams(position_sigma_m=0.0, mu_air_per_m=MU, z_min_m=0.0, z_max_m=3.0))
+    gnss = localize(ms, LocalizationParams(position_sigma_m=1.5, mu_air_per_m=MU, z_min_m=0.0, z_max_m=3.0))
+    assert exact is not None and gnss is not None
+    assert gnss.sigma_x_m**2 == pytest.approx(exact.sigma_x_m**2 + 1.5**2 / 2, rel=1e-3)
+

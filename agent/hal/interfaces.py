@@ -42,7 +42,7 @@ class DeviceDataError(DeviceError):
     """The device sent bytes that could not be parsed into a reading (garbage, truncation)."""
 
 
-class SensorState(str, enum.Enum):
+class SensorState(enum.StrEnum):
     """Health of one sensor as reported in health messages."""
 
     NOT_OPENED = "not_opened"

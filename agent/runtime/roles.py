@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from agent.analysis.dwell_test import dwell_test
 from agent.analysis.gross_count import GrossCountDetector, Interval, dwell_significance
 from agent.config import UnitProfile
 from agent.hal.interfaces import Clock, Frame, OperatorDisplay, SpectrumReading, TaskGuide, utc_iso
@@ -176,6 +177,8 @@ class HandheldRole(Role):
         super().__init__(ctx)
         self.bg_counts = 0.0
         self.bg_live_s = 0.0
+        self.bg_spectrum: np.ndarray | None = None  # idle background, same capped weighting
+        self.bg_energy_kev: np.ndarray | None = None
         self._bg_cap_s = ctx.profile.handheld.background_dwell_s * 4
         self.task: _Task | None = None
         self.completed: list[str] = []
@@ -253,10 +256,17 @@ class HandheldRole(Role):
             # Idle: the reading is background at the operator's post. Keep a capped running sum.
             self.bg_counts += reading.gross_counts
             self.bg_live_s += reading.live_time_s
+            spec = reading.counts.astype(float)
+            if self.bg_spectrum is None or self.bg_spectrum.shape != spec.shape:
+                self.bg_spectrum = spec
+                self.bg_energy_kev = reading.calibration.energy_kev(np.arange(spec.size))
+            else:
+                self.bg_spectrum += spec
             if self.bg_live_s > self._bg_cap_s:
                 scale = self._bg_cap_s / self.bg_live_s
                 self.bg_counts *= scale
                 self.bg_live_s *= scale
+                self.bg_spectrum *= scale
             self.ctx.link.send("measurement", self._measurement(reading, pos, self.background_cps, False))
             return
         self.ctx.link.send("measurement", self._measurement(reading, pos, self.background_cps,
@@ -285,17 +295,26 @@ class HandheldRole(Role):
         bg = self.background_cps or 0.0
         gross = task.counts / task.live_s
         sig = dwell_significance(task.counts, bg, task.live_s, self.bg_live_s)
-        confirmed = sig >= self.ctx.profile.handheld.confirm_sigma
+        confirm_sigma = self.ctx.profile.handheld.confirm_sigma
+        reason = ""
+        if task.spectrum is not None and self.bg_spectrum is not None and self.bg_energy_kev is not None \
+                and task.spectrum.shape == self.bg_spectrum.shape:
+            verdict = dwell_test(task.spectrum, task.live_s, self.bg_spectrum, self.bg_live_s,
+                                 self.bg_energy_kev, confirm_sigma=confirm_sigma)
+            confirmed, reason = verdict.confirmed, verdict.reason
+            shape_sigma = verdict.shape_sigma
+        else:
+            confirmed, shape_sigma = sig >= confirm_sigma, None
         result = TaskResult(
             dwell_s=task.live_s, gross_cps=gross, background_cps=bg, net_cps=gross - bg,
-            significance_sigma=round(float(sig), 2),
+            significance_sigma=round(float(shape_sigma if shape_sigma is not None else sig), 2),
             dose_rate_usv_h=task.dose_sum / task.dose_n if task.dose_n else None,
             distance_m=task.distance_m,
         )
         state = "confirmed" if confirmed else "cleared"
-        log.warning("task %s %s: %.0f cps vs background %.0f cps (%.1f sigma)", task.task_id, state.upper(),
-                    gross, bg, sig)
-        self._event(state, result=result, task=task)
+        log.warning("task %s %s: %.0f cps vs background %.0f cps (gross %.1f sigma); %s", task.task_id,
+                    state.upper(), gross, bg, sig, reason)
+        self._event(state, result=result, task=task, reason=reason)
         self.completed.append(task.task_id)
         self.task = None
         if self.ctx.display:

@@ -17,8 +17,10 @@ from agent.wire_schema import Position
 
 
 class PositionTrack:
-    def __init__(self, frame: LocalFrame, max_fixes: int = 120, max_gap_s: float = 5.0) -> None:
+    def __init__(self, frame: LocalFrame, max_fixes: int = 120, max_gap_s: float = 5.0,
+                 fixed_z_m: float | None = None) -> None:
         self.frame = frame
+        self.fixed_z_m = fixed_z_m  # known detector height above the site ground plane
         self.max_gap_s = max_gap_s
         self._t: deque[float] = deque(maxlen=max_fixes)
         self._enu: deque[tuple[float, float, float]] = deque(maxlen=max_fixes)
@@ -47,10 +49,17 @@ class PositionTrack:
                 return None
             x, y, z = self._enu[0]
         elif i >= len(ts):
+            # After the newest fix (the fix for the end of a spectrum often arrives a moment after
+            # the spectrum): dead-reckon from the last two fixes.  Holding the last fix instead would
+            # tag every spectrum half an interval late and shift alarms back along the track.
             j = len(ts) - 1
             if t_mono_s - ts[j] > self.max_gap_s:
                 return None
             x, y, z = self._enu[j]
+            if j >= 1 and 0 < ts[j] - ts[j - 1] <= self.max_gap_s:
+                (xa, ya, za), dt = self._enu[j - 1], ts[j] - ts[j - 1]
+                w = (t_mono_s - ts[j]) / dt
+                x, y, z = x + (x - xa) * w, y + (y - ya) * w, z + (z - za) * w
         else:
             j = i
             t0, t1 = ts[i - 1], ts[i]
@@ -60,6 +69,8 @@ class PositionTrack:
             (x0, y0, z0), (x1, y1, z1) = self._enu[i - 1], self._enu[i]
             x, y, z = x0 + w * (x1 - x0), y0 + w * (y1 - y0), z0 + w * (z1 - z0)
         fix = self._fix[j]
+        if self.fixed_z_m is not None:
+            z = self.fixed_z_m
         lat, lon, alt = self.frame.to_geodetic(x, y, z)
         return Position(lat_deg=lat, lon_deg=lon, alt_m=alt, x_m=x, y_m=y, z_m=z,
                         fix_quality=int(fix.quality), hdop=fix.hdop)

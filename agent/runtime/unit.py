@@ -87,7 +87,7 @@ class AgentRuntime:
         self.device_errors: dict[str, str] = {}
         self.queues: dict[str, BoundedQueue] = {}
         self.threads: dict[str, AcquisitionThread] = {}
-        self.track = PositionTrack(self.frame)
+        self.track = PositionTrack(self.frame, fixed_z_m=profile.acquisition.detector_height_m)
         outbox_path = Path(profile.outbox.path)
         if not outbox_path.is_absolute():
             outbox_path = self.state_dir / outbox_path

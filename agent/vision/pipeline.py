@@ -1,0 +1,312 @@
+"""Camera pipeline: frames in, per-track vital signs and an abnormal-state score out.
+
+Per frame (cheap, ~2-3 ms for one face at 640x480 on one core): grayscale, face tracking,
+skin colour sample, chest motion, eye-region closure signal, expression cues.  Once per
+``update_every_s`` of stream time per track (cheap too, < 2 ms): heart rate and quality from the
+last ``hr_window_s`` of skin colour (POS by default), beats and IBIs, respiration rate (motion,
+cross-checked with the pulse), blink rate, abnormal-state score with evidence.
+
+Samples are stored with their timestamps and resampled onto a uniform grid before any spectral
+step, so camera jitter and dropped frames do not bend the rates.
+
+Privacy by design: nothing in this module keeps an image beyond the previous grayscale frame
+needed for optical flow.  Published results are derived numbers keyed by anonymous, random
+track ids (:mod:`agent.vision.face_tracker`).  Only when ``evidence_clips`` is switched on does
+the pipeline keep a short, downscaled ring buffer of frames and write it to ``evidence_dir`` when
+an alert starts.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from agent.hal.interfaces import Frame
+from agent.vision.abnormal import AbnormalScorer
+from agent.vision.blink import BlinkDetector, BlinkEvent, EyeRegionSignal, mesh_ear
+from agent.vision.errors import VisionInputError
+from agent.vision.expression import ExpressionTracker
+from agent.vision.face_mesh import FaceMesh
+from agent.vision.face_tracker import Box, FaceTracker, Track
+from agent.vision.pulse import SNR_THRESHOLD_DB, PulseEstimate, estimate_pulse
+from agent.vision.respiration import ChestMotion, RespirationEstimate, fuse, rate_from_motion, rate_from_pulse
+from agent.vision.rppg import pulse_signal
+from agent.vision.skin_roi import SkinRoi
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PipelineConfig:
+    """Settings of :class:`CameraPipeline` (all have working defaults)."""
+
+    method: str = "pos"  # rPPG method: pos | chrom | green
+    compare_methods: tuple[str, ...] = ()  # extra rPPG methods run on the same traces (benchmarks)
+    hr_window_s: float = 10.0
+    hr_min_window_s: float = 6.0
+    rr_window_s: float = 20.0
+    rr_min_window_s: float = 10.0
+    update_every_s: float = 1.0
+    blink_window_s: float = 60.0
+    baseline_s: float = 10.0
+    snr_threshold_db: float = SNR_THRESHOLD_DB
+    detect_every: int = 10
+    full_scan_every: int = 60
+    max_tracks: int = 4
+    track_seed: int | None = None  # fixed seed -> reproducible anonymous ids (tests only)
+    face_mesh_model: str | None = None  # user-provided .tflite; None = eye-region method
+    evidence_clips: bool = False  # privacy: off by default, no image is ever kept
+    evidence_dir: str | None = None
+    evidence_seconds: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class FrameResult:
+    """What one frame did for one track (returned by :meth:`CameraPipeline.process`)."""
+
+    track_id: str
+    box: Box
+    skin_ok: bool
+    blink: BlinkEvent | None
+    updated: bool  # a new vitals estimate was made on this frame
+
+
+@dataclass
+class _TrackState:
+    track_id: str
+    t_first_s: float
+    skin: SkinRoi
+    chest: ChestMotion
+    eyes: EyeRegionSignal
+    blinks: BlinkDetector
+    expression: ExpressionTracker
+    scorer: AbnormalScorer
+    t_s: list[float] = field(default_factory=list)
+    rgb: list[np.ndarray] = field(default_factory=list)
+    chest_v: list[float] = field(default_factory=list)
+    expr: list[tuple[float, float, float]] = field(default_factory=list)
+    next_update_s: float = 0.0
+    latest: dict[str, Any] | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    alert_active: bool = False
+
+
+def _uniform(t: np.ndarray, x: np.ndarray, fps: float, t_end: float, span_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """Resample (t, x) onto a uniform grid covering the last ``span_s`` up to ``t_end``."""
+    n = int(round(span_s * fps))
+    grid = t_end - (np.arange(n)[::-1]) / fps
+    if x.ndim == 1:
+        return grid, np.interp(grid, t, x)
+    return grid, np.stack([np.interp(grid, t, x[:, i]) for i in range(x.shape[1])], axis=1)
+
+
+class CameraPipeline:
+    """Process frames of one camera; keep per-track state; publish Vitals-like dicts."""
+
+    def __init__(self, fps: float, config: PipelineConfig | None = None) -> None:
+        if not fps > 0:
+            raise VisionInputError(f"CameraPipeline: fps must be > 0, got {fps}")
+        self.fps = float(fps)
+        self.config = config or PipelineConfig()
+        c = self.config
+        if c.evidence_clips and not c.evidence_dir:
+            raise VisionInputError("CameraPipeline: evidence_clips needs evidence_dir")
+        self.tracker = FaceTracker(detect_every=c.detect_every, full_scan_every=c.full_scan_every,
+                                   max_tracks=c.max_tracks, fps=self.fps, seed=c.track_seed)
+        self.mesh: FaceMesh | None = FaceMesh(c.face_mesh_model) if c.face_mesh_model else None
+        self._states: dict[str, _TrackState] = {}
+        self.finished: dict[str, _TrackState] = {}
+        self._n = 0
+        self._ring: deque[tuple[float, bytes]] | None = (
+            deque(maxlen=int(c.evidence_seconds * fps)) if c.evidence_clips else None)
+        self.evidence_files: list[str] = []
+
+    # ------------------------------------------------------------------ per frame
+    def process(self, frame: Frame | np.ndarray, t_s: float | None = None) -> list[FrameResult]:
+        if isinstance(frame, Frame):
+            image = frame.image
+            t = frame.t_mono_s if t_s is None else t_s
+        else:
+            image = frame
+            t = self._n / self.fps if t_s is None else t_s
+        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise VisionInputError(f"CameraPipeline.process: need an (H, W, 3) uint8 BGR image, got "
+                                   f"{getattr(image, 'dtype', type(image))} {getattr(image, 'shape', '')}")
+        self._n += 1
+        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        tracks = self.tracker.update(gray)
+        live = {tr.track_id for tr in tracks}
+        for tid in [k for k in self._states if k not in live]:
+            self.finished[tid] = self._states.pop(tid)
+        if self._ring is not None:
+            small = cv2.resize(image, (image.shape[1] // 2, image.shape[0] // 2), interpolation=cv2.INTER_AREA)
+            ok, jpg = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 80])
+            if ok:
+                self._ring.append((t, jpg.tobytes()))
+        return [self._process_track(tr, image, gray, float(t)) for tr in tracks]
+
+    def _state_for(self, tr: Track, t: float) -> _TrackState:
+        st = self._states.get(tr.track_id)
+        if st is None and tr.track_id in self.finished:  # re-identified after a short loss
+            st = self._states[tr.track_id] = self.finished.pop(tr.track_id)
+        if st is None:
+            c = self.config
+            st = _TrackState(
+                track_id=tr.track_id, t_first_s=t, skin=SkinRoi(), chest=ChestMotion(self.fps),
+                eyes=EyeRegionSignal(self.fps), blinks=BlinkDetector(self.fps),
+                expression=ExpressionTracker(self.fps, neutral_s=min(8.0, c.baseline_s)),
+                scorer=AbnormalScorer(baseline_s=c.baseline_s), next_update_s=t + c.update_every_s)
+            self._states[tr.track_id] = st
+        return st
+
+    def _process_track(self, tr: Track, image: np.ndarray, gray: np.ndarray, t: float) -> FrameResult:
+        st = self._state_for(tr, t)
+        sample = st.skin.sample(image, tr.box)
+        st.t_s.append(t)
+        st.rgb.append(sample.rgb)
+        st.chest_v.append(st.chest.update(gray, tr.box))
+        if self.mesh is not None:
+            tr.landmarks = self.mesh.landmarks(image, tr.box)
+            closure = -mesh_ear(tr.landmarks)
+        else:
+            closure = st.eyes.update(gray, tr.box)
+        blink = st.blinks.update(t, closure)
+        st.eyes.freeze = st.blinks.in_blink
+        cues = st.expression.update(gray, tr.box)
+        st.expr.append((cues.brow_lowering, cues.glabella_ratio, cues.mouth_change))
+        self._trim(st)
+        updated = False
+        if t >= st.next_update_s:
+            st.next_update_s += self.config.update_every_s * max(1, int((t - st.next_update_s) //
+                                                                        self.config.update_every_s) + 1)
+            self._update(st, t)
+            updated = True
+        return FrameResult(tr.track_id, tr.box, bool(np.isfinite(sample.rgb[0])), blink, updated)
+
+    def _trim(self, st: _TrackState) -> None:
+        keep_s = max(self.config.rr_window_s, self.config.hr_window_s) + 2.0
+        if len(st.t_s) > 2 * keep_s * self.fps:
+            cut = next(i for i, v in enumerate(st.t_s) if v >= st.t_s[-1] - keep_s)
+            del st.t_s[:cut], st.rgb[:cut], st.chest_v[:cut], st.expr[:cut]
+
+    # ------------------------------------------------------------------ per update
+    def _pulse(self, t: np.ndarray, rgb: np.ndarray, t_end: float, span_s: float,
+               method: str) -> PulseEstimate | None:
+        sel = t >= t_end - span_s
+        ok = sel & np.isfinite(rgb[:, 0])
+        if ok.sum() < 0.8 * span_s * self.fps:
+            return None
+        grid, u = _uniform(t[ok], rgb[ok], self.fps, t_end, span_s)
+        try:
+            sig = pulse_signal(u, self.fps, method)
+            return estimate_pulse(sig, self.fps, self.config.snr_threshold_db, t0_s=float(grid[0]))
+        except VisionInputError as err:
+            log.debug("pulse estimate skipped: %s", err)
+            return None
+
+    def _update(self, st: _TrackState, t_now: float) -> None:
+        c = self.config
+        t = np.asarray(st.t_s)
+        rgb = np.asarray(st.rgb)
+        age = t_now - st.t_first_s
+        span = min(c.hr_window_s, age)
+        pe = self._pulse(t, rgb, t_now, span, c.method) if span >= c.hr_min_window_s else None
+        others = {m: self._pulse(t, rgb, t_now, span, m) for m in c.compare_methods} \
+            if span >= c.hr_min_window_s else {}
+        # Respiration: motion over the long window; pulse modulation from beats over the same span.
+        rr_span = min(c.rr_window_s, age)
+        resp = RespirationEstimate(None, 0.0, None, None, None)
+        beats = np.zeros(0)
+        if rr_span >= c.rr_min_window_s:
+            sel = t >= t_now - rr_span
+            grid, v = _uniform(t[sel], np.nan_to_num(np.asarray(st.chest_v)[sel], nan=0.0), self.fps,
+                               t_now, rr_span)
+            motion = rate_from_motion(v, self.fps)
+            long_pe = self._pulse(t, rgb, t_now, rr_span, c.method)
+            if long_pe is not None and long_pe.valid:
+                beats = long_pe.beat_times_s
+            resp = fuse(motion, rate_from_pulse(beats))
+        blink_rate = st.blinks.rate_per_min(t_now, c.blink_window_s, st.t_first_s)
+        ex = np.asarray(st.expr[-int(self.fps):], dtype=float)
+        ex_mean = np.nanmean(ex, axis=0) if ex.size and np.isfinite(ex).any() else np.full(3, np.nan)
+        hr = pe.hr_bpm if pe is not None else None
+        # Short-term HR for the abnormal score: beats of the last 5 s respond faster than the
+        # 10 s spectral window.
+        hr_fast = hr
+        recent = beats[beats >= t_now - 5.0]
+        if recent.size >= 4:
+            hr_fast = 60.0 / float(np.mean(np.diff(recent)))
+        feats = {"hr_bpm": hr_fast, "rr_bpm": resp.rr_bpm, "blink_per_min": blink_rate,
+                 "brow_lowering": float(ex_mean[0]), "glabella_ratio": float(ex_mean[1]),
+                 "mouth_change": float(ex_mean[2])}
+        ab = st.scorer.update(t_now, feats)
+        vit = {
+            "track_id": st.track_id,
+            "heart_rate_bpm": _r(hr, 1),
+            "hr_quality": _r(pe.quality, 3) if pe is not None else None,
+            "respiration_rate_bpm": _r(resp.rr_bpm, 1),
+            "blink_rate_per_min": _r(blink_rate, 1),
+            "abnormal_score": _r(ab.score, 3),
+            "alert": bool(ab.alert),
+            "evidence": {k: float(v) for k, v in ab.evidence.items()} if ab.alert else {},
+        }
+        st.latest = vit
+        rec = {
+            "t_s": t_now, "heart_rate_bpm": hr, "hr_raw_bpm": pe.raw_hr_bpm if pe else None,
+            "hr_snr_db": pe.snr_db if pe else None, "hr_valid": bool(pe.valid) if pe else False,
+            "hr_window_s": span if pe else None, "hr_fast_bpm": hr_fast,
+            "rr_bpm": resp.rr_bpm, "rr_motion_bpm": resp.rr_motion_bpm, "rr_pulse_bpm": resp.rr_pulse_bpm,
+            "rr_quality": resp.quality, "rr_agree": resp.agree, "rr_window_s": rr_span,
+            "blink_rate_per_min": blink_rate, "abnormal_score": ab.score, "alert": ab.alert,
+            "features": feats, "evidence": dict(ab.evidence),
+        }
+        for m, e in others.items():
+            rec[f"hr_{m}_bpm"] = e.hr_bpm if e is not None else None
+            rec[f"hr_{m}_raw_bpm"] = e.raw_hr_bpm if e is not None else None
+        st.history.append(rec)
+        if ab.alert and not st.alert_active:
+            self._write_evidence(st, t_now)
+        st.alert_active = ab.alert
+
+    def _write_evidence(self, st: _TrackState, t_now: float) -> None:
+        if self._ring is None or not self._ring or not self.config.evidence_dir:
+            return
+        out = Path(self.config.evidence_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / f"{st.track_id}_{t_now:.1f}s.avi"
+        first = cv2.imdecode(np.frombuffer(self._ring[0][1], np.uint8), cv2.IMREAD_COLOR)
+        h, w = first.shape[:2]
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), self.fps, (w, h))
+        try:
+            for _, jpg in self._ring:
+                writer.write(cv2.imdecode(np.frombuffer(jpg, np.uint8), cv2.IMREAD_COLOR))
+        finally:
+            writer.release()
+        self.evidence_files.append(str(path))
+        log.info("evidence clip for track %s written to %s", st.track_id, path)
+
+    # ------------------------------------------------------------------ outputs
+    def results(self) -> list[dict[str, Any]]:
+        """Latest Vitals-like dict per live track (the body of a ``vitals`` wire message)."""
+        return [dict(st.latest) for st in self._states.values() if st.latest is not None]
+
+    def history(self) -> dict[str, list[dict[str, Any]]]:
+        """Per-track list of update records (derived numbers only), live and finished tracks."""
+        out = {k: list(v.history) for k, v in self.finished.items()}
+        out.update({k: list(v.history) for k, v in self._states.items()})
+        return out
+
+    def blink_events(self) -> dict[str, list[BlinkEvent]]:
+        out = {k: list(v.blinks.events) for k, v in self.finished.items()}
+        out.update({k: list(v.blinks.events) for k, v in self._states.items()})
+        return out
+
+
+def _r(v: float | None, nd: int) -> float | None:
+    return None if v is None or not np.isfinite(v) else round(float(v), nd)
