@@ -55,10 +55,26 @@ def _print(rows: list[dict[str, Any]], columns: list[str], title: str, as_json: 
         return
     table = Table(title=f"{title} ({len(rows)})")
     for c in columns:
-        table.add_column(c, overflow="fold")
+        table.add_column(_HEADERS.get(c, c), overflow="fold")
     for r in rows:
-        table.add_row(*(_fmt(r.get(c)) for c in columns))
+        table.add_row(*(_fmt_col(c, r.get(c)) for c in columns))
     _out.print(table)
+
+
+# Short headers and values so the tables fit an 80-column field terminal; --json has everything.
+_HEADERS = {"unit_type": "type", "last_seen_utc": "last seen", "boot_id": "boot", "messages": "msgs",
+            "available": "free", "software_version": "sw", "incident_id": "incident", "target_x_m": "x_m",
+            "target_y_m": "y_m", "radius_m": "r_m", "attempts": "try", "state_since_utc": "since",
+            "deadline_utc": "deadline", "significance_sigma": "sigma", "background_cps": "bg_cps"}
+
+
+def _fmt_col(column: str, v: Any) -> str:
+    if isinstance(v, str):
+        if column.endswith("_utc") and "T" in v:
+            return v.split("T", 1)[1][:8]  # hh:mm:ss (UTC); the date is in --json
+        if column in ("boot_id", "incident_id", "task_id", "alarm_id", "cmd_id") and len(v) > 10:
+            return v[:10]
+    return _fmt(v)
 
 
 def _fmt(v: Any) -> str:

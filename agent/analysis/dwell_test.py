@@ -80,7 +80,10 @@ def dwell_test(dwell_counts: np.ndarray, dwell_live_s: float, bg_counts: np.ndar
     chi2 = float(np.sum((dw - mu) ** 2 / np.maximum(var, 1e-9)))
     dof = len(groups) - 1
     p = float(stats.chi2.sf(chi2, dof))
-    shape = float(stats.norm.isf(max(p, 1e-300))) if p < 0.5 else 0.0
+    if p < 1e-300:  # underflow: Wilson-Hilferty cube-root normal approximation of chi^2
+        shape = ((chi2 / dof) ** (1 / 3) - (1 - 2 / (9 * dof))) / math.sqrt(2 / (9 * dof))
+    else:
+        shape = float(stats.norm.isf(p)) if p < 0.5 else 0.0
     if shape >= confirm_sigma:
         verdict, reason = True, f"spectral shape differs from background ({shape:.1f} sigma)"
     elif gross >= confirm_sigma:

@@ -87,8 +87,10 @@ def dwell_significance(counts: float, background_cps: float, live_time_s: float,
     if counts <= expected:
         return (counts - expected) / math.sqrt(var)
     # Poisson tail for the count, then widen by the background-uncertainty factor.
-    p = stats.poisson.sf(counts - 1, expected)
-    z_poisson = float(stats.norm.isf(max(p, 1e-300)))
+    p = float(stats.poisson.sf(counts - 1, expected))
+    if p < 1e-300:  # beyond double precision: the Gaussian limit is accurate out there
+        return (counts - expected) / math.sqrt(var)
+    z_poisson = float(stats.norm.isf(p))
     return z_poisson * math.sqrt(expected / var)
 
 

@@ -34,6 +34,7 @@ import numba
 import numpy as np
 from scipy.special import ndtri
 
+from agent.spectral.binning import AnalysisBins
 from agent.spectral.fitting import fit_nonneg, poisson_loglik
 
 DEFAULT_WINDOWS_S = (1, 2, 4, 8)
@@ -213,24 +214,32 @@ class AnomalyDetector:
         self,
         basis: np.ndarray,
         templates: np.ndarray,
-        threshold: float,
-        gross_threshold: float,
+        threshold: float | np.ndarray,
+        gross_threshold: float | np.ndarray,
         windows_s: tuple[int, ...] = DEFAULT_WINDOWS_S,
         background_s: int = 30,
+        bins: AnalysisBins | None = None,
     ) -> None:
+        """``threshold``/``gross_threshold``: one value, or one per window (same order as ``windows_s``).
+        ``bins``: when given, :meth:`update` takes raw channel counts and groups them itself."""
+        self.bins = bins
         self.basis = np.ascontiguousarray(basis, dtype=float)
         self.templates = np.ascontiguousarray(templates, dtype=float)
         if self.basis.shape[1] != self.templates.shape[1]:
             raise ValueError("basis and templates must have the same number of bins")
-        self.threshold = threshold
-        self.gross_threshold = gross_threshold
         self.windows_s = tuple(sorted(windows_s))
+        self.threshold = np.broadcast_to(np.asarray(threshold, dtype=float), (len(self.windows_s),)).copy()
+        self.gross_threshold = np.broadcast_to(np.asarray(gross_threshold, dtype=float),
+                                               (len(self.windows_s),)).copy()
         self.background_s = background_s
         self._buf: deque[np.ndarray] = deque(maxlen=max(self.windows_s))
         self._gross: deque[float] = deque(maxlen=max(self.windows_s) + background_s)
 
-    def update(self, binned_counts: np.ndarray) -> AnomalyResult:
-        x = np.asarray(binned_counts, dtype=float)
+    def update(self, counts: np.ndarray) -> AnomalyResult:
+        """Add the newest 1 s spectrum (channels if ``bins`` was given, else analysis bins)."""
+        x = np.asarray(counts, dtype=float)
+        if self.bins is not None and x.shape == (self.bins.n_channels,):
+            x = self.bins.rebin(x)
         if x.shape != (self.basis.shape[1],):
             raise ValueError(f"expected {self.basis.shape[1]} bins, got shape {x.shape}")
         self._buf.append(x)
@@ -245,21 +254,77 @@ class AnomalyDetector:
                 rows.append(acc.copy())
                 ws.append(i)
         q, j = spectral_statistics(np.array(rows), self.basis, self.templates, 30)
-        best = int(np.argmax(q))
+        thr = self.threshold[: len(ws)]
+        ratio = q / thr
+        best = int(np.argmax(ratio))
         gross = np.array(self._gross)
         gz = -np.inf
-        for w in ws:
+        g_alarm = False
+        for i, w in enumerate(ws):
             if gross.size >= w + self.background_s:
-                z = gross_zscores(gross, w, self.background_s)[-1]
-                gz = max(gz, float(z))
+                z = float(gross_zscores(gross, w, self.background_s)[-1])
+                gz = max(gz, z)
+                g_alarm = g_alarm or z > self.gross_threshold[i]
         return AnomalyResult(
             statistic=float(q[best]),
-            alarm=bool(q[best] > self.threshold),
+            alarm=bool(np.any(q > thr)),
             window_s=ws[best],
             template=int(j[best]),
             gross_z=gz,
-            gross_alarm=bool(gz > self.gross_threshold),
+            gross_alarm=g_alarm,
         )
 
     def loglik(self, x: np.ndarray, mu: np.ndarray) -> float:
         return float(poisson_loglik(np.asarray(x, float), np.asarray(mu, float)))
+
+
+def mobile_templates(model_name: str, bins: AnalysisBins) -> np.ndarray:
+    """Unit-sum unshielded library templates in ``bins``, without the natural (NORM) sources,
+    which a moving unit sees everywhere and which the background basis already spans."""
+    from agent.spectral.identify import NORM_SOURCES
+    from agent.spectral.library import default_library
+    from agent.spectral.response import templates_for
+
+    t = templates_for(model_name, (("none", 0.0),)).binned(bins)
+    keep = [i for i, n in enumerate(default_library().names) if n not in NORM_SOURCES]
+    t = t[keep]
+    return t / t.sum(axis=1, keepdims=True)
+
+
+def detector_from_background(
+    model_name: str,
+    calibration,
+    background_spectra: np.ndarray,
+    far_per_hour: float = 0.05,
+    windows_s: tuple[int, ...] = DEFAULT_WINDOWS_S,
+    n_components: int = 4,
+    training_statistics: tuple[np.ndarray, np.ndarray] | None = None,
+) -> AnomalyDetector:
+    """An :class:`AnomalyDetector` for one detector from its own 1 s background spectra (channels).
+
+    The basis is the 4-component Poisson NMF of the spectra summed in 10 s groups (K, U, Th and
+    cosmic/scatter are the four ways natural background varies). Thresholds: from
+    ``training_statistics`` (q and gross z per window, rows = windows) when given, else from the
+    asymptotic null (spectral) and a normal tail (gross), each window getting ``far / n_windows``.
+    """
+    from agent.spectral.binning import make_bins
+    from agent.spectral.detector import detector_model
+    from agent.spectral.response import response_table
+
+    model = detector_model(model_name)
+    spectra = np.asarray(background_spectra, dtype=float)
+    bins = make_bins(calibration, model, spectra.shape[1], response_table(model).min_energy_kev, 3000.0)
+    x = bins.rebin(spectra)
+    groups = max(x.shape[0] // 10, n_components)
+    x = x[: groups * (x.shape[0] // groups)].reshape(groups, -1, x.shape[1]).sum(axis=1)
+    basis = fit_nmf(x, n_components)
+    templates = mobile_templates(model.name, bins)
+    per_window = far_per_hour / len(windows_s)
+    if training_statistics is not None:
+        q_tr, z_tr = training_statistics
+        thr = np.array([threshold_from_training(q_tr[i], per_window, 3600.0) for i in range(len(windows_s))])
+        gthr = np.array([threshold_from_training(z_tr[i], per_window, 3600.0) for i in range(len(windows_s))])
+    else:
+        thr = np.full(len(windows_s), threshold_from_null_distribution(per_window, 3600.0, templates.shape[0]))
+        gthr = np.full(len(windows_s), float(ndtri(1.0 - per_window / 3600.0)))
+    return AnomalyDetector(basis, templates, thr, gthr, windows_s, bins=bins)

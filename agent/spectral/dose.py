@@ -67,8 +67,9 @@ def dose_weightings() -> dict[str, DoseWeighting]:
         return {}
     out = {}
     for r in rows:
-        coef = [float(r[k]) for k in sorted((k for k in r if k.startswith("a") and k[1:].isdigit()), key=lambda k: int(k[1:]))]
-        out[r["detector"]] = DoseWeighting(r["detector"], np.asarray(coef), float(r["e_min_keV"]), float(r["e_max_keV"]))
+        keys = sorted((k for k in r if k.startswith("a") and k[1:].isdigit()), key=lambda k: int(k[1:]))
+        coef = np.asarray([float(r[k]) for k in keys])
+        out[r["detector"]] = DoseWeighting(r["detector"], coef, float(r["e_min_keV"]), float(r["e_max_keV"]))
     return out
 
 

@@ -55,7 +55,8 @@ def _solve_spd(a: np.ndarray, b: np.ndarray, n: int, out: np.ndarray) -> None:  
 
 
 @numba.njit(cache=True)
-def fit_nonneg(n: np.ndarray, design: np.ndarray, x0: np.ndarray, offset: np.ndarray, max_iter: int):  # pragma: no cover
+def fit_nonneg(n: np.ndarray, design: np.ndarray, x0: np.ndarray, offset: np.ndarray,
+               max_iter: int):  # pragma: no cover
     """Maximise sum n log(mu) - mu, mu = offset + design.T @ x, x >= 0. Returns (x, loglik, iters)."""
     p = design.shape[0]
     return fit_nonneg_prior(n, design, x0, offset, np.zeros(p), np.zeros(p), max_iter)
@@ -100,7 +101,7 @@ def fit_nonneg_prior(n, design, x0, offset, prior_mean, prior_prec, max_iter):  
     ll = _objective(n, mu, x, prior_mean, prior_prec)
     stale = False
     it = 0
-    for it in range(max_iter):
+    for it in range(max_iter):  # noqa: B007 - the count is returned
         for j in range(p):
             g[j] = 0.0
             for k in range(p):

@@ -51,6 +51,7 @@ class IdentifierSettings:
     n_variants: int = 2  # shield variants per candidate refitted (best by screening)
     screen_gate: float = 4.0  # no refits when no template improves 2 lnL by this much
     n_continuum_terms: int = 3
+    n_continuum_terms_no_background: int = 6  # the whole continuum must then be modelled
     max_energy_kev: float = 3000.0
     min_energy_kev: float | None = None  # None: the detector table's trusted minimum
     shields: tuple[tuple[str, float], ...] = DEFAULT_SHIELDS
@@ -62,6 +63,9 @@ class IdentifierSettings:
     # 1 / (1 + f^2 n), the variance-inflation of a Poisson count with a relative model error f, so a
     # few-per-cent template mismatch under 10^5 counts does not pass for a second source
     template_systematic: float = 0.03
+    # without a measured background the K/U/Th background is itself modelled from templates and the
+    # unit's real response may differ from the fitted DRF (e.g. CsI non-proportionality): larger f
+    template_systematic_no_background: float = 0.10
     continuum_sigma: float = 0.03
     excess_continuum_sigma: float = 1.0
 
@@ -84,6 +88,7 @@ class IdentificationResult:
     best_model: tuple[str, ...]  # names in the maximum-posterior hypothesis
     posterior_background_only: float
     reduced_chi2: float  # Pearson chi2 / dof of the best model, a goodness-of-fit check
+    log_likelihood: float = 0.0  # of the best model (weighted Poisson + priors), for comparisons
     candidates: tuple[tuple[str, float], ...] = field(default=())  # (name, confidence) of all examined
 
     @property
@@ -144,6 +149,7 @@ class Identifier:
         self._src_of = self.templates.source_index
         self._shield_of = self.templates.shield_index
         self._continuum = continuum_terms(self.bins, self.settings.n_continuum_terms)
+        self._continuum_nb = continuum_terms(self.bins, self.settings.n_continuum_terms_no_background)
         self._norm_idx = [self.library.index(n) for n in NORM_SOURCES if n in self.library.names]
 
     # ------------------------------------------------------------------ public
@@ -173,14 +179,16 @@ class Identifier:
         else:
             bg_rows = [self._tmpl[self._template_index(i, 0)] for i in self._norm_idx]
             excluded = set(self._norm_idx)
-        base = np.vstack(bg_rows + list(self._continuum)) if (bg_rows or len(self._continuum)) else np.zeros((0, n.size))
+        rows = bg_rows + list(self._continuum if background_cps is not None else self._continuum_nb)
+        base = np.vstack(rows) if rows else np.zeros((0, n.size))
         n_base = base.shape[0]
         zero = np.zeros(n.size)
         total = max(n.sum(), 1.0)
         n_raw, base_raw = n, base
         tmpl = self._tmpl
-        if s.template_systematic > 0:
-            w = 1.0 / (1.0 + s.template_systematic**2 * np.maximum(n, 1.0))
+        f_sys = s.template_systematic if background_cps is not None else s.template_systematic_no_background
+        if f_sys > 0:
+            w = 1.0 / (1.0 + f_sys**2 * np.maximum(n, 1.0))
             n = n * w
             base = base * w
             tmpl = self._tmpl * w
@@ -305,6 +313,7 @@ class Identifier:
             best_model=tuple(self.library.sources[i].name for i in best_srcs),
             posterior_background_only=float(w[0]),
             reduced_chi2=chi2,
+            log_likelihood=float(models[best_i][2]),
             candidates=tuple((self.library.sources[i].name, float(conf[i])) for i in order),
         )
 

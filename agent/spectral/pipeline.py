@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from agent.hal.interfaces import EnergyCalibration, SpectrumReading
+from agent.spectral.anomaly import AnomalyDetector, AnomalyResult
 from agent.spectral.calibration import GainTracker
 from agent.spectral.detector import DetectorModel, detector_model
 from agent.spectral.dose import DoseWeighting, dose_weighting
@@ -44,6 +45,7 @@ class SpectrumAnalysis:
     calibration: EnergyCalibration  # calibration the analysis used
     background_live_s: float  # live time behind the background estimate (0: none, NORM modelled)
     elapsed_ms: float
+    anomaly: AnomalyResult | None = None  # moving-detector anomaly statistic, when the pipeline has one
 
     @property
     def nuclides(self) -> list[str]:
@@ -80,6 +82,11 @@ class SpectrumAnalysis:
             "peaks_kev": [round(p.energy_kev, 1) for p in self.peaks],
             "gain": self.gain,
             "background_live_s": self.background_live_s,
+            "anomaly": None if self.anomaly is None else {
+                "alarm": self.anomaly.alarm, "statistic": round(self.anomaly.statistic, 2),
+                "window_s": self.anomaly.window_s, "gross_z": round(self.anomaly.gross_z, 2),
+                "gross_alarm": self.anomaly.gross_alarm,
+            },
         }
 
 
@@ -135,6 +142,7 @@ class SpectrumPipeline:
         gain_accumulate_s: float = 300.0,
         find_peaks: bool = True,
         peak_min_snr: float = 5.0,
+        anomaly: AnomalyDetector | None = None,
     ) -> None:
         self.settings = settings or IdentifierSettings()
         self.background_tau_s = background_tau_s
@@ -142,6 +150,7 @@ class SpectrumPipeline:
         self.gain_accumulate_s = gain_accumulate_s
         self.find_peaks = find_peaks
         self.peak_min_snr = peak_min_snr
+        self.anomaly = anomaly
         self._key: tuple | None = None
         self._tracker: GainTracker | None = None
         self._background: _Background | None = None
@@ -165,6 +174,7 @@ class SpectrumPipeline:
             self._tracker.calibrate_now()
 
     def analyze(self, reading: SpectrumReading, background: SpectrumReading | None = None) -> SpectrumAnalysis:
+        """Analyse one spectrum (``background``: a measured background to use from now on)."""
         t0 = time.perf_counter()
         counts = np.asarray(reading.counts)
         if counts.ndim != 1 or counts.size < 16:
@@ -198,7 +208,8 @@ class SpectrumPipeline:
         if self.find_peaks:
             peaks = tuple(peak_search_for(calibration, model, reading.n_channels).find(counts, self.peak_min_snr))
 
-        if result.background_only:
+        anomaly = self.anomaly.update(counts) if self.anomaly is not None else None
+        if result.background_only and not (anomaly is not None and anomaly.alarm):
             bkg.add(counts, reading.live_time_s)
             tracker.update(counts, reading.live_time_s)
         return SpectrumAnalysis(
@@ -214,6 +225,7 @@ class SpectrumPipeline:
             calibration=calibration,
             background_live_s=bkg.live_s if bg_cps is not None else 0.0,
             elapsed_ms=(time.perf_counter() - t0) * 1e3,
+            anomaly=anomaly,
         )
 
 

@@ -105,12 +105,14 @@ def _generic_table() -> ResponseTable:
         mid = 0.5 * (edges[1:] + edges[:-1])
         a = e0 / ME_C2_KEV
         sv = np.clip(mid / e0, 0, 0.999)
-        kn = np.where(mid < compton_edge_kev(e0), 2 + sv**2 / (a * a * (1 - sv) ** 2) + sv / (1 - sv) * (sv - 2 / a), 0.0)
+        kn_shape = 2 + sv**2 / (a * a * (1 - sv) ** 2) + sv / (1 - sv) * (sv - 2 / a)
+        kn = np.where(mid < compton_edge_kev(e0), kn_shape, 0.0)
         kn = np.maximum(kn, 0.0) * np.diff(edges)
         kn[N_BELOW_EDGE:] = 0.15 * kn[:N_BELOW_EDGE].sum() / N_PLATEAU
         cont[k] = kn / max(kn.sum(), 1e-12) * eff[k] * (1 - pt[k])
     peaks = {"peak": eff * pt, "escape": np.where((e > 34) & (e < 200), 0.05 * eff * pt * (34 / e) ** 2, 0.0),
-             "single_escape": np.where(e > 1100, 0.01 * eff, 0.0), "double_escape": np.where(e > 1100, 0.003 * eff, 0.0)}
+             "single_escape": np.where(e > 1100, 0.01 * eff, 0.0),
+             "double_escape": np.where(e > 1100, 0.003 * eff, 0.0)}
     return ResponseTable("generic", e, peaks, cont, 29.1, 30.0)
 
 

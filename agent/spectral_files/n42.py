@@ -193,7 +193,9 @@ def _read_analysis(el: etree._Element) -> AnalysisRecord:
     start = _text(el, "AnalysisStartDateTime")
     return AnalysisRecord(
         algorithm_name=_text(el, "AnalysisAlgorithmName", "") or "",
-        algorithm_version=(_text(version, "AnalysisAlgorithmComponentVersion", "") or "") if version is not None else "",
+        algorithm_version=(
+            (_text(version, "AnalysisAlgorithmComponentVersion", "") or "") if version is not None else ""
+        ),
         start_utc=parse_datetime_utc(start) if start else None,
         status=_text(el, "AnalysisResultStatusCode", "Success") or "Success",
         description=_text(el, "AnalysisResultDescription", "") or "",
@@ -264,7 +266,9 @@ def parse_n42(data: bytes, source: str = "<bytes>") -> SpectrumFile:
                 raise SpectrumFileError(f"{source}: Spectrum {sp.get('id')!r} has no live or real time")
             cal_ref = sp.get("energyCalibrationReference")
             if cal_ref not in calibrations:
-                raise SpectrumFileError(f"{source}: Spectrum {sp.get('id')!r} refers to unknown calibration {cal_ref!r}")
+                raise SpectrumFileError(
+                    f"{source}: Spectrum {sp.get('id')!r} refers to unknown calibration {cal_ref!r}"
+                )
             det_el = detectors.get(sp.get("radDetectorInformationReference"))
             det_name = _text(det_el, "RadDetectorName") if det_el is not None else None
             model_name = det_name or instrument.model
@@ -311,9 +315,8 @@ def _el(parent: etree._Element, name: str, text: str | None = None, **attrs: str
 
 
 def _kind_code(model: str, given: str) -> str:
-    if given in _DETECTOR_KINDS or given == "Other":
-        if given != "Other":
-            return given
+    if given in _DETECTOR_KINDS:
+        return given
     low = model.lower()
     for kind in _DETECTOR_KINDS:
         if kind.lower() in low:

@@ -96,7 +96,9 @@ def parse_radiacode_xml(data: bytes, source: str = "<bytes>") -> SpectrumFile:
         if bg is not None:
             start = starts[1] if len(starts) > 1 else None
             measurements.append(
-                SpectrumMeasurement(_spectrum(bg, device, start, source), "Background", start, _t(bg, "SpectrumName") or "")
+                SpectrumMeasurement(
+                    _spectrum(bg, device, start, source), "Background", start, _t(bg, "SpectrumName") or ""
+                )
             )
     if not measurements:
         raise SpectrumFileError(f"{source}: no EnergySpectrum in ResultDataList")

@@ -185,7 +185,7 @@ class CameraPipeline:
         if t >= st.next_update_s:
             st.next_update_s += self.config.update_every_s * max(1, int((t - st.next_update_s) //
                                                                         self.config.update_every_s) + 1)
-            self._update(st, t)
+            self._update(st, t, tr.box)
             updated = True
         return FrameResult(tr.track_id, tr.box, bool(np.isfinite(sample.rgb[0])), blink, updated)
 
@@ -210,7 +210,7 @@ class CameraPipeline:
             log.debug("pulse estimate skipped: %s", err)
             return None
 
-    def _update(self, st: _TrackState, t_now: float) -> None:
+    def _update(self, st: _TrackState, t_now: float, box: Box) -> None:
         c = self.config
         t = np.asarray(st.t_s)
         rgb = np.asarray(st.rgb)
@@ -258,7 +258,7 @@ class CameraPipeline:
         }
         st.latest = vit
         rec = {
-            "t_s": t_now, "heart_rate_bpm": hr, "hr_raw_bpm": pe.raw_hr_bpm if pe else None,
+            "t_s": t_now, "box": [round(float(v), 1) for v in box], "heart_rate_bpm": hr, "hr_raw_bpm": pe.raw_hr_bpm if pe else None,
             "hr_snr_db": pe.snr_db if pe else None, "hr_valid": bool(pe.valid) if pe else False,
             "hr_window_s": span if pe else None, "hr_fast_bpm": hr_fast,
             "rr_bpm": resp.rr_bpm, "rr_motion_bpm": resp.rr_motion_bpm, "rr_pulse_bpm": resp.rr_pulse_bpm,

@@ -25,7 +25,7 @@ import numpy as np
 from scipy.signal import find_peaks
 
 from agent.vision.errors import VisionInputError
-from agent.vision.rppg import PULSE_BAND_HZ
+from agent.vision.rppg import PULSE_BAND_HZ, bandpass
 
 #: Minimum SNR (dB) for a pulse to be reported.  Tuned on seeds disjoint from the benchmark:
 #: midway between the 99th percentile over non-living controls and the 1st percentile over
@@ -114,9 +114,25 @@ def beat_times(pulse: np.ndarray, fps: float, hr_bpm: float, t0_s: float = 0.0) 
     return t0_s + (peaks + np.clip(delta, -0.5, 0.5)) / fps
 
 
+def beat_rate_bpm(beats_s: np.ndarray) -> float | None:
+    """Mean rate of a beat train, (n - 1) / (t_last - t_first): the average of the instantaneous
+    rate over the train, which is what a reference ECG/PPG rate over the same window means."""
+    if beats_s.size < 4:
+        return None
+    span = float(beats_s[-1] - beats_s[0])
+    return 60.0 * (beats_s.size - 1) / span if span > 0 else None
+
+
 def estimate_pulse(pulse: np.ndarray, fps: float, threshold_db: float = SNR_THRESHOLD_DB,
                    band_hz: tuple[float, float] = PULSE_BAND_HZ, t0_s: float = 0.0) -> PulseEstimate:
-    """Heart rate, SNR-based quality and beat times of one window of pulse signal."""
+    """Heart rate, SNR-based quality and beat times of one window of pulse signal.
+
+    The spectral peak decides *whether* there is a pulse and roughly where; the reported rate is
+    then the beat-train rate of the signal band-passed narrowly around that peak (0.65-1.5 x f0),
+    which averages the instantaneous rate uniformly over the window -- a Hann-windowed spectrum
+    weights the window's centre and is biased when the rate drifts within the window (Mayer waves,
+    onset of stress).  If the two disagree by more than 8 % the spectral value is kept.
+    """
     x = np.asarray(pulse, dtype=np.float64)
     if x.ndim != 1:
         raise VisionInputError(f"estimate_pulse: pulse must be 1-D, got shape {x.shape}")
@@ -131,6 +147,12 @@ def estimate_pulse(pulse: np.ndarray, fps: float, threshold_db: float = SNR_THRE
     snr = snr_db(freqs, power, f0, band_hz)
     valid = snr >= threshold_db
     hr = 60.0 * f0
-    beats = beat_times(x, fps, hr, t0_s) if valid else np.zeros(0)
+    beats = np.zeros(0)
+    if valid:
+        narrow = bandpass(x, fps, (0.65 * f0, min(1.5 * f0, band_hz[1])), order=2)
+        beats = beat_times(narrow, fps, hr, t0_s)
+        rate = beat_rate_bpm(beats)
+        if rate is not None and abs(rate - hr) <= 0.08 * hr:
+            hr = rate
     return PulseEstimate(hr_bpm=hr if valid else None, raw_hr_bpm=hr, snr_db=snr,
                          quality=quality_from_snr(snr, threshold_db), valid=bool(valid), beat_times_s=beats)
