@@ -120,6 +120,20 @@ def run(
 
 
 @app.command()
+def console(config: Path | None = ConfigOpt, db: Path | None = DbOpt,
+            refresh_s: float = typer.Option(1.0, help="seconds between refreshes"),
+            once: bool = typer.Option(False, help="print one snapshot and exit")) -> None:
+    """Live operator view: units, latest alarms, fused source estimates and tasks."""
+    from controller.console import render, run_console
+
+    with _open_store(config, db) as store:
+        if once:
+            _out.print(render(store))
+        else:
+            run_console(store, refresh_s)
+
+
+@app.command()
 def units(config: Path | None = ConfigOpt, db: Path | None = DbOpt, as_json: bool = JsonOpt) -> None:
     """Units seen, with liveness state, last position and availability."""
     with _open_store(config, db) as store:

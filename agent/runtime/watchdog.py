@@ -56,12 +56,16 @@ class Watchdog:
 
     def _run(self) -> None:
         period = min(1.0, self.timeout_s / 4, self.systemd_interval_s or 1.0)
+        reported = False
         while not self._stop.wait(period):
             age = self.seconds_since_kick
             if age <= self.timeout_s:
                 self.notify("WATCHDOG=1")
+                reported = False
                 continue
-            log.critical("watchdog: main loop silent for %.1f s (limit %.1f s)", age, self.timeout_s)
+            if not reported:
+                log.critical("watchdog: main loop silent for %.1f s (limit %.1f s)", age, self.timeout_s)
+                reported = True
             if self.exit_on_hang:
                 self.notify("STATUS=main loop hung")
                 os._exit(EXIT_WATCHDOG)

@@ -1,0 +1,82 @@
+"""Live operator console: units, recent alarms, incidents and tasks, refreshed from the store.
+
+Why read the database rather than subscribe to MQTT: the console then shows exactly what the
+controller has committed (and decided), works on a second screen or over SSH with no broker
+credentials, and never competes with the controller for messages.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Group
+from rich.live import Live
+from rich.table import Table
+
+from controller.store import Store
+
+_STATE_STYLE = {"online": "green", "stale": "yellow", "offline": "red", "confirmed": "bold red",
+                "cleared": "green", "timed_out": "yellow"}
+
+
+def _t(v: Any) -> str:
+    return v.split("T", 1)[1][:8] if isinstance(v, str) and "T" in v else "-"
+
+
+def _styled(state: str | None) -> str:
+    s = state or "-"
+    style = _STATE_STYLE.get(s)
+    return f"[{style}]{s}[/{style}]" if style else s
+
+
+def render(store: Store, max_alarms: int = 8) -> Group:
+    units = Table(title="units", expand=True)
+    for c in ("unit", "type", "state", "seen", "x_m", "y_m", "free", "task"):
+        units.add_column(c)
+    for u in store.list_units():
+        units.add_row(u["unit_id"], u.get("unit_type") or "?", _styled(u.get("state")), _t(u.get("last_seen_utc")),
+                      f"{u['x_m']:.1f}" if u.get("x_m") is not None else "-",
+                      f"{u['y_m']:.1f}" if u.get("y_m") is not None else "-",
+                      "yes" if u.get("available") else "no", (u.get("task_id") or "-")[:10])
+    alarms = Table(title=f"latest alarms (of {store.count('alarms')})", expand=True)
+    for c in ("time", "unit", "sigma", "x_m", "y_m", "incident"):
+        alarms.add_column(c)
+    for a in store.list_alarms(limit=max_alarms)[::-1]:
+        alarms.add_row(_t(a.get("t_peak_utc")), a["unit_id"], f"{a['significance_sigma']:.1f}",
+                       f"{a['x_m']:.1f}" if a.get("x_m") is not None else "-",
+                       f"{a['y_m']:.1f}" if a.get("y_m") is not None else "-", (a.get("incident_id") or "-")[:10])
+    incidents = Table(title="incidents: fused source estimate", expand=True)
+    for c in ("incident", "state", "passes", "x_m", "y_m", "z_m", "+-xy m", "task"):
+        incidents.add_column(c)
+    for i in store.list_incidents():
+        est = i.get("estimate") or {}
+        incidents.add_row(i["incident_id"][:10], i.get("state") or "-", str(i.get("passes") or 0),
+                          *(f"{est[k]:.1f}" if est.get(k) is not None else "-" for k in ("x_m", "y_m", "z_m")),
+                          f"{est['sigma_xy_m']:.1f}" if est.get("sigma_xy_m") is not None else "-",
+                          (i.get("task_id") or "-")[:10])
+    tasks = Table(title="follow-up tasks", expand=True)
+    for c in ("task", "state", "handheld", "since", "try", "result"):
+        tasks.add_column(c)
+    for t in store.list_tasks():
+        res = t.get("result") or {}
+        summary = (f"{res.get('net_cps', 0):.0f} net cps, {res.get('dose_rate_usv_h') or 0:.2f} uSv/h"
+                   if res else "-")
+        tasks.add_row(t["task_id"][:10], _styled(t.get("state")), t.get("unit_id") or "-",
+                      _t(t.get("state_since_utc")), str(t.get("attempts") or 0), summary)
+    counts = store.counts()
+    footer = (f"messages stored {store.count('received')}, rejected {sum(counts['rejects'].values())}, "
+              f"sequence gaps {len(counts['gaps'])}")
+    return Group(units, alarms, incidents, tasks, footer)
+
+
+def run_console(store: Store, refresh_s: float = 1.0, duration_s: float | None = None) -> None:
+    """Refresh until Ctrl-C (or ``duration_s``)."""
+    end = None if duration_s is None else time.monotonic() + duration_s
+    with Live(render(store), refresh_per_second=4, screen=False) as live:
+        try:
+            while end is None or time.monotonic() < end:
+                time.sleep(refresh_s)
+                live.update(render(store))
+        except KeyboardInterrupt:
+            pass
