@@ -288,16 +288,18 @@ def bench_dose(quick: bool, progress: Progress) -> dict[str, Any]:
 
 
 def _line_list_constants() -> dict[str, float]:
-    """uSv m2 / (MBq h) from the embedded gamma_lines.csv x ICRP 74 h*(10), lines above 20 keV."""
+    """uSv m2 / (MBq h) recomputed the way the reference table says it was: sum of yield x h*(10)(E)
+    over the lines of gamma_lines.csv (ICRP 74, no air), per 4 pi (1 m)^2."""
     from agent.spectral.fit_dose_weighting import icrp74_hstar10_psv_cm2
-    from agent.spectral.library import line_table
+    from agent.spectral.library import read_data_csv
 
-    out = {}
-    for key, (_, e, y) in line_table().items():
-        sel = e > 20.0
-        h_psv = float(np.sum(y[sel] * icrp74_hstar10_psv_cm2(e[sel])))
-        out[key] = h_psv * 1e6 / (4 * np.pi * 1e4) * 3600 * 1e-6
-    return out
+    sums: dict[str, float] = {}
+    for r in read_data_csv("gamma_lines.csv"):
+        key = r["source"].split()[0]
+        e = float(r["energy_keV"])
+        sums[key] = sums.get(key, 0.0) + float(r["photons_per_100_decays"]) / 100 * float(
+            icrp74_hstar10_psv_cm2(np.array([e]))[0])
+    return {k: v * 1e6 / (4 * np.pi * 1e4) * 3600 * 1e-6 for k, v in sums.items()}
 
 
 # =========================================================================== anomaly
@@ -700,17 +702,22 @@ def write_figures(result: dict[str, Any], out_dir: Path) -> list[str]:
     if result.get("pd_table"):
         fig, axes = plt.subplots(1, len(ANOMALY_NUCLIDES), figsize=(3.2 * len(ANOMALY_NUCLIDES), 3.2), sharey=True)
         speed = 5.0
+        activities = sorted({r["activity_mbq"] for r in result["pd_table"]})
+        colours = {a: plt.cm.viridis(i / max(len(activities) - 1, 1)) for i, a in enumerate(activities)}
         for ax, nuc in zip(np.atleast_1d(axes), ANOMALY_NUCLIDES, strict=False):
             lab = NUCLIDE_LABEL.get(nuc, nuc)
             for table, style in ((result["pd_table"], "-"), (result["baseline_pd_table"], "--")):
                 rows = [r for r in table if r["nuclide"] == lab and r["speed_m_s"] == speed]
-                for a in sorted({r["activity_mbq"] for r in rows}):
+                for a in activities:
                     pts = sorted((r["standoff_m"], r["pd"]) for r in rows if r["activity_mbq"] == a)
-                    ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", ms=3,
+                    ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", ms=3, color=colours[a],
                             label=f"{a:g} MBq" if style == "-" else None)
             ax.set_title(f"{lab}, {speed:g} m/s")
             ax.set_xlabel("standoff (m)")
             ax.set_xscale("log")
+            standoffs = sorted({r["standoff_m"] for r in result["pd_table"]})
+            ax.set_xticks(standoffs, [f"{d:g}" for d in standoffs])
+            ax.minorticks_off()
         np.atleast_1d(axes)[0].set_ylabel("Pd (solid: spectral, dashed: gross k-sigma)")
         np.atleast_1d(axes)[0].legend(fontsize=7)
         fig.tight_layout()

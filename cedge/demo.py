@@ -8,7 +8,6 @@ summary (``--json``: one JSON object) and a picture of the yard.
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import tempfile
@@ -81,7 +80,7 @@ def run_demo(scenario_path: Path, work_dir: Path | None = None, rate: float | No
         if not quiet:
             console.print(f"stopping fleet ({ended})")
         fleet.stop_agents()
-        _wait_until_drained(view, timeout_s=60.0)
+        fleet.wait_drained(timeout_s=90.0)
     finally:
         fleet.stop()
     summary = view.summary()
@@ -94,7 +93,7 @@ def run_demo(scenario_path: Path, work_dir: Path | None = None, rate: float | No
                                                       (est["x_m"], est["y_m"], est["z_m"])), 2)
     else:
         summary["location_error_m"] = None
-    summary["messages_sent"] = sum(_sent_by_unit(fleet).values())
+    summary["messages_sent"] = sum(fleet.produced_by_final_boots().values())
     summary["ended"] = ended
     summary["wall_time_s"] = round(time.monotonic() - t_wall0, 1)
     summary["sim_time_s"] = round(fleet.sim_seconds(), 1)
@@ -109,32 +108,6 @@ def run_demo(scenario_path: Path, work_dir: Path | None = None, rate: float | No
         summary["picture"] = None
         summary["picture_error"] = f"{type(err).__name__}: {err}"
     return summary
-
-
-def _wait_until_drained(view: FleetView, timeout_s: float) -> None:
-    """Give the controller time to store what the agents flushed on SIGTERM (count stops growing)."""
-    deadline = time.monotonic() + timeout_s
-    last, stable_since = -1, time.monotonic()
-    while time.monotonic() < deadline:
-        n = view.snapshot()["messages_stored"]
-        if n != last:
-            last, stable_since = n, time.monotonic()
-        elif time.monotonic() - stable_since > 3.0:
-            return
-        time.sleep(0.5)
-
-
-def _sent_by_unit(fleet: Fleet) -> dict[str, int]:
-    """Sequenced messages each agent produced, from the agents' own status files (all boots)."""
-    out: dict[str, int] = {}
-    for u in fleet.units:
-        path = fleet.state_dir(u.unit_id) / "status.json"
-        try:
-            st = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        out[u.unit_id] = int(st.get("link", {}).get("sequenced_sent", 0))
-    return out
 
 
 def print_summary(summary: dict[str, Any], console: Console) -> None:

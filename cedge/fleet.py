@@ -8,6 +8,7 @@ The tests use the same class to SIGKILL an agent, stop the broker or restart the
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -199,6 +200,44 @@ class Fleet:
         for name in list(self.procs):
             if name != "controller":
                 self.kill(name, signal.SIGTERM)
+
+    def produced_by_final_boots(self) -> dict[tuple[str, str], int]:
+        """(unit, boot) -> sequenced messages that boot produced, from the agents' final status files."""
+        out: dict[tuple[str, str], int] = {}
+        for u in self.units:
+            try:
+                st = json.loads((self.state_dir(u.unit_id) / "status.json").read_text())
+            except (OSError, ValueError):
+                continue
+            out[(u.unit_id, st["boot_id"])] = int(st["link"].get("sequenced_sent", 0))
+        return out
+
+    def wait_drained(self, timeout_s: float = 120.0, settle_s: float = 3.0) -> bool:
+        """After :meth:`stop_agents`: wait until the controller has stored everything the agents'
+        last boots produced (per the agents' own counts), then until the total stops growing."""
+        from controller.store import Store, StoreError
+
+        want = self.produced_by_final_boots()
+        deadline = time.monotonic() + timeout_s
+        last, stable_since, complete = -1, time.monotonic(), False
+        while time.monotonic() < deadline:
+            try:
+                store = Store(self.db_path, create=False)
+            except StoreError:
+                time.sleep(0.5)
+                continue
+            try:
+                boots = {(b["unit_id"], b["boot_id"]): b["n"] for b in store.counts()["boots"]}
+                total = store.count("received")
+            finally:
+                store.close()
+            complete = all(boots.get(k, 0) >= n for k, n in want.items())
+            if total != last:
+                last, stable_since = total, time.monotonic()
+            elif complete and time.monotonic() - stable_since >= settle_s:
+                return True
+            time.sleep(0.5)
+        return complete
 
     def stop(self) -> None:
         self.stop_agents()

@@ -100,23 +100,30 @@ class ControllerService:
         )
         self.link.start()
         self._notifier.notify("READY=1")
+        # Dispatch and liveness run in their own thread: a localization fit takes up to a second
+        # on hundreds of measurements, and ingest (and so the acknowledgements the broker waits
+        # for) must not stall behind it after an outage floods in.  The store serialises access.
+        ticker = threading.Thread(target=self._tick_loop, args=(stop_event,), name="dispatch", daemon=True)
+        ticker.start()
         now = self.clock.monotonic_s()
-        next_tick, next_status = now, now + self.config.status_interval_s
+        next_status = now + self.config.status_interval_s
         try:
             while not stop_event.is_set():
+                self.process(self._drain(0.2))
                 now = self.clock.monotonic_s()
-                wait_s = max(0.0, min(0.2, (next_tick - now) / max(self.clock.rate, 1e-6)))
-                self.process(self._drain(wait_s))
-                now = self.clock.monotonic_s()
-                if now >= next_tick:
-                    self.tick()
-                    next_tick = now + self.config.tick_s
                 if now >= next_status:
                     self.log_status()
                     next_status = now + self.config.status_interval_s
                 self._notifier.notify("WATCHDOG=1")
         finally:
+            stop_event.set()
+            ticker.join(timeout=10)
             self._shutdown()
+
+    def _tick_loop(self, stop_event: threading.Event) -> None:
+        while not stop_event.is_set():
+            self.tick()
+            stop_event.wait(self.config.tick_s / max(self.clock.rate, 1e-6))
 
     def tick(self) -> None:
         """Liveness sweep and dispatcher step; an error here is logged, never fatal."""

@@ -71,19 +71,9 @@ def _outbox_rows(fleet: Fleet, unit_id: str) -> list[tuple[str, int]]:
 
 
 def _stop_and_drain(fleet: Fleet) -> None:
-    """Stop agents (SIGTERM), then wait until the controller has stored what they flushed."""
+    """Stop agents (SIGTERM), then wait until the controller has stored what they produced."""
     fleet.stop_agents()
-    view = FleetView(fleet.db_path)
-    last, stable = -1, time.monotonic()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        n = view.snapshot()["messages_stored"]
-        if n != last:
-            last, stable = n, time.monotonic()
-        elif time.monotonic() - stable > 4.0:
-            break
-        time.sleep(0.5)
-    view.close()
+    assert fleet.wait_drained(timeout_s=120.0), "controller did not store everything in time"
 
 
 def _assert_exactly_once(fleet: Fleet, must_cover: dict[tuple[str, str], int] | None = None) -> dict:
