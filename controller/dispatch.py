@@ -119,7 +119,8 @@ class Dispatcher:
             if inc["state"] == "holding" and (epoch_s(inc["hold_until_utc"]) or 0.0) <= now_s:
                 # re-fuse first: the rest of the pass (after the alarm) has arrived during the hold
                 self._fuse(inc)
-                self._open_task(inc, reason=f"hold of {self.config.hold_for_fusion_s:.0f} s elapsed")
+                if inc["state"] == "holding":  # not merged into another incident
+                    self._open_task(inc, reason=f"hold of {self.config.hold_for_fusion_s:.0f} s elapsed")
         for task in self.store.list_tasks(ACTIVE_TASK_STATES):
             if task["state"] == "open":
                 self._assign(task)
@@ -320,6 +321,42 @@ class Dispatcher:
             estimate=estimate,
         )
         self.store.save_incident(inc)
+        if estimate.get("method") == "poisson_ml":
+            self._merge_if_duplicate(inc)
+
+    def _merge_if_duplicate(self, inc: dict[str, Any]) -> None:
+        """Two incidents whose fused sources coincide are one source: fold the younger into the older.
+
+        Why: an incident opened by a weak alarm (say, a NORM patch two rows away) fuses every
+        measurement within the search radius, and a strong source nearby then dominates its fit.
+        Without merging, two handhelds would be sent to the same container.
+        """
+        for other in self.store.incidents_in_window(
+            inc["first_alarm_epoch_s"], self.config.group_window_s, ("holding", "tasked", "confirmed")
+        ):
+            if other["incident_id"] == inc["incident_id"] or other.get("est_x_m") is None:
+                continue
+            if (other.get("estimate") or {}).get("method") != "poisson_ml":
+                continue
+            d = math.hypot(other["est_x_m"] - inc["est_x_m"], other["est_y_m"] - inc["est_y_m"])
+            if d > self.config.group_radius_m:
+                continue
+            older, younger = sorted((inc, other), key=lambda i: (i["created_utc"], i["incident_id"]))
+            known = {a["alarm_id"] for a in older["alarms"]}
+            older["alarms"] = [*older["alarms"], *(a for a in younger["alarms"] if a["alarm_id"] not in known)]
+            self._summarise(older)
+            older["updated_utc"] = utc_iso(self.clock.utc_now())
+            self.store.save_incident(older)
+            if younger.get("task_id"):
+                self.cancel_task(younger["task_id"], reason=f"duplicate of incident {older['incident_id']}")
+            younger.update(state="merged", updated_utc=utc_iso(self.clock.utc_now()),
+                           estimate={**(younger.get("estimate") or {}), "merged_into": older["incident_id"]})
+            self.store.save_incident(younger)
+            self.stats["incidents_merged"] += 1
+            log.info("incident %s merged into %s: fused sources %.1f m apart", younger["incident_id"],
+                     older["incident_id"], d)
+            inc.update(self.store.get_incident(inc["incident_id"]) or {})
+            return
 
     def _target(self, inc: dict[str, Any]) -> tuple[float, float, float, float, str]:
         """Where to send the handheld and how wide to search: (x, y, z, radius_m, note)."""

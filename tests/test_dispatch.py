@@ -437,3 +437,20 @@ def test_time_outs_survive_a_controller_restart(yard: Yard) -> None:
     restarted.tick()
     assert yard.task()["unit_id"] == "hh-2"
     assert len(yard.store.list_incidents()) == 1  # the alarms were not re-processed into a new incident
+
+
+def test_incident_whose_fit_lands_on_another_source_is_merged(yard: Yard) -> None:
+    """A weak alarm 35 m away opens its own incident; its fit finds the same source: merged, one task."""
+    yard.drive_pass("mob-1", 0.0, T0)
+    yard.drive_pass("mob-2", 10.0, T0 + timedelta(seconds=60))
+    yard.dispatcher.tick()
+    yard.alarm("mob-2", 50.0, -35.0, T0 + timedelta(seconds=90), sigma=5.5)
+    yard.dispatcher.tick()
+    incidents = {i["incident_id"]: i for i in yard.store.list_incidents()}
+    states = sorted(i["state"] for i in incidents.values())
+    assert states == ["merged", "tasked"]
+    merged = next(i for i in incidents.values() if i["state"] == "merged")
+    kept = next(i for i in incidents.values() if i["state"] == "tasked")
+    assert merged["estimate"]["merged_into"] == kept["incident_id"]
+    assert len(kept["alarms"]) == 3
+    assert len([t for t in yard.store.list_tasks() if t["state"] != "cancelled"]) == 1
