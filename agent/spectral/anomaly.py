@@ -6,8 +6,9 @@ of natural background varies in few ways (K/U/Th mix, scattered continuum, cosmi
 low-dimensional non-negative basis captures; a source adds counts the basis cannot explain.
 
 Method (after Bilton et al., "Non-negative matrix factorization of gamma-ray spectra for background
-modeling, detection, and source identification", IEEE TNS 66 (2019) 827, and the template-matched
-filters of Pfund et al., IEEE TNS 54 (2007) 1232 / "NSCRAD"):
+modeling, detection, and source identification", IEEE TNS 66 (2019) 827; the same job as the
+spectral-comparison-ratio detectors SCRAD/NSCRAD of Pfund et al., IEEE TNS 54 (2007) 1232, done
+with a Poisson likelihood and source templates instead of energy-window ratios):
 
 1. Background basis W (K x bins): Poisson (KL) NMF of background training spectra (Lee & Seung,
    NIPS 2000 multiplicative updates), or, in the field, of the unit's own recent background.

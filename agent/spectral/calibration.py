@@ -5,8 +5,8 @@ Why tracking: the light output of NaI(Tl) and the gain of its photomultiplier ch
 ~60 keV, more than an FWHM. Identification against a fixed calibration then fails. Every outdoor
 spectrum contains K-40 (1460.8 keV), Tl-208 (2614.5 keV, Th-232 chain) and Bi-214 (609.3 keV, U-238
 chain), so a few minutes of accumulated background are enough to measure the gain continuously,
-the approach of field instruments' "K-40 stabilisation" (e.g. Casanovas et al., NIM A 675 (2012)
-78; ANSI N42.34 requires stability without a check source).
+the "natural-line (K-40) stabilisation" of field spectrometers (ANSI N42.34 asks for stable
+identification over its temperature range without a check source).
 
 Gain model: a photomultiplier/light-yield drift scales pulse height, so a line that the nominal
 calibration places at channel c appears at ``g * c``; the corrected calibration is

@@ -4,8 +4,8 @@ Why G(E): a scintillator's count rate is not proportional to dose (its efficienc
 energy while the dose per photon rises), but a weighting of each channel by a function of energy
 makes it so: ``H = sum_ch cps_ch * G(E_ch)``. G is found once per detector model by requiring the
 weighted response to monoenergetic photons to equal the ICRP 74 fluence-to-H*(10) coefficient at
-every energy (Moriuchi & Miyanaga, Health Phys. 12 (1966) 541; Tsuda & Saito, Appl. Radiat. Isot.
-(2017), "Spectrum-dose conversion operator of NaI(Tl) and CsI(Tl) scintillation detectors").
+every energy (Moriuchi & Miyanaga, Health Phys. 12 (1966) 541, the "G(E) function" method; Tsuda &
+Saito (2017) derive such spectrum-dose operators for NaI(Tl) and CsI(Tl) survey instruments).
 The fit (``fit_dose_weighting.py``) writes ``data/dose_weighting.csv``: G(E) = sum_k a_k x^k with
 x = ln(E / 1000 keV), valid between e_min (above the discriminator) and e_max.
 

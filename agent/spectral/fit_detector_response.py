@@ -3,7 +3,7 @@
 Why offline and from monoenergetic responses: a detector response function is characterised
 once per detector model from its response to single photon energies (measured with calibration
 sources and/or computed by transport codes), then used for *any* nuclide. Here the monoenergetic
-responses come from the project's simulator (``hal_sim.gamma``, imported only inside ``main`` so
+responses come from the project's simulator (``hal_sim.gamma``, imported only inside ``fit_model`` so
 the agent never depends on it). Nuclide spectra are never used, so the identifier is not tuned to
 the test sources.
 

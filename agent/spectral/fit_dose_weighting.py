@@ -36,9 +36,11 @@ def fit_model(model_name: str, degree: int = 6) -> tuple[dict[str, float | str],
 
     resp = DetectorResponse.for_model(model_name, n_channels=1024, max_energy_kev=3000.0)
     spec = resp.spec
-    e_min = spec.threshold_kev + 2.0 * spec.threshold_width_kev
+    # weights start at the discriminator's 50 % point: photons just above it (e.g. Am-241's 26 keV)
+    # are partly recorded and carry dose; the fit energies start one discriminator width higher
+    e_min = spec.threshold_kev
     e_max = 3000.0
-    energies = np.geomspace(e_min + 5.0, 2950.0, 40)
+    energies = np.geomspace(e_min + spec.threshold_width_kev, 2950.0, 48)
     area = spec.crystal.front_area_cm2
     resp_rows = monoenergetic_response(resp, energies) * area  # counts/s per unit fluence rate
     target = icrp74_hstar10_psv_cm2(energies) * PSV_CM2_TO_USV_H

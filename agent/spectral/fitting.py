@@ -188,53 +188,6 @@ def fit_nonneg_prior(n, design, x0, offset, prior_mean, prior_prec, max_iter):  
 
 
 @numba.njit(cache=True)
-def screen_templates(n: np.ndarray, mu0: np.ndarray, templates: np.ndarray, max_iter: int):  # pragma: no cover
-    """For each template t (unit-sum rows), maximise over a >= 0 with mu = mu0 + a t.
-
-    Returns (a, 2*(L(a) - L(0))): the profile-free screening statistic of every template at once.
-    """
-    k, m = templates.shape
-    amp = np.zeros(k)
-    q = np.zeros(k)
-    l0 = poisson_loglik(n, mu0)
-    mu = np.empty(m)
-    for t in range(k):
-        # start from the excess of counts over the null in the template's support, projected
-        num = 0.0
-        den = 0.0
-        for i in range(m):
-            w = templates[t, i]
-            num += w * (n[i] - mu0[i]) / (mu0[i] + 1.0)
-            den += w * w / (mu0[i] + 1.0)
-        a = num / den if den > 0 else 0.0
-        if a < 0:
-            a = 0.0
-        for _ in range(max_iter):
-            g = 0.0
-            h = 0.0
-            for i in range(m):
-                mi = mu0[i] + a * templates[t, i]
-                if mi < _EPS:
-                    mi = _EPS
-                g += (n[i] / mi - 1.0) * templates[t, i]
-                h += n[i] * templates[t, i] * templates[t, i] / (mi * mi)
-            if h <= 0:
-                break
-            a_new = a + g / h
-            if a_new < 0:
-                a_new = 0.0
-            if abs(a_new - a) < 1e-6 * (1.0 + a):
-                a = a_new
-                break
-            a = a_new
-        for i in range(m):
-            mu[i] = mu0[i] + a * templates[t, i]
-        amp[t] = a
-        q[t] = 2.0 * (poisson_loglik(n, mu) - l0)
-    return amp, q
-
-
-@numba.njit(cache=True)
 def fit_many(
     n: np.ndarray,
     base: np.ndarray,

@@ -5,8 +5,8 @@ detector model's FWHM(E)) on a slowly varying continuum. Correlating the counts 
 that width, minus its own mean over a window of +-3 sigma, is the matched filter for "Gaussian on a
 locally linear background": a symmetric zero-area kernel has no response to a constant or a straight
 line, so the continuum drops out and the output's significance F/sqrt(Var F) is a peak SNR
-(Mariscotti, NIM 50 (1967) 309, generalised second difference; Likar & Vidmar, J. Phys. D 36 (2003)
-1903, zero-area filters). Widths change with energy, so the kernel is rebuilt for every channel,
+(Mariscotti, NIM 50 (1967) 309, the generalised second difference, is the classic zero-area
+filter of this kind). Widths change with energy, so the kernel is rebuilt for every channel,
 which numba makes cheap (~20 us for 1024 channels). The same principle is in becquerel's
 ``GaussianPeakFilter``; the bench compares the two.
 

@@ -140,7 +140,7 @@ class SpectrumPipeline:
         background_tau_s: float = 600.0,
         min_background_s: float = 60.0,
         gain_accumulate_s: float = 300.0,
-        find_peaks: bool = True,
+        find_peaks: bool | str = "auto",
         peak_min_snr: float = 5.0,
         anomaly: AnomalyDetector | None = None,
     ) -> None:
@@ -205,7 +205,11 @@ class SpectrumPipeline:
             if bg_cps is not None:
                 dose_bg = float(bg_cps @ weighting.channel_weights(calibration, reading.n_channels))
         peaks: tuple[Peak, ...] = ()
-        if self.find_peaks:
+        # "auto": peaks are worth their ~0.1 ms when there is something to show, or a long spectrum
+        want_peaks = self.find_peaks is True or (
+            self.find_peaks == "auto" and (not result.background_only or reading.live_time_s >= 10.0)
+        )
+        if want_peaks:
             peaks = tuple(peak_search_for(calibration, model, reading.n_channels).find(counts, self.peak_min_snr))
 
         anomaly = self.anomaly.update(counts) if self.anomaly is not None else None

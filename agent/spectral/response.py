@@ -1,7 +1,7 @@
 """Detector response function (DRF) and per-source spectral templates.
 
 Why a parametric DRF: identification compares the measured spectrum with what each library source
-*would* look like in this detector. Like GADRAS (Mitchell & Mattingly, Sandia SAND2009-0958), the
+*would* look like in this detector. Like Sandia's GADRAS detector response functions, the
 response to a photon of energy E0 is built from its physical parts, each with an energy-dependent
 strength tabulated per detector model:
 
@@ -12,8 +12,8 @@ strength tabulated per detector model:
   T_max = E0 * 2a/(1+2a), a = E0/511 keV (Knoll, Radiation Detection and Measurement, 4th ed.,
   eq. 10.4), and 12 bins of (E_dep - T_max)/(E0 - T_max) between edge and peak. In these
   coordinates the edge stays put from one tabulated energy to the next, so responses interpolate
-  cleanly to any line energy (the usual way response matrices are interpolated, e.g. Meng & Ramsden,
-  IEEE TNS 47 (2000) 1329).
+  cleanly to any line energy (response functions are interpolated in such scaled energies rather
+  than channel by channel).
 
 The strengths (counts per photon on the detector face) come from ``data/detector_response.csv``,
 which ``fit_detector_response.py`` fits offline to a detector's monoenergetic responses (measured
@@ -42,8 +42,10 @@ N_BELOW_EDGE = 40  # continuum bins in E_dep / T_max
 N_PLATEAU = 12  # continuum bins in (E_dep - T_max) / (E0 - T_max)
 N_CONTINUUM = N_BELOW_EDGE + N_PLATEAU
 
-# Default shield variants: none, light/heavy steel (vehicle body, cargo), a few mm of lead.
-DEFAULT_SHIELDS: tuple[tuple[str, float], ...] = (("none", 0.0), ("iron", 10.0), ("iron", 30.0), ("lead", 5.0))
+# Default shield variants: none, steel on a factor-3 grid (1.3, 3.8, 7.6 cm: vehicle body to dense
+# cargo) and 4.4 mm of lead; the continuum terms and non-negative mixing cover what lies between.
+DEFAULT_SHIELDS: tuple[tuple[str, float], ...] = (
+    ("none", 0.0), ("iron", 10.0), ("iron", 30.0), ("iron", 60.0), ("lead", 5.0))
 
 
 def compton_edge_kev(energy_kev: np.ndarray | float) -> np.ndarray:
@@ -277,6 +279,32 @@ _BUILDUP_SLOPE = {"iron": 1.0, "lead": 0.25}
 _SCATTER_FLOOR_KEV = {"iron": 50.0, "lead": 150.0}
 
 
+_Z_OVER_A = {"iron": 26 / 55.845, "lead": 82 / 207.2}
+_R_E_CM = 2.8179403262e-13
+_N_A = 6.02214076e23
+
+
+def klein_nishina_mass_cm2_g(material: str, energy_kev: np.ndarray) -> np.ndarray:
+    """Compton mass attenuation from the Klein-Nishina total cross-section per electron (Evans,
+    The Atomic Nucleus, eq. 23-1.22) x N_A Z/A."""
+    k = np.maximum(np.asarray(energy_kev, dtype=float), 1.0) / ME_C2_KEV
+    l2k = np.log1p(2 * k)
+    sig = (1 + k) / k**2 * (2 * (1 + k) / (1 + 2 * k) - l2k / k) + l2k / (2 * k) - (1 + 3 * k) / (1 + 2 * k) ** 2
+    return 2 * np.pi * _R_E_CM**2 * sig * _N_A * _Z_OVER_A.get(material, 0.5)
+
+
+def slowing_down_shape(material: str, energy_kev: np.ndarray) -> np.ndarray:
+    """Relative fluence per keV of multiply scattered photons in a thick medium,
+    ~ (sigma_C / mu)(E) / (E mu(E)) (Fano, Spencer & Berger 1959): photons pile up where scattering
+    degrades them and photoabsorption has not yet removed them — the low-energy hump behind steel,
+    pushed up in energy behind lead."""
+    e = np.asarray(energy_kev, dtype=float)
+    te, mu_tab = _shield_table()[material]
+    mu = np.exp(np.interp(np.log(np.clip(e, te[0], te[-1])), np.log(te), np.log(mu_tab)))
+    comp = np.minimum(klein_nishina_mass_cm2_g(material, e), mu)
+    return comp / mu / (e * mu)
+
+
 def shield_scatter_lines(material: str, areal_density_g_cm2: float, energies_kev: np.ndarray,
                          weights: np.ndarray) -> list[tuple[float, float, float]]:
     """Pseudo-lines (energy, photons, energy spread) standing for the photons a shield scatters.
@@ -306,12 +334,15 @@ def shield_scatter_lines(material: str, areal_density_g_cm2: float, energies_kev
         for ei, wi in zip(e1, kn / kn.sum() * single, strict=True):
             out.append((float(ei), float(wi), float(spread1)))
         e90 = e / (1.0 + k)
-        lo = max(floor, e / 6.0)
+        lo = max(floor, e / 8.0)
         if e90 > lo:
-            e2 = np.geomspace(lo, e90, 6)
-            spread2 = float(e90 - lo) / 6.0
-            for ei in e2:
-                out.append((float(ei), float((scattered - single) / 6.0), spread2))
+            e2 = np.geomspace(lo, e90, 8)
+            # slowing-down spectrum of multiply scattered photons ~ (sigma_C / mu)(E') / (E' mu(E'))
+            shape = slowing_down_shape(material, e2) * np.gradient(e2)
+            shape = shape / shape.sum() * (scattered - single)
+            spread2 = float(np.log(e90 / lo) / 8.0) * e2
+            for ei, wi, sp in zip(e2, shape, spread2, strict=True):
+                out.append((float(ei), float(wi), float(sp)))
     return out
 
 
