@@ -68,9 +68,17 @@ class AcquisitionConfig(_Cfg):
 
 
 class DetectorConfig(_Cfg):
-    """Gross-count k-sigma alarm against a running background (see agent.analysis.gross_count)."""
+    """Search detector of a mobile unit.
 
-    kind: Literal["gross_k_sigma"] = "gross_k_sigma"
+    ``spectral`` (default): agent.analysis.spectral_search - NMF background subspace + source
+    templates at an explicit false-alarm rate, trained on the unit's first ``training_s`` of
+    background; the gross-count detector stands in until then.  ``gross_k_sigma``: only the
+    gross-count alarm (agent.analysis.gross_count), e.g. for a detector without a spectrum.
+    """
+
+    kind: Literal["spectral", "gross_k_sigma"] = "spectral"
+    far_per_hour: float = Field(default=0.125, gt=0)  # spectral: 1 false alarm per 8 h of driving
+    training_s: float = Field(default=120.0, ge=10)
     threshold_sigma: float = Field(default=5.0, gt=0)
     window_s: int = Field(default=2, ge=1, le=30)
     background_tau_s: float = Field(default=60.0, gt=0)

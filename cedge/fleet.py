@@ -89,7 +89,7 @@ class Fleet:
 
     def __init__(self, scenario_path: str | Path, work_dir: str | Path, rate: float | None = None,
                  broker_host: str | None = None, broker_port: int | None = None,
-                 units: list[str] | None = None, start_delay_s: float = 4.0) -> None:
+                 units: list[str] | None = None, start_delay_s: float = 10.0) -> None:
         from hal_sim.scenario import load_scenario
 
         self.scenario_path = Path(scenario_path).resolve()
@@ -99,6 +99,8 @@ class Fleet:
         self.rate = float(rate or self.scenario.time.rate)
         self.broker: EmbeddedBroker | None = None
         self._broker_addr = (broker_host, broker_port) if broker_host else None
+        # simulated time starts once broker, controller and agents are up (imports take seconds),
+        # so no unit misses the start of its route
         self.wall_start_s = time.time() + start_delay_s
         self.clock = _sim_clock(self.scenario, self.wall_start_s, self.rate)
         self.units = [u for u in self.scenario.units if units is None or u.unit_id in units]

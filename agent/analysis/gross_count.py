@@ -15,9 +15,8 @@ standard deviations.  It is what spectral methods are measured against, so it mu
   thousands of counts per window of a vehicle detector (for a handheld dwell see
   :func:`dwell_significance`, which uses the exact Poisson tail);
 * an alarm episode starts when z >= k and ends when z falls below k/2; the alarm is reported at
-  the end of the episode, at the count-rate maximum along the track, refined by a parabola
-  through the peak interval and its neighbours (a pass-by profile is ~ d0^2 / (d0^2 + v^2 t^2),
-  locally parabolic at its top).
+  the end of the episode, at the count-rate maximum along the track
+  (:func:`agent.analysis.episode.track_peak`).
 
 The nominal false-alarm rate is ``P(Z > k)`` times the windows started per hour (one per
 interval); because sliding windows overlap and an episode spans several, this is an upper bound.
@@ -32,18 +31,7 @@ from dataclasses import dataclass, field
 
 from scipy import stats
 
-
-@dataclass(frozen=True, slots=True)
-class Interval:
-    """One acquisition interval as the detector sees it."""
-
-    t_mono_s: float  # end of the interval
-    t_utc: str
-    live_time_s: float
-    gross_counts: int
-    x_m: float | None = None  # detector position at the middle of the interval (local frame)
-    y_m: float | None = None
-    z_m: float | None = None
+from agent.analysis.episode import Interval, track_peak
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,32 +167,18 @@ class GrossCountDetector:
         return self._make_alarm(ep)
 
     def _make_alarm(self, ep: _Episode) -> GrossCountAlarm:
-        ivs = ep.intervals
-        cps = [i.gross_counts / i.live_time_s if i.live_time_s > 0 else 0.0 for i in ivs]
-        j = max(range(len(cps)), key=cps.__getitem__)
-        frac = 0.0  # parabolic refinement of the peak, in units of intervals
-        if 0 < j < len(cps) - 1:
-            den = cps[j - 1] - 2 * cps[j] + cps[j + 1]
-            if den < 0:
-                frac = max(-0.5, min(0.5, 0.5 * (cps[j - 1] - cps[j + 1]) / den))
-        peak, other = ivs[j], ivs[j + 1] if frac > 0 else ivs[j - 1] if frac < 0 else ivs[j]
-        w = abs(frac)
-
-        def lerp(a: float | None, b: float | None) -> float | None:
-            return None if a is None or b is None else a + (b - a) * w
-
-        t_peak = peak.t_mono_s + frac * self.interval_s
+        peak = track_peak(ep.intervals, self.interval_s)
         return GrossCountAlarm(
             alarm_id=uuid.uuid4().hex[:16],
             significance_sigma=round(ep.max_z, 2),
-            peak_cps=cps[j],
+            peak_cps=peak.peak_cps,
             background_cps=float(self.background_cps or 0.0),
-            t_peak_mono_s=t_peak,
+            t_peak_mono_s=peak.t_mono_s,
             t_peak_utc=peak.t_utc,
-            x_m=lerp(peak.x_m, other.x_m),
-            y_m=lerp(peak.y_m, other.y_m),
-            z_m=lerp(peak.z_m, other.z_m),
+            x_m=peak.x_m,
+            y_m=peak.y_m,
+            z_m=peak.z_m,
             threshold_sigma=self.threshold_sigma,
             false_alarm_rate_per_h=self.far_per_h,
-            n_intervals=len(ivs),
+            n_intervals=len(ep.intervals),
         )

@@ -8,21 +8,32 @@ directly (it gets a :class:`RoleContext`), which keeps the roles testable withou
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
-from agent.analysis.dwell_test import dwell_test
-from agent.analysis.gross_count import GrossCountDetector, Interval, dwell_significance
+from agent.analysis.episode import Interval
+from agent.analysis.gross_count import GrossCountDetector, dwell_significance
+from agent.analysis.handheld_verdict import judge_dwell
 from agent.config import UnitProfile
-from agent.hal.interfaces import Clock, Frame, OperatorDisplay, SpectrumReading, TaskGuide, utc_iso
+from agent.hal.interfaces import (
+    Clock,
+    EnergyCalibration,
+    Frame,
+    OperatorDisplay,
+    SpectrumReading,
+    TaskGuide,
+    utc_iso,
+)
 from agent.runtime.track import PositionTrack
 from agent.wire_schema import (
     Alarm,
     Command,
     Measurement,
+    Nuclide,
     Position,
     TaskEvent,
     TaskResult,
@@ -100,17 +111,28 @@ class Role:
 
 
 class MobileRole(Role):
-    """Vehicle search: every 1 s spectrum -> measurement; gross-count k-sigma alarms."""
+    """Vehicle search: every 1 s spectrum -> measurement (spectral dose); alarms at the end of a pass.
+
+    The spectral search (agent.analysis.spectral_search) alarms and identifies; the gross-count
+    k-sigma detector covers the first minutes while the spectral one learns the unit's background,
+    and is the only detector when the profile asks for ``gross_k_sigma``.
+    """
 
     def __init__(self, ctx: RoleContext) -> None:
         super().__init__(ctx)
         d = ctx.profile.detector
+        interval = ctx.profile.acquisition.interval_s
         self.detector = GrossCountDetector(
             threshold_sigma=d.threshold_sigma, window_s=d.window_s, background_tau_s=d.background_tau_s,
-            warmup_s=d.warmup_s, holdoff_s=d.holdoff_s, interval_s=ctx.profile.acquisition.interval_s,
+            warmup_s=d.warmup_s, holdoff_s=d.holdoff_s, interval_s=interval,
         )
+        self.spectral = None
+        if d.kind == "spectral":
+            from agent.analysis.spectral_search import SpectralSearch
+
+            self.spectral = SpectralSearch(far_per_hour=d.far_per_hour, training_s=d.training_s,
+                                           holdoff_s=d.holdoff_s, interval_s=interval)
         self.alarms = 0
-        self._episode_positions: list[Position] = []
 
     def on_spectrum(self, reading: SpectrumReading) -> None:
         pos = self._mid_position(reading)
@@ -120,38 +142,82 @@ class MobileRole(Role):
             x_m=pos.x_m if pos else None, y_m=pos.y_m if pos else None, z_m=pos.z_m if pos else None,
         )
         bg = self.detector.background_cps
-        alarm = self.detector.update(iv)
+        gross_alarm = self.detector.update(iv)
+        dose = reading.dose_rate_usv_h
+        spectral_alarm = None
+        in_alarm = self.detector.in_alarm
+        if self.spectral is not None:
+            # while learning the background, keep out anything the gross counter finds elevated
+            suspect = self.detector.in_alarm or self.detector.last_z > 2.5
+            analysis, spectral_alarm = self.spectral.update(reading, iv, suspect=suspect)
+            dose = analysis.dose_rate_usv_h if analysis.dose_rate_usv_h is not None else dose
+            if self.spectral.trained:
+                in_alarm = self.spectral.episodes.active
         mode = self.ctx.profile.acquisition.send_spectrum
-        with_spectrum = mode == "always" or (mode == "alarm" and self.detector.in_alarm)
-        self.ctx.link.send("measurement", self._measurement(reading, pos, bg, with_spectrum))
-        if alarm is not None:
-            self._publish_alarm(alarm)
+        with_spectrum = mode == "always" or (mode == "alarm" and in_alarm)
+        m = self._measurement(reading, pos, bg, with_spectrum)
+        self.ctx.link.send("measurement", m.model_copy(update={"dose_rate_usv_h": dose}))
+        if spectral_alarm is not None:
+            self._publish_spectral(spectral_alarm)
+        elif gross_alarm is not None and (self.spectral is None or not self.spectral.trained):
+            self._publish_gross(gross_alarm)
 
-    def _publish_alarm(self, a: Any) -> None:
-        pos = None
-        if a.x_m is not None:
-            lat, lon, alt = self.ctx.track.frame.to_geodetic(a.x_m, a.y_m, a.z_m)
-            last = self.ctx.track.last_fix
-            pos = Position(lat_deg=lat, lon_deg=lon, alt_m=alt, x_m=a.x_m, y_m=a.y_m, z_m=a.z_m,
-                           fix_quality=int(last.quality) if last else 0, hdop=last.hdop if last else None)
+    def _alarm_position(self, x: float | None, y: float | None, z: float | None) -> Position | None:
+        if x is None or y is None or z is None:
+            return None
+        lat, lon, alt = self.ctx.track.frame.to_geodetic(x, y, z)
+        last = self.ctx.track.last_fix
+        return Position(lat_deg=lat, lon_deg=lon, alt_m=alt, x_m=x, y_m=y, z_m=z,
+                        fix_quality=int(last.quality) if last else 0, hdop=last.hdop if last else None)
+
+    def _publish_gross(self, a: Any) -> None:
         self.alarms += 1
-        log.warning("ALARM %s: %.1f sigma, peak %.0f cps over %.0f cps at %s", a.alarm_id,
+        log.warning("ALARM %s (gross count): %.1f sigma, peak %.0f cps over %.0f cps at %s", a.alarm_id,
                     a.significance_sigma, a.peak_cps, a.background_cps,
                     f"x={a.x_m:.1f} y={a.y_m:.1f}" if a.x_m is not None else "unknown position")
         self.ctx.link.send("alarm", Alarm(
             alarm_id=a.alarm_id, detector="gross_k_sigma", significance_sigma=a.significance_sigma,
-            peak_cps=a.peak_cps, background_cps=a.background_cps, t_peak_utc=a.t_peak_utc, position=pos,
+            peak_cps=a.peak_cps, background_cps=a.background_cps, t_peak_utc=a.t_peak_utc,
+            position=self._alarm_position(a.x_m, a.y_m, a.z_m),
             threshold_sigma=a.threshold_sigma, false_alarm_rate_per_h=a.false_alarm_rate_per_h,
         ))
 
+    def _publish_spectral(self, a: Any) -> None:
+        self.alarms += 1
+        nuclides = [Nuclide(name=n.name, confidence=round(float(n.confidence), 3)) for n in a.identification.nuclides]
+        log.warning("ALARM %s (spectral): q=%.0f, %s, peak %.0f cps at %s", a.alarm_id, a.statistic,
+                    ", ".join(f"{n.name} {n.confidence:.2f}" for n in nuclides) or "unidentified",
+                    a.peak_cps, f"x={a.x_m:.1f} y={a.y_m:.1f}" if a.x_m is not None else "unknown position")
+        self.ctx.link.send("alarm", Alarm(
+            alarm_id=a.alarm_id, detector="spectral_nmf", significance_sigma=a.significance_sigma,
+            peak_cps=a.peak_cps, background_cps=a.background_cps, t_peak_utc=a.t_peak_utc,
+            position=self._alarm_position(a.x_m, a.y_m, a.z_m),
+            threshold_sigma=round(float(a.threshold) ** 0.5, 2), false_alarm_rate_per_h=a.false_alarm_rate_per_h,
+            nuclides=nuclides, dose_rate_usv_h=a.dose_rate_usv_h,
+        ))
+
     def shutdown(self) -> None:
-        alarm = self.detector.flush()
-        if alarm is not None:
-            self._publish_alarm(alarm)
+        if self.spectral is not None and self.spectral.trained:
+            alarm = self.spectral.flush()
+            if alarm is not None:
+                self._publish_spectral(alarm)
+            return
+        gross = self.detector.flush()
+        if gross is not None:
+            self._publish_gross(gross)
 
     def status(self) -> dict[str, Any]:
-        return {"background_cps": self.detector.background_cps, "z": round(self.detector.last_z, 2),
-                "in_alarm": self.detector.in_alarm, "alarms": self.alarms}
+        st: dict[str, Any] = {"background_cps": self.detector.background_cps, "z": round(self.detector.last_z, 2),
+                              "alarms": self.alarms}
+        if self.spectral is not None:
+            last = self.spectral.last
+            st["spectral"] = {
+                "trained": self.spectral.trained, "in_alarm": self.spectral.episodes.active,
+                "statistic": round(last.anomaly.statistic, 2) if last and last.anomaly else None,
+                "dose_rate_usv_h": last.dose_rate_usv_h if last else None,
+                "nuclides": last.nuclides if last else [],
+            }
+        return st
 
 
 @dataclass
@@ -178,7 +244,8 @@ class HandheldRole(Role):
         self.bg_counts = 0.0
         self.bg_live_s = 0.0
         self.bg_spectrum: np.ndarray | None = None  # idle background, same capped weighting
-        self.bg_energy_kev: np.ndarray | None = None
+        self._calibration: EnergyCalibration | None = None
+        self._detector_model = "unknown"
         self._bg_cap_s = ctx.profile.handheld.background_dwell_s * 4
         self.task: _Task | None = None
         self.completed: list[str] = []
@@ -259,7 +326,8 @@ class HandheldRole(Role):
             spec = reading.counts.astype(float)
             if self.bg_spectrum is None or self.bg_spectrum.shape != spec.shape:
                 self.bg_spectrum = spec
-                self.bg_energy_kev = reading.calibration.energy_kev(np.arange(spec.size))
+                self._calibration = reading.calibration
+                self._detector_model = reading.detector_model
             else:
                 self.bg_spectrum += spec
             if self.bg_live_s > self._bg_cap_s:
@@ -296,20 +364,28 @@ class HandheldRole(Role):
         gross = task.counts / task.live_s
         sig = dwell_significance(task.counts, bg, task.live_s, self.bg_live_s)
         confirm_sigma = self.ctx.profile.handheld.confirm_sigma
-        reason = ""
-        if task.spectrum is not None and self.bg_spectrum is not None and self.bg_energy_kev is not None \
+        t = task.target
+        pos = self.ctx.track.current()
+        distance = None if pos is None else math.dist((pos.x_m, pos.y_m, pos.z_m), (t.x_m, t.y_m, t.z_m))
+        nuclides: list[Nuclide] = []
+        dose = task.dose_sum / task.dose_n if task.dose_n else None
+        activity = None
+        if task.spectrum is not None and self.bg_spectrum is not None and self._calibration is not None \
                 and task.spectrum.shape == self.bg_spectrum.shape:
-            verdict = dwell_test(task.spectrum, task.live_s, self.bg_spectrum, self.bg_live_s,
-                                 self.bg_energy_kev, confirm_sigma=confirm_sigma)
-            confirmed, reason = verdict.confirmed, verdict.reason
-            shape_sigma = verdict.shape_sigma
+            v = judge_dwell(task.spectrum, task.live_s, self.bg_spectrum, self.bg_live_s, self._calibration,
+                            self._detector_model, distance, confirm_sigma)
+            confirmed, reason, score = v.confirmed, v.reason, v.shape_sigma
+            nuclides = [Nuclide(name=n, confidence=round(c, 3)) for n, c in v.nuclides]
+            dose = v.dose_rate_usv_h if v.dose_rate_usv_h is not None else dose
+            activity = v.activity_mbq
+            if activity is not None:
+                reason += f"; >= {activity:.1f} MBq {v.activity_nuclide} (unshielded equivalent at {distance:.1f} m)"
         else:
-            confirmed, shape_sigma = sig >= confirm_sigma, None
+            confirmed, reason, score = sig >= confirm_sigma, "gross count only (no spectrum)", sig
         result = TaskResult(
             dwell_s=task.live_s, gross_cps=gross, background_cps=bg, net_cps=gross - bg,
-            significance_sigma=round(float(shape_sigma if shape_sigma is not None else sig), 2),
-            dose_rate_usv_h=task.dose_sum / task.dose_n if task.dose_n else None,
-            distance_m=task.distance_m,
+            significance_sigma=round(float(score), 2), dose_rate_usv_h=dose, nuclides=nuclides,
+            activity_mbq=round(activity, 2) if activity is not None else None, distance_m=distance,
         )
         state = "confirmed" if confirmed else "cleared"
         log.warning("task %s %s: %.0f cps vs background %.0f cps (gross %.1f sigma); %s", task.task_id,

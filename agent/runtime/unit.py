@@ -207,13 +207,7 @@ class AgentRuntime:
             except queue.Empty:
                 break
             self.role.on_command(cmd)
-        gnss = self.queues.get("gnss")
-        if gnss is not None:
-            while True:
-                try:
-                    self.track.add(gnss.get_nowait())
-                except queue.Empty:
-                    break
+        self._drain_gnss()
         for kind, handler in (("gamma", self.role.on_spectrum), ("camera", self.role.on_frame)):
             q = self.queues.get(kind)
             if q is None:
@@ -223,10 +217,23 @@ class AgentRuntime:
                     item = q.get_nowait()
                 except queue.Empty:
                     break
+                # fixes that arrived while the previous reading was analysed: a reading must never be
+                # positioned from a track that stops before it (after a slow first analysis, say)
+                self._drain_gnss()
                 try:
                     handler(item)
                 except Exception:  # analysis bug: report, drop this reading, keep the unit alive
                     log.exception("%s handler failed on one reading", kind)
+
+    def _drain_gnss(self) -> None:
+        gnss = self.queues.get("gnss")
+        if gnss is None:
+            return
+        while True:
+            try:
+                self.track.add(gnss.get_nowait())
+            except queue.Empty:
+                return
 
     def _send_health(self) -> None:
         sensors = sensor_health(self.devices, self._error_counts())

@@ -173,6 +173,33 @@ class SpectrumPipeline:
             self._tracker._live_s = background.live_time_s
             self._tracker.calibrate_now()
 
+    def background_cps(self, reading: SpectrumReading) -> np.ndarray | None:
+        """The learnt background (counts/s per channel) for ``reading``'s detector, once long enough."""
+        self._state_for(reading, detector_model(reading.detector_model))
+        bkg = self._background
+        return bkg.cps() if bkg is not None and bkg.live_s >= self.min_background_s else None
+
+    def identify_sum(self, counts: np.ndarray, live_time_s: float, like: SpectrumReading) -> IdentificationResult:
+        """Identify a summed spectrum (an alarm episode, a handheld dwell) against the learnt
+        background and tracked gain, without feeding it back into either."""
+        model = detector_model(like.detector_model)
+        self._state_for(like, model)
+        assert self._tracker is not None
+        ident = _identifier(model, self._tracker.calibration, like.n_channels, self.settings)
+        return ident.identify(np.asarray(counts), live_time_s, self.background_cps(like))
+
+    def dose_rate_usv_h(self, reading: SpectrumReading) -> float | None:
+        """H*(10) rate from one spectrum (G(E) weighting at the tracked gain), no state change."""
+        model = detector_model(reading.detector_model)
+        weighting = _weighting(model)
+        if weighting is None:
+            return None
+        self._state_for(reading, model)
+        assert self._tracker is not None
+        dose, _ = weighting.dose_rate_usv_h(np.asarray(reading.counts), reading.live_time_s,
+                                            self._tracker.calibration)
+        return float(dose)
+
     def analyze(self, reading: SpectrumReading, background: SpectrumReading | None = None) -> SpectrumAnalysis:
         """Analyse one spectrum (``background``: a measured background to use from now on)."""
         t0 = time.perf_counter()
