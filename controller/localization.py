@@ -68,6 +68,11 @@ class LocalizationParams:
     # one pass (correlation times of minutes), so it shifts a pass as a whole and does not average
     # out over its measurements: it adds ~sigma^2 / n_units to the location variance.
     position_sigma_m: float = 1.0
+    # Height needs a vertical lever arm: detectors at several heights.  With every measurement
+    # within this spread of one height (vehicles of one type), z is not observable - model
+    # mismatch such as cargo shielding one lane more than the other then drives it to a bound - so
+    # it is fixed at the detector height and reported with the prior's uncertainty instead.
+    min_height_spread_m: float = 1.0
 
 
 @dataclass
@@ -362,16 +367,21 @@ def localize(
     model = _Model(ms, p)
     centre = ms.end_xyz_m[:, :2].mean(axis=0)
     span = float(np.ptp(ms.end_xyz_m[:, :2], axis=0).max()) + 2 * p.xy_prior_sigma_m
+    heights = np.concatenate([ms.start_xyz_m[:, 2], ms.end_xyz_m[:, 2]])
+    z_fixed = None
+    if float(np.ptp(heights)) < p.min_height_spread_m:
+        z_fixed = float(np.clip(np.median(heights), p.z_min_m, p.z_max_m))
+    z_bounds = (z_fixed - 1e-6, z_fixed + 1e-6) if z_fixed is not None else (p.z_min_m, p.z_max_m)
     bounds = [
         (centre[0] - span, centre[0] + span),
         (centre[1] - span, centre[1] + span),
-        (p.z_min_m, p.z_max_m),
+        z_bounds,
     ] + [(_LOG_S_MIN, _LOG_S_MAX)] * model.n_groups
 
     results: list[tuple[float, np.ndarray, bool]] = []
     for s0 in _track_seeds(ms, p, seeds_xy):
         s0 = s0.copy()
-        s0[2] = min(max(s0[2], p.z_min_m), p.z_max_m)
+        s0[2] = z_fixed if z_fixed is not None else min(max(s0[2], p.z_min_m), p.z_max_m)
         phi0 = np.concatenate([s0, model.initial_log_strength(s0)])
         res = optimize.minimize(
             model.nll_grad,
@@ -418,6 +428,10 @@ def localize(
     # source gives sub-centimetre sigmas while the fit is metres off).  Scale the covariance by the
     # overdispersion factor, the usual quasi-likelihood correction (McCullagh & Nelder 1989, 4.5).
     cov = cov * max(1.0, deviance / dof)
+    if z_fixed is not None:  # z was not fitted: its uncertainty is the prior's, uncorrelated
+        cov[2, :] = 0.0
+        cov[:, 2] = 0.0
+        cov[2, 2] = (p.z_max_m - p.z_min_m) ** 2 / 12.0
     n_units = len(set(ms.unit.tolist())) or 1
     cov[0, 0] += p.position_sigma_m**2 / n_units
     cov[1, 1] += p.position_sigma_m**2 / n_units

@@ -440,11 +440,11 @@ def test_time_outs_survive_a_controller_restart(yard: Yard) -> None:
 
 
 def test_incident_whose_fit_lands_on_another_source_is_merged(yard: Yard) -> None:
-    """A weak alarm 35 m away opens its own incident; its fit finds the same source: merged, one task."""
+    """A weak alarm 32 m away opens its own incident; its fit finds the same source: merged, one task."""
     yard.drive_pass("mob-1", 0.0, T0)
     yard.drive_pass("mob-2", 10.0, T0 + timedelta(seconds=60))
     yard.dispatcher.tick()
-    yard.alarm("mob-2", 50.0, -35.0, T0 + timedelta(seconds=90), sigma=5.5)
+    yard.alarm("mob-2", 50.0, -32.0, T0 + timedelta(seconds=90), sigma=5.5)
     yard.dispatcher.tick()
     incidents = {i["incident_id"]: i for i in yard.store.list_incidents()}
     states = sorted(i["state"] for i in incidents.values())

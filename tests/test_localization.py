@@ -218,3 +218,14 @@ def test_gnss_position_error_widens_the_uncertainty() -> None:
     assert exact is not None and gnss is not None
     assert gnss.sigma_x_m**2 == pytest.approx(exact.sigma_x_m**2 + 1.5**2 / 2, rel=1e-3)
 
+
+
+def test_height_without_vertical_lever_arm_is_fixed_and_reported_as_unknown() -> None:
+    """All passes at 1.5 m: z is not observable, so it is not fitted and sigma_z is the prior's."""
+    rng = np.random.default_rng(4)
+    ms = merge(drive(rng, y_lane=0.0, unit=0), drive(rng, y_lane=10.0, unit=1, direction=-1))
+    params = LocalizationParams(position_sigma_m=0.0, mu_air_per_m=MU, z_min_m=0.0, z_max_m=6.0)
+    est = localize(ms, params)
+    assert est is not None and xy_error(est) < 1.0
+    assert est.z_m == pytest.approx(1.5, abs=1e-3)
+    assert est.sigma_z_m == pytest.approx(6.0 / math.sqrt(12.0), rel=1e-6)

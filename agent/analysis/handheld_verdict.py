@@ -10,7 +10,8 @@ operator would rather re-check than walk away.
 Activity: the unshielded-equivalent activity A = (net H*(10) rate) d^2 / Gamma of the identified
 nuclide at the handheld-to-source distance d, with Gamma the H*(10) rate constant (uSv m2/(MBq h),
 computed from ICRP 74 and the line yields: embedded in agent/spectral/data).  Cargo shielding makes
-this a lower bound, which is what it is reported as.
+it an underestimate at the true distance; the distance itself comes from the fused source
+estimate, so its error (metres, at a standoff of about one metre) dominates: an order of magnitude.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class HandheldVerdict:
     nuclides: tuple[tuple[str, float], ...]  # (name, confidence)
     dose_rate_usv_h: float | None  # mean H*(10) rate over the dwell (spectral)
     net_dose_rate_usv_h: float | None
-    activity_mbq: float | None  # unshielded-equivalent, a lower bound
+    activity_mbq: float | None  # unshielded-equivalent at the estimated distance
     activity_nuclide: str | None
 
 

@@ -379,7 +379,8 @@ class HandheldRole(Role):
             dose = v.dose_rate_usv_h if v.dose_rate_usv_h is not None else dose
             activity = v.activity_mbq
             if activity is not None:
-                reason += f"; >= {activity:.1f} MBq {v.activity_nuclide} (unshielded equivalent at {distance:.1f} m)"
+                reason += (f"; ~{activity:.0f} MBq {v.activity_nuclide} (unshielded equivalent at {distance:.1f} m "
+                           "from the estimated source position)")
         else:
             confirmed, reason, score = sig >= confirm_sigma, "gross count only (no spectrum)", sig
         result = TaskResult(
