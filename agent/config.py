@@ -100,6 +100,18 @@ class HandheldConfig(_Cfg):
     background_dwell_s: float = Field(default=30.0, gt=0)
 
 
+class CameraConfig(_Cfg):
+    """Camera box analysis (agent.vision).  Privacy by design: only derived signals and anonymous
+    track ids leave the box; ``evidence_clips`` (off by default) keeps short clips on the box when
+    an alert starts, for an authorised operator to review."""
+
+    fps: float = Field(default=30.0, gt=0, le=240)  # the camera's frame rate (analysis time base)
+    vitals_interval_s: float = Field(default=5.0, gt=0)  # how often each track's vitals are published
+    evidence_clips: bool = False
+    evidence_dir: str | None = None
+    face_mesh_model: str | None = None  # a user-provided 468-point face-mesh .tflite (optional)
+
+
 class UnitProfile(_Cfg):
     schema_: Literal[1] = Field(alias="schema")
     unit_id: str = Field(pattern=UNIT_ID_PATTERN)
@@ -115,6 +127,7 @@ class UnitProfile(_Cfg):
     health: HealthConfig = Field(default_factory=HealthConfig)
     watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)
     handheld: HandheldConfig = Field(default_factory=HandheldConfig)
+    camera: CameraConfig = Field(default_factory=CameraConfig)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)

@@ -61,6 +61,8 @@ def unit_profile(scenario: Scenario, scenario_path: Path, unit: Any, broker_host
         "watchdog": {"timeout_s": 30.0},
         "log_level": "INFO",
     }
+    if utype == "camerabox":
+        prof["camera"] = {"fps": float(getattr(unit, "fps", 10)), "vitals_interval_s": 5.0}
     if utype == "handheld":
         prof["handheld"] = {"dwell_s": 60.0, "confirm_sigma": 5.0, "background_dwell_s": 30.0}
     return prof

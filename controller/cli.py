@@ -134,6 +134,16 @@ def console(config: Path | None = ConfigOpt, db: Path | None = DbOpt,
 
 
 @app.command()
+def vitals(config: Path | None = ConfigOpt, db: Path | None = DbOpt, as_json: bool = JsonOpt,
+           history: bool = typer.Option(False, help="every message instead of the newest per track")) -> None:
+    """Camera boxes: vital signs and abnormal-state score per anonymous track (no images)."""
+    with _open_store(config, db) as store:
+        rows = store.list_vitals(latest_per_track=not history)
+    _print(rows, ["unit_id", "track_id", "t_utc", "heart_rate_bpm", "hr_quality", "respiration_rate_bpm",
+                  "blink_rate_per_min", "abnormal_score", "alert"], "vitals", as_json)
+
+
+@app.command()
 def units(config: Path | None = ConfigOpt, db: Path | None = DbOpt, as_json: bool = JsonOpt) -> None:
     """Units seen, with liveness state, last position and availability."""
     with _open_store(config, db) as store:

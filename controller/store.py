@@ -857,6 +857,15 @@ class Store:
     def list_incidents(self) -> list[dict[str, Any]]:
         return self._rows("SELECT * FROM incidents ORDER BY created_utc, incident_id")
 
+    def list_vitals(self, latest_per_track: bool = True, limit: int = 1000) -> list[dict[str, Any]]:
+        """Camera-box vitals: the newest message of each (unit, track), or the last ``limit`` messages."""
+        if latest_per_track:
+            return self._rows(
+                "SELECT v.* FROM vitals v JOIN (SELECT unit_id, track_id, MAX(id) AS id FROM vitals "
+                "GROUP BY unit_id, track_id) last ON v.id = last.id ORDER BY v.unit_id, v.track_id"
+            )
+        return self._rows("SELECT * FROM vitals ORDER BY id DESC LIMIT ?", (limit,))[::-1]
+
     def list_rejects(self, limit: int = 100) -> list[dict[str, Any]]:
         return self._rows("SELECT * FROM rejects ORDER BY id DESC LIMIT ?", (limit,))[::-1]
 

@@ -37,6 +37,7 @@ from agent.wire_schema import (
     Position,
     TaskEvent,
     TaskResult,
+    Vitals,
 )
 
 log = logging.getLogger(__name__)
@@ -403,25 +404,47 @@ class HandheldRole(Role):
 
 
 class CameraboxRole(Role):
-    """Camera box: counts frames for health; vital-sign analysis plugs in here (agent.vision)."""
+    """Camera box: every frame through the vision pipeline; vitals per anonymous track, periodically.
+
+    No image leaves this role: the pipeline keeps colour means and motion signals, and the
+    published body (wire_schema.Vitals) holds numbers and a random track id only.
+    """
 
     def __init__(self, ctx: RoleContext) -> None:
         super().__init__(ctx)
+        from agent.vision.pipeline import CameraPipeline, PipelineConfig
+
+        c = ctx.profile.camera
+        self.pipeline = CameraPipeline(fps=c.fps, config=PipelineConfig(
+            evidence_clips=c.evidence_clips, evidence_dir=c.evidence_dir, face_mesh_model=c.face_mesh_model))
         self.frames = 0
+        self.published = 0
         self._first_t: float | None = None
         self._last_t: float | None = None
+        self._next_publish: float | None = None
 
     def on_frame(self, frame: Frame) -> None:
         self.frames += 1
         if self._first_t is None:
             self._first_t = frame.t_mono_s
+            self._next_publish = frame.t_mono_s + self.ctx.profile.camera.vitals_interval_s
         self._last_t = frame.t_mono_s
+        self.pipeline.process(frame)
+        if self._next_publish is not None and frame.t_mono_s >= self._next_publish:
+            self._next_publish = frame.t_mono_s + self.ctx.profile.camera.vitals_interval_s
+            for vit in self.pipeline.results():
+                self.ctx.link.send("vitals", Vitals(**vit))
+                self.published += 1
+                if vit.get("alert"):
+                    log.warning("track %s abnormal-state alert (score %.2f): %s", vit["track_id"],
+                                vit.get("abnormal_score") or 0.0, vit.get("evidence"))
 
     def status(self) -> dict[str, Any]:
         fps = None
         if self._first_t is not None and self._last_t is not None and self._last_t > self._first_t:
             fps = round((self.frames - 1) / (self._last_t - self._first_t), 2)
-        return {"frames": self.frames, "fps": fps}
+        return {"frames": self.frames, "fps": fps, "tracks": len(self.pipeline.results()),
+                "vitals_published": self.published}
 
 
 ROLES: dict[str, type[Role]] = {"mobile": MobileRole, "handheld": HandheldRole, "camerabox": CameraboxRole}
