@@ -52,7 +52,6 @@ import logging
 import math
 import os
 import re
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -73,6 +72,7 @@ from agent.hal.interfaces import (
     SensorState,
     SpectrumReading,
 )
+from drivers.serial_line_device import SerialLineDevice
 
 log = logging.getLogger(__name__)
 
@@ -240,8 +240,16 @@ _LOST = object()  # queue marker: an events line (and its counts) was lost
 
 
 # --------------------------------------------------------------------------- the device
-class OpenGammaDetector(GammaSpectrometer):
-    """Open Gamma Detector on a serial port, pty or any pyserial URL; see the module docstring."""
+class OpenGammaDetector(SerialLineDevice, GammaSpectrometer):
+    """Open Gamma Detector on a serial port, pty or any pyserial URL; see the module docstring.
+
+    Port life cycle, reader thread and reopen: :class:`drivers.serial_line_device.SerialLineDevice`.
+    """
+
+    thread_prefix = "ogd"
+    read_timeout_s = 0.1
+    port_label = "Open Gamma Detector port"
+    reopen_failure_log_level = logging.DEBUG  # the FAILED state already says the port is gone
 
     def __init__(
         self,
@@ -263,7 +271,6 @@ class OpenGammaDetector(GammaSpectrometer):
         max_gap_s: float = 60.0,
         exclusive: bool = True,
     ) -> None:
-        super().__init__(name=name, context=context)
         if output not in OUTPUT_MODES:
             raise DeviceUnavailable(f"gamma {name}: output={output!r} (one of {', '.join(OUTPUT_MODES)})")
         if n_channels <= 0 or ADC_BINS % int(n_channels):
@@ -276,8 +283,16 @@ class OpenGammaDetector(GammaSpectrometer):
             raise DeviceUnavailable(
                 f"gamma {name}: calibration_kev must be 1-4 finite polynomial coefficients "
                 f"(keV, ADC-channel scale), got {calibration_kev}")
-        self.port = port
-        self.baudrate = int(baudrate)
+        super().__init__(
+            port, baudrate, name=name, context=context, reopen_interval_s=reopen_interval_s,
+            exclusive=exclusive, error_log_interval_s=0.0,  # every port event is logged
+            counters=(
+                "bytes_read", "lines", "data_lines", "readings", "readings_dropped", "garbage_lines",
+                "truncated_lines", "corrupt_lines", "device_messages", "device_errors", "device_resets",
+                "device_reboots", "events_lines_lost", "setups_sent", "serial_errors", "reopen_attempts",
+                "reopens", "stale_events", "wrong_mode_lines",
+            ),
+        )
         self.interval_s = float(interval_s)
         self._detector_model = detector_model
         self._n_channels = int(n_channels)
@@ -286,20 +301,14 @@ class OpenGammaDetector(GammaSpectrometer):
         self.device_period_s = float(device_period_s)
         self.stale_after_s = float(stale_after_s) if stale_after_s else 3.0 * self.device_period_s + 1.0
         self.reinit_after_s = 2.0 * self.stale_after_s
-        self.reopen_interval_s = float(reopen_interval_s)
         self.info_interval_s = float(info_interval_s)
         self.max_gap_s = float(max_gap_s)
-        self.exclusive = exclusive
         self._configured_dead_time_us = dead_time_us
         self._calibrated = calibration_kev is not None
         adc_cal = (tuple(float(c) for c in calibration_kev) if calibration_kev
                    else (0.0, NOMINAL_KEV_PER_ADC_CH))
         self.adc_calibration_kev = adc_cal
         self.calibration = calibration_for(adc_cal, self._factor)
-        self._serial: serial.SerialBase | None = None
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._cond = threading.Condition(threading.RLock())
         self._splitter = LineSplitter()
         self._diff = CumulativeDifferencer()
         self._queue: deque[Any] = deque(maxlen=max(int(queue_size), 1))
@@ -307,7 +316,6 @@ class OpenGammaDetector(GammaSpectrometer):
         self._last_line_mono: float | None = None  # host time of the previous data line
         self._last_rx_mono: float | None = None  # any line
         self._last_data_mono: float | None = None  # data lines only: staleness is about spectra
-        self._opened_mono = 0.0
         self._last_setup_mono = -math.inf
         self._last_info_mono = -math.inf
         self._wrong_mode_run = 0
@@ -316,15 +324,6 @@ class OpenGammaDetector(GammaSpectrometer):
         self.temperature_c: float | None = None
         self.usb_serial: str | None = None
         self.usb_id: str | None = None
-        self._counts: dict[str, int] = dict.fromkeys(
-            (
-                "bytes_read", "lines", "data_lines", "readings", "readings_dropped", "garbage_lines",
-                "truncated_lines", "corrupt_lines", "device_messages", "device_errors", "device_resets",
-                "device_reboots", "events_lines_lost", "setups_sent", "serial_errors", "reopen_attempts",
-                "reopens", "stale_events", "wrong_mode_lines",
-            ),
-            0,
-        )
 
     # -- properties
     @property
@@ -335,11 +334,7 @@ class OpenGammaDetector(GammaSpectrometer):
     def detector_model(self) -> str:
         return self._detector_model
 
-    # -- time (as in drivers.nmea_gps: an injected clock may run faster than the wall)
-    def _now(self) -> float:
-        clock = self.context.clock if self.context is not None else None
-        return clock.monotonic_s() if clock is not None else time.monotonic()
-
+    # -- time (an injected clock may run faster than the wall; _now() is SerialLineDevice's)
     def _utc(self) -> datetime:
         clock = self.context.clock if self.context is not None else None
         return clock.utc_now() if clock is not None else datetime.now(UTC)
@@ -398,46 +393,11 @@ class OpenGammaDetector(GammaSpectrometer):
                                   "its counts are lost")
         return item
 
-    # -- life cycle hooks
-    def _open(self) -> None:
-        self._stop_thread()
-        self._serial = self._open_port()
-        self._lookup_usb_identity()
-        self._after_port_open()
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"ogd-{self.name}", daemon=True)
-        self._thread.start()
+    # -- SerialLineDevice hooks
+    def _reopen_wait_s(self) -> float:
+        return self.reopen_interval_s  # wall seconds, like every other wait of this driver
 
-    def _close(self) -> None:
-        self._stop_thread()
-
-    def _stop_thread(self) -> None:
-        self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5.0)
-            if self._thread.is_alive():
-                log.error("gamma %s: reader thread did not stop within 5 s", self.name)
-        self._thread = None
-        self._close_port()
-
-    def _open_port(self) -> serial.SerialBase:
-        try:
-            return serial.serial_for_url(self.port, baudrate=self.baudrate, timeout=0.1,
-                                         exclusive=self.exclusive)
-        except (serial.SerialException, OSError, ValueError) as err:
-            raise DeviceUnavailable(
-                f"gamma {self.name}: cannot open Open Gamma Detector port {self.port}: {err}"
-            ) from err
-
-    def _close_port(self) -> None:
-        port, self._serial = self._serial, None
-        if port is not None:
-            try:
-                port.close()
-            except (serial.SerialException, OSError) as err:
-                log.debug("gamma %s: close of %s failed: %s", self.name, self.port, err)
-
-    def _lookup_usb_identity(self) -> None:
+    def _identify_port(self) -> None:
         """USB serial number of the Pico (its unique flash id) when the port is a real USB device."""
         try:
             from serial.tools import list_ports
@@ -458,7 +418,7 @@ class OpenGammaDetector(GammaSpectrometer):
             with contextlib.suppress(serial.SerialException, OSError, AttributeError):
                 port.reset_input_buffer()  # bytes queued while nobody listened are stale
         self._splitter.reset()
-        self._opened_mono = self._now()
+        super()._after_port_open()
         self._diff.expect_discontinuity()  # a reboot may hide behind a USB re-enumeration
         self._send_setup("port opened")
 
@@ -484,25 +444,7 @@ class OpenGammaDetector(GammaSpectrometer):
         except (serial.SerialException, OSError) as err:
             log.warning("gamma %s: writing commands to %s failed: %s", self.name, self.port, err)
 
-    # -- reader thread
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            port = self._serial
-            if port is None:
-                self._try_reopen()
-                continue
-            try:
-                data = port.read(port.in_waiting or 1)
-            except (serial.SerialException, OSError, TypeError, AttributeError) as err:
-                if self._stop.is_set():
-                    break
-                self._on_port_lost(err)
-                continue
-            now = self._now()
-            if data:
-                self._process(data, now)
-            self._housekeeping(now)
-
+    # -- reader thread (SerialLineDevice._run calls _process and _housekeeping)
     def _process(self, data: bytes, now: float) -> None:
         with self._cond:
             self._counts["bytes_read"] += len(data)
@@ -637,7 +579,7 @@ class OpenGammaDetector(GammaSpectrometer):
 
     def _housekeeping(self, now: float) -> None:
         last = self._last_data_mono if self._last_data_mono is not None else -math.inf
-        silent_s = now - max(last, self._opened_mono)
+        silent_s = now - max(last, self._opened_mono_s)
         if silent_s > self.stale_after_s and self._state == SensorState.OK:
             with self._cond:
                 self._counts["stale_events"] += 1
@@ -654,31 +596,3 @@ class OpenGammaDetector(GammaSpectrometer):
         if self.dead_time_us is None and self._configured_dead_time_us is None:
             return min(self.info_interval_s, 5.0 * self.device_period_s)
         return self.info_interval_s
-
-    def _on_port_lost(self, err: BaseException) -> None:
-        with self._cond:
-            self._counts["serial_errors"] += 1
-        log.error("gamma %s: serial port %s failed (%s: %s); reopening every %g s",
-                  self.name, self.port, type(err).__name__, err, self.reopen_interval_s)
-        self._close_port()
-        self.set_state(SensorState.FAILED, f"serial port {self.port} lost: {err}")
-
-    def _try_reopen(self) -> None:
-        if self._stop.wait(self.reopen_interval_s):
-            return
-        with self._cond:
-            self._counts["reopen_attempts"] += 1
-        try:
-            port = self._open_port()
-        except DeviceUnavailable as err:
-            log.debug("%s", err)
-            return
-        if self._stop.is_set():
-            port.close()
-            return
-        self._serial = port
-        with self._cond:
-            self._counts["reopens"] += 1
-        log.info("gamma %s: reopened %s", self.name, self.port)
-        self._after_port_open()
-        self.set_state(SensorState.OK, f"port {self.port} reopened")

@@ -18,25 +18,21 @@ come from the same table.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import logging
 import math
-import os
 import threading
 import time
-import tty
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pynmea2
 
 from agent.geo import LocalFrame
 from agent.hal.interfaces import FixQuality
+from hal_sim.pty_port import PtyEmulator, serve_until_stopped
 
 log = logging.getLogger(__name__)
 
@@ -186,14 +182,18 @@ class EmittedEpoch:
     quality: FixQuality
 
 
-class NmeaEmulator:
+class NmeaEmulator(PtyEmulator):
     """Simulated NMEA 0183 receiver on a pty.  ``port`` is the path a driver opens.
 
     ``link_path`` makes ``port`` a symlink to the current pty slave; :meth:`disconnect` /
     :meth:`reconnect` then model a USB receiver unplugged and replugged (new pty, same path).
     Writes are non-blocking: like a real UART, a receiver nobody listens to drops bytes instead
-    of stalling (``stats()['bytes_dropped']``).
+    of stalling (``stats()['bytes_dropped']``).  :meth:`pause` is a receiver reset or a loose
+    cable: no bytes at all, epochs pass silently (``stats()['epochs_silent']``).
     """
+
+    thread_name = "nmea-emulator"
+    log_name = "nmea emulator"
 
     def __init__(
         self,
@@ -211,119 +211,27 @@ class NmeaEmulator:
             raise ValueError(f"rate_hz must be in (0, 50], got {rate_hz}")
         if len(talker) != 2 or not talker.isalpha():
             raise ValueError(f"talker must be two letters (GP, GN, GL ...), got {talker!r}")
+        super().__init__(link_path, counters=(
+            "epochs", "epochs_silent", "bytes_written", "bytes_dropped", "injected_garbage_bytes",
+            "injected_truncated", "injected_bad_checksum",
+        ))
         self.source = source or stationary()
         self.rate_hz = float(rate_hz)
         self.talker = talker.upper()
         self.noise_sentences = noise_sentences
-        self.link_path = Path(link_path) if link_path is not None else None
         now = datetime.now(UTC)
         self.start_utc = (start_utc or now.replace(microsecond=0)).astimezone(UTC)
         self.num_satellites = num_satellites
         self.hdop = hdop
         self.geoid_sep_m = geoid_sep_m
         self._history: deque[EmittedEpoch] = deque(maxlen=4096)
-        self._master: int | None = None
-        self._slave: int | None = None
-        self._slave_path = ""
-        self._write_lock = threading.Lock()
         self._history_lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._fix_lost = False
-        self._paused_until = 0.0
-        self._closed = False
         self._t0_mono: float | None = None
         self._next_epoch = 0
-        self._counts = {"epochs": 0, "epochs_silent": 0, "bytes_written": 0, "bytes_dropped": 0,
-                        "injected_garbage_bytes": 0, "injected_truncated": 0, "injected_bad_checksum": 0}
         self._open_pty()
 
-    # -- pty
-    def _open_pty(self) -> None:
-        master, slave = os.openpty()
-        # Raw mode: no echo (an echoing slave would fill the master's output queue nobody reads),
-        # no CR/LF translation (the driver must see the CRLF the receiver sent).
-        tty.setraw(slave)
-        os.set_blocking(master, False)
-        self._master, self._slave = master, slave
-        self._slave_path = os.ttyname(slave)
-        if self.link_path is not None:
-            tmp = self.link_path.with_name(self.link_path.name + ".tmp")
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-            tmp.symlink_to(self._slave_path)
-            tmp.replace(self.link_path)  # atomic re-point, as udev does
-
-    def _close_pty(self) -> None:
-        with self._write_lock:
-            for fd in (self._master, self._slave):
-                if fd is not None:
-                    with contextlib.suppress(OSError):
-                        os.close(fd)
-            self._master = self._slave = None
-        if self.link_path is not None:
-            with contextlib.suppress(FileNotFoundError):
-                self.link_path.unlink()
-
-    @property
-    def port(self) -> str:
-        """Path to open with pyserial: the symlink if one was asked for, else the pty slave."""
-        return str(self.link_path) if self.link_path is not None else self._slave_path
-
-    @property
-    def connected(self) -> bool:
-        return self._master is not None
-
-    def disconnect(self) -> None:
-        """Unplug: the pty disappears, a reader gets EIO, the port path is gone."""
-        self._close_pty()
-
-    def reconnect(self) -> None:
-        """Replug: a fresh pty behind the same ``link_path``."""
-        if self._closed:
-            raise RuntimeError("emulator is closed")
-        if self._master is None:
-            self._open_pty()
-
-    # -- life cycle
-    def start(self) -> NmeaEmulator:
-        if self._closed:
-            raise RuntimeError("emulator is closed")
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="nmea-emulator", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5.0)
-            self._thread = None
-
-    def close(self) -> None:
-        """Idempotent: stop the thread, close the pty, remove the link."""
-        if self._closed:
-            return
-        self.stop()
-        self._close_pty()
-        self._closed = True
-
-    def __enter__(self) -> NmeaEmulator:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def stats(self) -> dict[str, Any]:
-        return dict(self._counts, port=self.port, connected=self.connected)
-
-    # -- fault injection
-    def inject_garbage(self, data: bytes) -> None:
-        """Raw bytes between sentences (line noise, a binary protocol, a baud-rate mismatch)."""
-        self._counts["injected_garbage_bytes"] += len(data)
-        self._write(bytes(data))
-
+    # -- fault injection (line noise and silence: see PtyEmulator)
     def inject_truncated(self, with_newline: bool = False) -> None:
         """The first half of a GGA, then (by default) straight on with the next sentence, as after
         a UART overrun; ``with_newline`` ends the stub with CRLF instead (no checksum survives)."""
@@ -344,10 +252,6 @@ class NmeaEmulator:
         """Tunnel / urban canyon: the receiver keeps talking but has no position."""
         self._fix_lost = bool(lost)
 
-    def pause(self, seconds: float) -> None:
-        """Silence for ``seconds`` (receiver reset, cable loose): no bytes at all. Returns at once."""
-        self._paused_until = time.monotonic() + max(0.0, seconds)
-
     def emitted(self) -> list[EmittedEpoch]:
         """Snapshot of the last (up to 4096) epochs sent, oldest first: the ground truth."""
         with self._history_lock:
@@ -361,25 +265,6 @@ class NmeaEmulator:
         return None
 
     # -- output
-    def _write(self, data: bytes) -> None:
-        with self._write_lock:
-            if self._master is None:
-                self._counts["bytes_dropped"] += len(data)
-                return
-            view = memoryview(data)
-            while view:
-                try:
-                    n = os.write(self._master, view)
-                except BlockingIOError:
-                    break
-                except OSError as err:
-                    if err.errno not in (errno.EIO, errno.EBADF):
-                        log.warning("nmea emulator: write to %s failed: %s", self._slave_path, err)
-                    break
-                self._counts["bytes_written"] += n
-                view = view[n:]
-            self._counts["bytes_dropped"] += len(view)
-
     def _current_utc(self) -> datetime:
         t0 = self._t0_mono
         return self._quantised_utc(0.0 if t0 is None else time.monotonic() - t0)
@@ -423,7 +308,7 @@ class NmeaEmulator:
             delay = t0 + t_s - time.monotonic()
             if delay > 0 and self._stop.wait(delay):
                 break
-            if time.monotonic() < self._paused_until:
+            if self._paused():
                 self._counts["epochs_silent"] += 1
             else:
                 try:
@@ -439,14 +324,7 @@ def serve_forever(emulator: NmeaEmulator, stop: threading.Event | None = None) -
     """Run ``emulator`` until Ctrl-C (or ``stop`` is set), then close it.  For ``cedge sim gps``."""
     emulator.start()
     log.info("NMEA emulator on %s at %g Hz", emulator.port, emulator.rate_hz)
-    stop = stop or threading.Event()
-    try:
-        while not stop.wait(0.5):
-            pass
-    except KeyboardInterrupt:
-        pass
-    finally:
-        emulator.close()
+    serve_until_stopped(emulator, stop)
 
 
 def run_emulator(

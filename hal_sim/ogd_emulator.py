@@ -41,8 +41,6 @@ Every period's recorded counts are kept as ground truth (:meth:`OgdEmulator.emit
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import json
 import logging
 import math
@@ -50,7 +48,6 @@ import os
 import select
 import threading
 import time
-import tty
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -58,6 +55,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from hal_sim.pty_port import PtyEmulator, serve_until_stopped
 
 log = logging.getLogger(__name__)
 
@@ -136,14 +135,20 @@ def _fmt_float(value: float, digits: int = 2) -> str:
 
 
 # --------------------------------------------------------------------------- emulator
-class OgdEmulator:
+class OgdEmulator(PtyEmulator):
     """Simulated Open Gamma Detector on a pty.  ``port`` is the path a driver opens.
 
     ``period_s`` is the firmware's output period (1 s; tests shorten it).  ``link_path`` makes
     ``port`` a symlink to the current pty, so :meth:`disconnect` / :meth:`reconnect` model a USB
-    unplug and replug under a stable udev name.  Writes model USB-CDC back-pressure: a line waits
-    up to ``write_timeout_s`` for the reader, then the rest is dropped (``stats()['bytes_dropped']``).
+    unplug and replug under a stable udev name (the firmware keeps counting meanwhile).  Writes
+    model USB-CDC back-pressure: a line waits up to ``write_timeout_s`` for the reader, then the
+    rest is dropped (``stats()['bytes_dropped']``).
+    :meth:`pause` is a USB stall: nothing printed, but the histogram keeps counting (as the
+    firmware does when ``Serial`` is not ready); events of those periods are lost.
     """
+
+    thread_name = "ogd-emulator"
+    log_name = "ogd emulator"
 
     def __init__(
         self,
@@ -161,12 +166,14 @@ class OgdEmulator:
             raise ValueError(f"period_s must be in [0.01, 60], got {period_s}")
         if dead_time_us < 0:
             raise ValueError(f"dead_time_us must be >= 0, got {dead_time_us}")
+        super().__init__(link_path, write_timeout_s=write_timeout_s, counters=(
+            "periods", "lines", "bytes_written", "bytes_dropped", "commands", "unknown_commands",
+            "injected_garbage_bytes", "injected_truncated", "periods_silent", "reboots",
+        ))
         self.source = source or synthetic_source()
         self.period_s = float(period_s)
         self.dead_time_us = float(dead_time_us)
         self.temperature_c = float(temperature_c)
-        self.write_timeout_s = float(write_timeout_s)
-        self.link_path = Path(link_path) if link_path is not None else None
         self._rng = np.random.default_rng(seed)
         self._flash = replace(settings) if settings is not None else OgdConfig()  # persisted settings
         self.conf = replace(self._flash)
@@ -177,114 +184,24 @@ class OgdEmulator:
         self._history: deque[EmittedPeriod] = deque(maxlen=max(int(history), 2))
         self._history_lock = threading.Lock()
         self._state_lock = threading.RLock()
-        self._write_lock = threading.Lock()
-        self._master: int | None = None
-        self._slave: int | None = None
-        self._slave_path = ""
         self._rx = bytearray()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._closed = False
         self._t0_mono: float | None = None
         self._boot_mono = time.monotonic()
         self._next_k = 0
-        self._paused_until = 0.0
         self._truncate_next = 0
         self._truncate_how = "drop"
         self._reboot_at: float | None = None
         self._reboot_disconnect = False
         self._power_cycles = 1
-        self._write_backlogged = False
-        self._counts = {
-            "periods": 0, "lines": 0, "bytes_written": 0, "bytes_dropped": 0, "commands": 0,
-            "unknown_commands": 0, "injected_garbage_bytes": 0, "injected_truncated": 0,
-            "periods_silent": 0, "reboots": 0,
-        }
         self.commands_received: list[str] = []
         self._open_pty()
 
-    # -- pty (same scheme as hal_sim.nmea_emulator)
-    def _open_pty(self) -> None:
-        master, slave = os.openpty()
-        tty.setraw(slave)  # no echo, no CR/LF translation: the driver sees the firmware's CRLF
-        os.set_blocking(master, False)
-        self._master, self._slave = master, slave
-        self._slave_path = os.ttyname(slave)
-        self._rx.clear()
-        self._write_backlogged = False
-        if self.link_path is not None:
-            tmp = self.link_path.with_name(self.link_path.name + ".tmp")
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-            tmp.symlink_to(self._slave_path)
-            tmp.replace(self.link_path)  # atomic re-point, as udev does
-
-    def _close_pty(self) -> None:
-        with self._write_lock:
-            for fd in (self._master, self._slave):
-                if fd is not None:
-                    with contextlib.suppress(OSError):
-                        os.close(fd)
-            self._master = self._slave = None
-        if self.link_path is not None:
-            with contextlib.suppress(FileNotFoundError):
-                self.link_path.unlink()
-
-    @property
-    def port(self) -> str:
-        return str(self.link_path) if self.link_path is not None else self._slave_path
-
-    @property
-    def pty_path(self) -> str:
-        """The current pty slave device (what ``port`` links to)."""
-        return self._slave_path
-
-    @property
-    def connected(self) -> bool:
-        return self._master is not None
-
-    def disconnect(self) -> None:
-        """Unplug: the pty disappears, a reader gets EIO, the port path is gone (counting goes on)."""
-        self._close_pty()
-
-    def reconnect(self) -> None:
-        if self._closed:
-            raise RuntimeError("emulator is closed")
-        if self._master is None:
-            self._open_pty()
-
-    # -- life cycle
-    def start(self) -> OgdEmulator:
-        if self._closed:
-            raise RuntimeError("emulator is closed")
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="ogd-emulator", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5.0)
-            self._thread = None
-
-    def close(self) -> None:
-        """Idempotent: stop the thread, close the pty, remove the link."""
-        if self._closed:
-            return
-        self.stop()
-        self._close_pty()
-        self._closed = True
-
-    def __enter__(self) -> OgdEmulator:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    # -- pty (hal_sim.pty_port does the rest)
+    def _on_pty_open(self) -> None:
+        self._rx.clear()  # a half-received command does not survive a re-enumeration
 
     def stats(self) -> dict[str, Any]:
-        return dict(self._counts, port=self.port, connected=self.connected, total_events=self._total_events)
+        return dict(super().stats(), total_events=self._total_events)
 
     # -- ground truth
     def emitted(self) -> list[EmittedPeriod]:
@@ -293,11 +210,6 @@ class OgdEmulator:
             return list(self._history)
 
     # -- fault injection
-    def inject_garbage(self, data: bytes) -> None:
-        """Raw bytes written now, between two lines (line noise, a baud-rate mismatch)."""
-        self._counts["injected_garbage_bytes"] += len(data)
-        self._write(bytes(data))
-
     def inject_truncated(self, count: int = 1, how: str = "drop") -> None:
         """Damage the next ``count`` data lines: ``"drop"`` loses a chunk from the middle (UART/host
         overrun), ``"cut"`` ends the line after its first half (a reset mid-line)."""
@@ -305,11 +217,6 @@ class OgdEmulator:
             raise ValueError(f"how must be 'drop' or 'cut', got {how!r}")
         self._truncate_next += int(count)
         self._truncate_how = how
-
-    def pause(self, seconds: float) -> None:
-        """USB stall for ``seconds``: nothing printed, but the histogram keeps counting (as the
-        firmware does when ``Serial`` is not ready); events of those periods are lost."""
-        self._paused_until = time.monotonic() + max(0.0, seconds)
 
     def reboot(self, factory_settings: bool = False, disconnect: bool = False) -> None:
         """Watchdog reset / power cycle: histogram cleared, settings re-read from flash (or the
@@ -337,33 +244,6 @@ class OgdEmulator:
         self._println(["Welcome to the Open Gamma Detector!", f"Firmware Version {FW_VERSION}"])
 
     # -- output
-    def _write(self, data: bytes) -> None:
-        """Write with bounded back-pressure (USB CDC blocks while the host is slow, a UART drops)."""
-        with self._write_lock:
-            if self._master is None:
-                self._counts["bytes_dropped"] += len(data)
-                return
-            view = memoryview(data)
-            deadline = time.monotonic() + (0.0 if self._write_backlogged else self.write_timeout_s)
-            while view:
-                try:
-                    n = os.write(self._master, view)
-                except BlockingIOError:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0 or self._stop.is_set():
-                        break
-                    with contextlib.suppress(OSError, ValueError):
-                        select.select([], [self._master], [], min(remaining, 0.05))
-                    continue
-                except OSError as err:
-                    if err.errno not in (errno.EIO, errno.EBADF):
-                        log.warning("ogd emulator: write to %s failed: %s", self._slave_path, err)
-                    break
-                self._counts["bytes_written"] += n
-                view = view[n:]
-            self._write_backlogged = bool(view)
-            self._counts["bytes_dropped"] += len(view)
-
     def _println(self, lines: list[str], error: bool = False) -> None:
         prefix = "[!] " if error else "[#] "
         self._write("".join(prefix + line + CRLF for line in lines).encode("utf-8"))
@@ -567,7 +447,7 @@ class OgdEmulator:
                 keep = self._n_events % EVENT_BUFFER
                 self._events = [allev[self._n_events - keep:]] if keep else []
                 self._n_events = keep
-            silent = time.monotonic() < self._paused_until
+            silent = self._paused()
             kind, line = "none", ""
             if self.conf.ser_output and not silent:
                 if self.conf.print_spectrum:
@@ -639,11 +519,4 @@ def serve_forever(emulator: OgdEmulator, stop: threading.Event | None = None) ->
     """Run ``emulator`` until Ctrl-C (or ``stop`` is set), then close it.  For ``cedge sim ogd``."""
     emulator.start()
     log.info("OGD emulator on %s, output every %g s", emulator.port, emulator.period_s)
-    stop = stop or threading.Event()
-    try:
-        while not stop.wait(0.5):
-            pass
-    except KeyboardInterrupt:
-        pass
-    finally:
-        emulator.close()
+    serve_until_stopped(emulator, stop)
