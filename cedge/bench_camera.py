@@ -49,7 +49,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 BENCH_SEED = 20_261_127
 TUNE_SEED = 7_100_000
 TONES = (1, 2, 3, 4, 5, 6)
-JPEG_QUALITY = 75
+JPEG_QUALITY = 90
 HARD = {"motion": True, "flicker": True, "specular": True, "jpeg_quality": JPEG_QUALITY}
 EPISODE = [(12.0, 30.0, "tense")]
 DURATION_S = 30.0
@@ -156,7 +156,11 @@ def run_case(case: Case, timings_ms: list[float] | None = None, config: Any = No
                             "pulse": r["rr_pulse_bpm"]})
         if r["abnormal_score"] is not None:
             k = int(np.clip(np.searchsorted(t_frames, t), 0, t_frames.size - 1))
-            ab_rows.append({"t_s": t, "score": r["abnormal_score"], "tense": person.state[k] == "tense"})
+            ab_rows.append({"t_s": t, "score": r["abnormal_score"], "tense": person.state[k] == "tense",
+                            "features": r["features"]})
+    out["updates"] = [{"t_s": r["t_s"], "features": r["features"],
+                       "tense": person.state[int(np.clip(np.searchsorted(t_frames, r["t_s"]), 0,
+                                                         t_frames.size - 1))] == "tense"} for r in recs]
     out["hr"] = hr_rows
     out["rr"] = rr_rows
     out["abnormal"] = ab_rows

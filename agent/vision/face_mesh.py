@@ -4,8 +4,9 @@ Why optional: the box works without it (Haar box + eye-region blink method).  Wh
 provides a face-landmark model -- e.g. MediaPipe's ``face_landmark.tflite`` (Kartynnik et al.,
 "Real-time facial surface geometry from monocular video on mobile GPUs", CVPR Workshops 2019;
 192x192 RGB input, 468 x (x, y, z) output) -- the pipeline uses its eye landmarks for the eye
-aspect ratio and a tighter skin region.  No model is bundled or downloaded: the path comes from
-configuration, and a missing file or runtime is a clear :class:`DeviceUnavailable`.
+aspect ratio (Soukupova & Cech 2016) instead of the eye-region method.  No model is bundled or
+downloaded: the path comes from configuration, and a missing file or runtime is a clear
+:class:`DeviceUnavailable`.
 
 Runtime: ``ai_edge_litert`` (Google's LiteRT, works with numpy 2), falling back to
 ``tflite_runtime`` on platforms where only that wheel exists.

@@ -74,10 +74,16 @@ def _window_len(fps: float, window_s: float) -> int:
     return max(int(round(window_s * fps)), 4)
 
 
-def pos(rgb: np.ndarray, fps: float, window_s: float = 1.6) -> np.ndarray:
+def pos(rgb: np.ndarray, fps: float, window_s: float = 1.6, limit: float | None = 2.5) -> np.ndarray:
     """POS pulse signal (Wang et al. 2017, Algorithm 1), same length as ``rgb``.
 
     Window 1.6 s as in the paper (about one cardiac cycle at the lowest pulse rate of interest).
+    ``limit``: a window whose pulse amplitude exceeds ``limit`` times the median over all
+    windows is scaled down to it before the overlap-add.  A head turn or a glance that the
+    projection does not cancel gives a burst many times the pulse; left in, one burst spreads
+    over the whole spectrum of the analysis window.  (Our addition, in the spirit of the
+    amplitude-selective filtering of Wang et al., "Amplitude-selective filtering for remote-PPG",
+    Biomed. Opt. Express 8(3):1965, 2017.)  ``None`` gives the paper's algorithm unchanged.
     """
     win = _window_len(fps, window_s)
     c = _check_rgb(rgb, fps, win, "POS")
@@ -89,6 +95,10 @@ def pos(rgb: np.ndarray, fps: float, window_s: float = 1.6) -> np.ndarray:
     alpha = std[:, 0] / np.maximum(std[:, 1], 1e-12)
     h = s[:, 0, :] + alpha[:, None] * s[:, 1, :]
     h -= h.mean(axis=1, keepdims=True)
+    if limit is not None and h.shape[0] > 4:
+        amp = h.std(axis=1)
+        cap = limit * float(np.median(amp))
+        h *= np.minimum(1.0, cap / np.maximum(amp, 1e-12))[:, None]
     out = np.zeros(n)
     m = h.shape[0]
     for k in range(win):  # overlap-add: window starting at j contributes h[j, k] to sample j + k

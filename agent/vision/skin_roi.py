@@ -84,8 +84,9 @@ class SkinRoi:
 
     def __init__(self, regions: dict[str, tuple[float, float, float, float]] | None = None,
                  chroma_tol: float = 0.035, specular_level: float = 240.0, dark_level: float = 12.0,
-                 adapt: float = 0.02) -> None:
+                 adapt: float = 0.02, reference_region: str = "cheeks_nose") -> None:
         self.regions = dict(REGIONS if regions is None else regions)
+        self.reference_region = reference_region
         self.chroma_tol = chroma_tol
         self.specular_level = specular_level
         self.dark_level = dark_level
@@ -98,8 +99,8 @@ class SkinRoi:
                                    f"{frame_bgr.dtype} {frame_bgr.shape}")
         H, W = frame_bgr.shape[:2]
         fx, fy, fw, fh = (float(v) for v in face)
-        crops, weights = [], []
-        for rx, ry, rw, rh in self.regions.values():
+        crops, weights, names = [], [], []
+        for name, (rx, ry, rw, rh) in self.regions.items():
             x0, x1 = fx + rx * fw, fx + (rx + rw) * fw
             y0, y1 = fy + ry * fh, fy + (ry + rh) * fh
             c0, c1 = max(0, int(np.floor(x0))), min(W, int(np.ceil(x1)))
@@ -107,11 +108,14 @@ class SkinRoi:
             if c1 - c0 < 3 or r1 - r0 < 3:
                 continue
             crops.append(frame_bgr[r0:r1, c0:c1].astype(np.float32))
+            names.append(name)
             weights.append(np.outer(_coverage(y0, y1, r0, r1), _coverage(x0, x1, c0, c1)))
         if not crops:
             return SkinSample(np.full(3, np.nan), 0, 0.0)
         if self._ref_rg is None:
-            allpix = np.concatenate([c.reshape(-1, 3) for c in crops])
+            # learn the skin colour from the cheeks: the region least likely to hold hair
+            ref = [c for c, name in zip(crops, names, strict=True) if name == self.reference_region] or crops
+            allpix = np.concatenate([c.reshape(-1, 3) for c in ref])
             ok = (allpix.max(axis=1) < self.specular_level) & (allpix.min(axis=1) > self.dark_level)
             base = allpix[ok] if ok.sum() > 20 else allpix
             s = base.sum(axis=1) + 1e-6

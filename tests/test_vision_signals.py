@@ -1,0 +1,157 @@
+"""Respiration, blinks, expression-free abnormal scoring on synthetic signals."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from agent.vision.abnormal import AbnormalScorer
+from agent.vision.blink import (
+    BlinkDetector,
+    EyeRegionSignal,
+    detect_blinks,
+    eye_aspect_ratio,
+    match_events,
+)
+from agent.vision.errors import VisionInputError
+from agent.vision.respiration import ChestMotion, RateEstimate, fuse, rate_from_motion, rate_from_pulse
+
+FPS = 30.0
+
+
+# --------------------------------------------------------------------------- respiration
+def _textured(h: int, w: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    tex = cv2.GaussianBlur(rng.normal(128, 40, (h, w)).astype(np.float32), (0, 0), 2.0)
+    return np.clip(tex, 0, 255).astype(np.uint8)
+
+
+def test_chest_flow_measures_breathing_rate() -> None:
+    canvas = _textured(700, 640)
+    face = (260.0, 60.0, 120.0, 120.0)
+    cm = ChestMotion(FPS)
+    rr_true = 14.0
+    v = []
+    for k in range(int(24 * FPS)):
+        y = 2.5 * np.sin(2 * np.pi * rr_true / 60.0 * k / FPS)  # chest moves 2.5 px
+        m = np.float32([[1, 0, 0], [0, 1, -y]])
+        frame = cv2.warpAffine(canvas, m, (640, 480), borderMode=cv2.BORDER_REFLECT)
+        v.append(cm.update(frame, face))
+    est = rate_from_motion(np.asarray(v), FPS)
+    assert est.rate_bpm is not None and abs(est.rate_bpm - rr_true) < 0.5
+    assert est.quality > 0.3
+    # velocity sign: positive = up, i.e. its running sum follows the imposed displacement
+    disp = np.nancumsum(v)
+    ref = 2.5 * np.sin(2 * np.pi * rr_true / 60.0 * np.arange(len(v)) / FPS)
+    assert np.corrcoef(disp[30:], ref[30:])[0, 1] > 0.9
+
+
+def test_whole_body_sway_is_removed_using_the_head() -> None:
+    t = np.arange(int(20 * FPS)) / FPS
+    sway = 12.0 * np.sin(2 * np.pi * 0.05 * t) + 12.0 * np.sin(2 * np.pi * 0.3 * t + 1.0)  # 18 /min sway
+    breath = 2.5 * np.sin(2 * np.pi * 0.2 * t)  # 12 /min
+    chest = 0.4 * sway + breath
+    head = sway + 0.3 * breath
+    vel = np.diff(chest, prepend=chest[0])
+    hvel = np.diff(head, prepend=head[0])
+    naive = rate_from_motion(vel, FPS)
+    fixed = rate_from_motion(vel, FPS, head_velocity=hvel)
+    assert fixed.rate_bpm is not None and abs(fixed.rate_bpm - 12.0) < 0.7
+    assert naive.rate_bpm is not None and abs(naive.rate_bpm - 12.0) > 3.0  # fooled by the sway
+
+
+def test_rate_from_pulse_reads_rsa() -> None:
+    rr = 15.0
+    t = np.arange(0, 30, 0.01)
+    hr = 70 + 4 * np.sin(2 * np.pi * rr / 60 * t)
+    phase = np.cumsum(hr / 60 * 0.01)
+    beats = np.interp(np.arange(1, int(phase[-1])), phase, t)
+    est = rate_from_pulse(beats)
+    assert est.rate_bpm is not None and abs(est.rate_bpm - rr) < 1.0
+
+
+def test_fusion_prefers_motion_and_flags_disagreement() -> None:
+    agree = fuse(RateEstimate(14.0, 0.8), RateEstimate(15.0, 0.6))
+    assert agree.agree and 14.0 <= agree.rr_bpm <= 15.0
+    clash = fuse(RateEstimate(14.0, 0.8), RateEstimate(24.0, 0.6))
+    assert clash.agree is False and clash.rr_bpm == 14.0 and clash.quality < 0.8
+    only_pulse = fuse(RateEstimate(None, 0.0), RateEstimate(16.0, 0.6))
+    assert only_pulse.rr_bpm == 16.0
+    assert fuse(RateEstimate(None, 0.0), RateEstimate(None, 0.0)).rr_bpm is None
+
+
+# --------------------------------------------------------------------------- blinks
+def test_eye_aspect_ratio() -> None:
+    open_eye = np.array([[0, 0], [3, -2], [7, -2], [10, 0], [7, 2], [3, 2]], float)
+    closed = open_eye * np.array([1.0, 0.1])
+    assert abs(eye_aspect_ratio(open_eye) - 0.4) < 1e-9
+    assert eye_aspect_ratio(closed) < 0.05
+    with pytest.raises(VisionInputError):
+        eye_aspect_ratio(np.zeros((5, 2)))
+
+
+def test_blink_detector_finds_blinks_not_slow_changes() -> None:
+    rng = np.random.default_rng(3)
+    t = np.arange(int(40 * FPS)) / FPS
+    sig = 0.02 * rng.standard_normal(t.size)
+    sig += 0.25 * (t > 25) * (t < 28)  # a head turn: a 3 s change, not a blink
+    truth = [(3.0, 3.2), (7.5, 7.8), (12.0, 12.15), (18.2, 18.5), (31.0, 31.3), (36.0, 36.2)]
+    for a, b in truth:
+        u = np.clip((t - a) / (b - a), 0, 1)
+        sig += 0.45 * np.sin(np.pi * u) * ((t >= a) & (t <= b))
+    events = detect_blinks(t, sig, FPS)
+    tp, fp, fn = match_events([(e.start_s, e.end_s) for e in events], truth)
+    assert (tp, fp, fn) == (6, 0, 0)
+
+
+def test_blink_rate_and_matching() -> None:
+    det = BlinkDetector(FPS)
+    assert det.rate_per_min(5.0) is None  # too short a span to say
+    assert match_events([(1.0, 1.2), (5.0, 5.2)], [(1.05, 1.25)]) == (1, 1, 0)
+    assert match_events([], [(1.0, 1.2)]) == (0, 0, 1)
+
+
+def _eye_image(openness: float) -> np.ndarray:
+    img = np.full((200, 200), 150, np.uint8)
+    for cx in (70, 130):
+        h = max(1, int(12 * openness))
+        cv2.ellipse(img, (cx, 90), (18, h), 0, 0, 360, 235, -1)  # sclera
+        if openness > 0.2:
+            cv2.circle(img, (cx, 90), min(9, h), 40, -1)  # iris
+        cv2.line(img, (cx - 18, 90 - h), (cx + 18, 90 - h), 60, 2)  # lash line
+    return img
+
+
+def test_eye_region_signal_rises_when_the_eyes_close() -> None:
+    face = (30.0, 10.0, 140.0, 180.0)  # eyes at (90 - 10) / 180 = 0.44 of the box height
+    sig = EyeRegionSignal(FPS)
+    values = [sig.update(_eye_image(1.0), face) for _ in range(30)]
+    closed = sig.update(_eye_image(0.05), face)
+    assert abs(values[-1]) < 0.05
+    assert closed > 0.3
+
+
+# --------------------------------------------------------------------------- abnormal state
+def test_abnormal_score_rises_against_own_baseline_with_evidence() -> None:
+    rng = np.random.default_rng(0)
+    sc = AbnormalScorer(baseline_s=10.0)
+    scores, alerts = [], []
+    for k in range(40):
+        t = float(k)
+        tense = t >= 20
+        feats = {"hr_bpm": 62 + rng.normal(0, 1) + (20 if tense else 0),
+                 "rr_bpm": 13 + rng.normal(0, 0.5) + (5 if tense else 0),
+                 "blink_per_min": 15 + rng.normal(0, 2)}
+        r = sc.update(t, feats)
+        if t < 10:
+            assert r.score is None
+        else:
+            scores.append((tense, r.score))
+            alerts.append((tense, r.alert, r.evidence))
+    calm = [s for tn, s in scores if not tn]
+    tense_s = [s for tn, s in scores if tn]
+    assert max(calm) < 0.3 < 0.9 < min(tense_s)
+    fired = [ev for tn, al, ev in alerts if al]
+    assert fired and all(tn for tn, al, _ in alerts if al)
+    assert fired[0]["hr_bpm_z"] > 3 and abs(fired[0]["hr_bpm_baseline"] - 62) < 2
