@@ -34,7 +34,7 @@ from agent.vision.errors import VisionInputError
 from agent.vision.expression import ExpressionTracker
 from agent.vision.face_mesh import FaceMesh
 from agent.vision.face_tracker import Box, FaceTracker, Track
-from agent.vision.pulse import SNR_HOLD_DB, SNR_THRESHOLD_DB, PulseEstimate, estimate_pulse
+from agent.vision.pulse import SNR_HOLD_MARGIN_DB, PulseEstimate, estimate_pulse, snr_threshold_db
 from agent.vision.respiration import (
     ChestMotion,
     RespirationEstimate,
@@ -63,8 +63,8 @@ class PipelineConfig:
     blink_window_s: float = 60.0
     baseline_s: float = 10.0
     fast_hr_s: float = 4.0  # heart-rate cue of the abnormal score: beats of the last few seconds
-    snr_threshold_db: float = SNR_THRESHOLD_DB
-    snr_hold_db: float = SNR_HOLD_DB
+    snr_threshold_db: float | None = None  # None: by window length (agent.vision.pulse.snr_threshold_db)
+    snr_hold_margin_db: float = SNR_HOLD_MARGIN_DB
     hold_tolerance_bpm: float = 5.0
     hold_s: float = 5.0
     detect_every: int = 10
@@ -218,11 +218,15 @@ class CameraPipeline:
         grid, u = _uniform(t[ok], rgb[ok], self.fps, t_end, span_s)
         try:
             sig = pulse_signal(u, self.fps, method)
-            thr = self.config.snr_threshold_db if threshold_db is None else threshold_db
+            thr = self._threshold(span_s) if threshold_db is None else threshold_db
             return estimate_pulse(sig, self.fps, thr, t0_s=float(grid[0]))
         except VisionInputError as err:
             log.debug("pulse estimate skipped: %s", err)
             return None
+
+    def _threshold(self, window_s: float) -> float:
+        c = self.config.snr_threshold_db
+        return snr_threshold_db(window_s) if c is None else c
 
     def _update(self, st: _TrackState, t_now: float, box: Box) -> None:
         c = self.config
@@ -230,14 +234,15 @@ class CameraPipeline:
         rgb = np.asarray(st.rgb)
         age = t_now - st.t_first_s
         span = min(c.hr_window_s, age)
-        # Hysteresis: once a pulse has been accepted, a following window may keep it at the lower
-        # SNR_HOLD_DB if its rate stays within hold_tolerance_bpm of the last accepted one --
+        # Hysteresis: once a pulse has been accepted, a following window may keep it at a threshold
+        # snr_hold_margin_db lower if its rate stays within hold_tolerance_bpm of the last one --
         # a live pulse keeps its rate, noise peaks wander.  (Tuning seeds: hard-clip coverage
         # 0.43 -> 0.60 at 1.1 -> 2.1 % of control windows accepted.)
         holding = st.last_valid_hr is not None and t_now - st.last_valid_t <= c.hold_s
-        pe = self._pulse(t, rgb, t_now, span, c.method, c.snr_hold_db if holding else None) \
+        thr = self._threshold(span)
+        pe = self._pulse(t, rgb, t_now, span, c.method, thr - c.snr_hold_margin_db if holding else thr) \
             if span >= c.hr_min_window_s else None
-        if pe is not None and pe.valid and pe.snr_db < c.snr_threshold_db and (
+        if pe is not None and pe.valid and pe.snr_db < thr and (
                 st.last_valid_hr is None or abs(pe.raw_hr_bpm - st.last_valid_hr) > c.hold_tolerance_bpm):
             pe = replace(pe, hr_bpm=None, valid=False, beat_times_s=np.zeros(0))
         if pe is not None and pe.valid:
@@ -271,7 +276,8 @@ class CameraPipeline:
         # A separate short window (8 s) for it: while the rate climbs, a 20 s spectrum smears and
         # may drop below the quality threshold exactly when the person is getting tense.
         hr_fast = hr
-        short = self._pulse(t, rgb, t_now, 8.0, c.method, c.snr_hold_db) if age >= 8.0 else None
+        short = self._pulse(t, rgb, t_now, 8.0, c.method, self._threshold(8.0) - c.snr_hold_margin_db) \
+            if age >= 8.0 else None
         fast_beats = short.beat_times_s if short is not None and short.valid else beats
         recent = fast_beats[fast_beats >= t_now - c.fast_hr_s]
         if recent.size >= 3:
