@@ -155,3 +155,19 @@ def test_abnormal_score_rises_against_own_baseline_with_evidence() -> None:
     fired = [ev for tn, al, ev in alerts if al]
     assert fired and all(tn for tn, al, _ in alerts if al)
     assert fired[0]["hr_bpm_z"] > 3 and abs(fired[0]["hr_bpm_baseline"] - 62) < 2
+
+
+def test_ear_signal_from_mesh_landmarks() -> None:
+    from agent.vision.blink import MESH_LEFT_EYE, MESH_RIGHT_EYE, EarSignal
+
+    def mesh(openness: float) -> np.ndarray:
+        lm = np.zeros((468, 3))
+        eye = np.array([[0, 0], [3, -2], [7, -2], [10, 0], [7, 2], [3, 2]], float) * np.array([1.0, openness])
+        for idx, dx in ((MESH_RIGHT_EYE, 0.0), (MESH_LEFT_EYE, 30.0)):
+            lm[list(idx), :2] = eye + np.array([dx, 0.0])
+        return lm
+
+    sig = EarSignal(FPS)
+    opened = [sig.update(mesh(1.0)) for _ in range(20)]
+    assert abs(opened[-1]) < 1e-9
+    assert sig.update(mesh(0.15)) > 0.8

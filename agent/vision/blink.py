@@ -121,6 +121,25 @@ class EyeRegionSignal:
         return 1.0 - v / self._ref if self._ref > 0 else float("nan")
 
 
+class EarSignal:
+    """Closure signal from face-mesh landmarks: ``1 - EAR / median(EAR over a few seconds)``.
+
+    Same scale as :class:`EyeRegionSignal` (about 0 open, 0.5-0.8 closed), so one detector
+    setting serves both.
+    """
+
+    def __init__(self, fps: float, history_s: float = 3.0) -> None:
+        self._hist: deque[float] = deque(maxlen=max(8, int(history_s * fps)))
+        self.freeze = False
+
+    def update(self, landmarks: np.ndarray) -> float:
+        ear = mesh_ear(landmarks)
+        if not self.freeze:
+            self._hist.append(ear)
+        ref = float(np.median(np.fromiter(self._hist, dtype=np.float64))) if self._hist else ear
+        return 1.0 - ear / ref if ref > 0 else float("nan")
+
+
 class BlinkDetector:
     """Streaming blink detector on a closure signal (larger = more closed).
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from agent.hal.interfaces import Frame
 from agent.vision.abnormal import AbnormalScorer
-from agent.vision.blink import BlinkDetector, BlinkEvent, EyeRegionSignal, mesh_ear
+from agent.vision.blink import BlinkDetector, BlinkEvent, EarSignal, EyeRegionSignal
 from agent.vision.errors import VisionInputError
 from agent.vision.expression import ExpressionTracker
 from agent.vision.face_mesh import FaceMesh
@@ -75,6 +75,8 @@ class PipelineConfig:
     evidence_clips: bool = False  # privacy: off by default, no image is ever kept
     evidence_dir: str | None = None
     evidence_seconds: float = 5.0
+    history_max: int = 600  # update records kept per track (10 min at 1 Hz); the box runs for days
+    finished_max: int = 32  # ended tracks kept (for re-identification and reports)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +97,7 @@ class _TrackState:
     skin: SkinRoi
     chest: ChestMotion
     eyes: EyeRegionSignal
+    ear: EarSignal
     blinks: BlinkDetector
     expression: ExpressionTracker
     scorer: AbnormalScorer
@@ -157,6 +160,8 @@ class CameraPipeline:
         live = {tr.track_id for tr in tracks}
         for tid in [k for k in self._states if k not in live]:
             self.finished[tid] = self._states.pop(tid)
+        while len(self.finished) > self.config.finished_max:
+            self.finished.pop(next(iter(self.finished)))  # oldest first (dicts keep insertion order)
         if self._ring is not None:
             small = cv2.resize(image, (image.shape[1] // 2, image.shape[0] // 2), interpolation=cv2.INTER_AREA)
             ok, jpg = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 80])
@@ -172,7 +177,7 @@ class CameraPipeline:
             c = self.config
             st = _TrackState(
                 track_id=tr.track_id, t_first_s=t, skin=SkinRoi(), chest=ChestMotion(self.fps),
-                eyes=EyeRegionSignal(self.fps), blinks=BlinkDetector(self.fps),
+                eyes=EyeRegionSignal(self.fps), ear=EarSignal(self.fps), blinks=BlinkDetector(self.fps),
                 expression=ExpressionTracker(self.fps, neutral_s=min(8.0, c.baseline_s)),
                 scorer=AbnormalScorer(baseline_s=c.baseline_s), next_update_s=t + c.update_every_s)
             self._states[tr.track_id] = st
@@ -186,11 +191,11 @@ class CameraPipeline:
         st.chest_v.append(st.chest.update(gray, tr.box))
         if self.mesh is not None:
             tr.landmarks = self.mesh.landmarks(image, tr.box)
-            closure = -mesh_ear(tr.landmarks)
+            closure = st.ear.update(tr.landmarks)
         else:
             closure = st.eyes.update(gray, tr.box)
         blink = st.blinks.update(t, closure)
-        st.eyes.freeze = st.blinks.in_blink
+        st.eyes.freeze = st.ear.freeze = st.blinks.in_blink
         cues = st.expression.update(gray, tr.box)
         st.expr.append((cues.brow_lowering, cues.lip_press))
         self._trim(st)
@@ -313,6 +318,8 @@ class CameraPipeline:
             rec[f"hr_{m}_bpm"] = e.hr_bpm if e is not None else None
             rec[f"hr_{m}_raw_bpm"] = e.raw_hr_bpm if e is not None else None
         st.history.append(rec)
+        if len(st.history) > self.config.history_max:
+            del st.history[: len(st.history) - self.config.history_max]
         if ab.alert and not st.alert_active:
             self._write_evidence(st, t_now)
         st.alert_active = ab.alert
