@@ -50,8 +50,7 @@ def unit_profile(scenario: Scenario, scenario_path: Path, unit: Any, broker_host
         "unit_id": unit.unit_id,
         "unit_type": utype,
         "profile": f"sim-{utype}",
-        "site": {"name": site.name, "origin_lat_deg": site.origin_lat_deg, "origin_lon_deg": site.origin_lon_deg,
-                 "origin_alt_m": site.origin_alt_m},
+        "site": site.model_dump(),
         "clock": clock,
         "devices": devices,
         "broker": {"host": broker_host, "port": broker_port, "keepalive_s": 10, "reconnect_max_s": 2.0},
@@ -73,8 +72,7 @@ def controller_config(scenario: Scenario, broker_host: str, broker_port: int, db
     site = scenario.site
     return {
         "schema": 1,
-        "site": {"name": site.name, "origin_lat_deg": site.origin_lat_deg, "origin_lon_deg": site.origin_lon_deg,
-                 "origin_alt_m": site.origin_alt_m},
+        "site": site.model_dump(),
         "broker": {"host": broker_host, "port": broker_port, "keepalive_s": 10, "client_id": client_id,
                    "reconnect_max_s": 2.0},
         "db_path": str(db_path),

@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from agent.config import ConfigError, format_validation_error
+from agent.config import ConfigError, SiteConfig, format_validation_error
 from agent.wire_schema import UNIT_ID_PATTERN
 
 SCHEMA_VERSION = 1
@@ -41,13 +41,8 @@ class _Model(BaseModel):
 
 
 # --------------------------------------------------------------------------- site and time
-class SiteSpec(_Model):
-    """Origin of the local ENU frame (x east, y north, z up, metres)."""
-
-    name: str = "site"
-    origin_lat_deg: float = Field(ge=-90, le=90)
-    origin_lon_deg: float = Field(ge=-180, le=180)
-    origin_alt_m: float = 0.0
+# The site is the same concept for a simulated scenario and a real unit's profile: one model.
+SiteSpec = SiteConfig
 
 
 class TimeSpec(_Model):
