@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -53,6 +55,8 @@ def run(
     if broker_port:
         prof.broker.port = broker_port
     setup_logging(prof.log_level, f"[{prof.unit_id}] ")
+    # `kill -USR1 <pid>` prints every thread's stack to the log: the first tool for a unit that hangs
+    faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
     runtime = AgentRuntime(prof, state_dir or default_state_dir(prof.unit_id))
     raise typer.Exit(runtime.run())
 

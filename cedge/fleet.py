@@ -8,7 +8,9 @@ The tests use the same class to SIGKILL an agent, stop the broker or restart the
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -24,6 +26,7 @@ from cedge.broker import EmbeddedBroker
 if TYPE_CHECKING:
     from hal_sim.scenario import Scenario
 
+log = logging.getLogger(__name__)
 
 def _sim_clock(scenario: Scenario, wall_start_s: float, rate: float) -> dict[str, Any]:
     return {"driver": "sim", "params": {"start_utc": scenario.time.start_utc, "rate": rate,
@@ -186,22 +189,32 @@ class Fleet:
         return p is not None and p.poll() is None
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` once and wait for the process (SIGKILL after 20 s)."""
         p = self.procs.get(name)
         if p is not None and p.poll() is None:
             p.send_signal(sig)
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+            self._reap(name)
+
+    def _reap(self, name: str, timeout_s: float = 20.0) -> None:
+        p = self.procs[name]
+        try:
+            p.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            log.error("%s did not exit within %.0f s; its thread stacks go to its log", name, timeout_s)
+            with contextlib.suppress(OSError):
+                p.send_signal(signal.SIGUSR1)  # agents dump all thread stacks (faulthandler)
+                time.sleep(1.0)
+            p.kill()
+            p.wait()
 
     def stop_agents(self) -> None:
-        for name in list(self.procs):
-            if name != "controller" and self.alive(name):
-                self.procs[name].send_signal(signal.SIGTERM)
-        for name in list(self.procs):
-            if name != "controller":
-                self.kill(name, signal.SIGTERM)
+        """SIGTERM every agent once (in parallel: each flushes for up to a few seconds), then reap.
+        A second SIGTERM could land after Python has reset its handlers during exit."""
+        agents = [n for n in self.procs if n != "controller" and self.alive(n)]
+        for name in agents:
+            self.procs[name].send_signal(signal.SIGTERM)
+        for name in agents:
+            self._reap(name)
 
     def produced_by_final_boots(self) -> dict[tuple[str, str], int]:
         """(unit, boot) -> sequenced messages that boot produced, from the agents' final status files."""

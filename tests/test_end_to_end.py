@@ -73,11 +73,31 @@ def _outbox_rows(fleet: Fleet, unit_id: str) -> list[tuple[str, int]]:
 def _stop_and_drain(fleet: Fleet) -> None:
     """Stop agents (SIGTERM), then wait until the controller has stored what they produced."""
     fleet.stop_agents()
+    codes = {u: fleet.procs[u].returncode for u in UNITS}
+    assert all(c == 0 for c in codes.values()), (
+        f"agents did not all exit cleanly on SIGTERM: {codes}\n--- process logs ---\n{_log_problems(fleet)}")
     assert fleet.wait_drained(timeout_s=120.0), "controller did not store everything in time"
+
+
+def _log_problems(fleet: Fleet, limit: int = 40) -> str:
+    """WARNING-and-worse lines and thread dumps from every process log, to explain a failure."""
+    lines: list[str] = []
+    for path in sorted((fleet.work_dir / "logs").glob("*.log")):
+        for line in path.read_text(errors="replace").splitlines():
+            if any(w in line for w in ("CRITICAL", "ERROR", "Traceback", "Thread 0x", "File \"")):
+                lines.append(f"{path.stem}: {line[:300]}")
+    return "\n".join(lines[-limit:]) or "(no errors logged)"
 
 
 def _assert_exactly_once(fleet: Fleet, must_cover: dict[tuple[str, str], int] | None = None) -> dict:
     """Every (unit, boot): stored seqs are 1..N without gaps; outboxes are empty."""
+    try:
+        return _check_exactly_once(fleet, must_cover)
+    except AssertionError as err:
+        raise AssertionError(f"{err}\n--- process logs ---\n{_log_problems(fleet)}") from None
+
+
+def _check_exactly_once(fleet: Fleet, must_cover: dict[tuple[str, str], int] | None) -> dict:
     for u in UNITS:
         assert _outbox_rows(fleet, u) == [], f"{u}: messages left in the outbox"
     store = Store(fleet.db_path, create=False)

@@ -64,6 +64,10 @@ class Role:
         self.lock = threading.Lock()
 
     # -- called by the runtime
+    def warm_up(self) -> None:
+        """Compile/prepare the analysis before acquisition and the watchdog start (see
+        agent.spectral.warmup); the base role has nothing to prepare."""
+
     def on_spectrum(self, reading: SpectrumReading) -> None:
         pass
 
@@ -134,6 +138,12 @@ class MobileRole(Role):
             self.spectral = SpectralSearch(far_per_hour=d.far_per_hour, training_s=d.training_s,
                                            holdoff_s=d.holdoff_s, interval_s=interval)
         self.alarms = 0
+
+    def warm_up(self) -> None:
+        if self.spectral is not None:
+            from agent.spectral.warmup import warm_up_mobile
+
+            log.info("spectral pipeline ready in %.1f s (numba compile or cache load)", warm_up_mobile())
 
     def on_spectrum(self, reading: SpectrumReading) -> None:
         pos = self._mid_position(reading)
@@ -251,6 +261,11 @@ class HandheldRole(Role):
         self.task: _Task | None = None
         self.completed: list[str] = []
         self._pending_cmds: list[Command] = []
+
+    def warm_up(self) -> None:
+        from agent.spectral.warmup import warm_up_dwell
+
+        log.info("dwell analysis ready in %.1f s (numba compile or cache load)", warm_up_dwell())
 
     @property
     def available(self) -> bool:

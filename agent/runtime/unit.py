@@ -159,6 +159,12 @@ class AgentRuntime:
 
     # ------------------------------------------------------------------ run
     def start(self) -> None:
+        # Before acquisition (whose bounded queues would drop readings meanwhile) and before the
+        # watchdog (a cold numba compile can exceed its timeout on a busy box): prepare the analysis.
+        try:
+            self.role.warm_up()
+        except Exception:  # the unit still runs; the first real reading pays the compile instead
+            log.exception("analysis warm-up failed")
         for kind, dev in self.devices.items():
             reader = self._read_fn(dev)
             if reader is None:

@@ -4,12 +4,16 @@ Why both: under systemd (``WatchdogSec=``) the service manager restarts a hung a
 ``WATCHDOG=1`` stops arriving; we only send it while the main loop is proven alive (it calls
 :meth:`Watchdog.kick`), never from a free-running timer, which would hide a hang.  Without
 systemd the same check ends the process with a distinct exit code so any supervisor restarts it.
+Before that, the stacks of all threads go to stderr (``faulthandler``): a hang in the field must
+leave the evidence of where it hung, not only the fact that it did.
 """
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
+import sys
 import threading
 import time
 
@@ -64,7 +68,9 @@ class Watchdog:
                 reported = False
                 continue
             if not reported:
-                log.critical("watchdog: main loop silent for %.1f s (limit %.1f s)", age, self.timeout_s)
+                log.critical("watchdog: main loop silent for %.1f s (limit %.1f s); thread stacks follow",
+                             age, self.timeout_s)
+                faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
                 reported = True
             if self.exit_on_hang:
                 self.notify("STATUS=main loop hung")
