@@ -15,7 +15,15 @@ from agent.vision.blink import (
     match_events,
 )
 from agent.vision.errors import VisionInputError
-from agent.vision.respiration import ChestMotion, RateEstimate, fuse, rate_from_motion, rate_from_pulse
+from agent.vision.respiration import (
+    ChestMotion,
+    HeadMotion,
+    RateEstimate,
+    fuse,
+    head_coupling,
+    rate_from_motion,
+    rate_from_pulse,
+)
 
 FPS = 30.0
 
@@ -59,6 +67,80 @@ def test_whole_body_sway_is_removed_using_the_head() -> None:
     fixed = rate_from_motion(vel, FPS, head_velocity=hvel)
     assert fixed.rate_bpm is not None and abs(fixed.rate_bpm - 12.0) < 0.7
     assert naive.rate_bpm is not None and abs(naive.rate_bpm - 12.0) > 3.0  # fooled by the sway
+
+
+def _band_limited(rng: np.random.Generator, n: int, fs: float, lo_hz: float, hi_hz: float) -> np.ndarray:
+    """Unit-SD random signal with its power spread over lo_hz..hi_hz (like voluntary sway)."""
+    spec = np.fft.rfft(rng.normal(size=n))
+    f = np.fft.rfftfreq(n, 1.0 / fs)
+    spec[(f < lo_hz) | (f > hi_hz)] = 0.0
+    x = np.fft.irfft(spec, n)
+    return x / x.std()
+
+
+def test_head_sway_in_the_breathing_band_is_removed() -> None:
+    n = int(20 * FPS)
+    t = np.arange(n) / FPS
+    naive_err, fixed_err, betas, quality = [], [], [], []
+    for seed in range(11, 21):
+        rng = np.random.default_rng(seed)
+        sway = 7.0 * _band_limited(rng, n, FPS, 0.03, 0.3)  # head translation, px, overlaps 2-18 /min
+        breath = 1.2 * np.sin(2 * np.pi * 0.25 * t + 0.4)  # 15 /min
+        chest = 0.4 * sway + breath
+        head = sway + 0.3 * breath + 0.3 * rng.normal(size=n)  # breathing lifts the head a little too
+        vel = np.diff(chest, prepend=chest[0]) + 0.05 * rng.normal(size=n)
+        hvel = np.diff(head, prepend=head[0])
+        naive = rate_from_motion(vel, FPS)
+        fixed = rate_from_motion(vel, FPS, head_velocity=hvel)
+        assert naive.rate_bpm is not None and fixed.rate_bpm is not None
+        naive_err.append(abs(naive.rate_bpm - 15.0))
+        fixed_err.append(abs(fixed.rate_bpm - 15.0))
+        quality.append(fixed.quality)
+        # the coupling is estimated from the data, away from the breathing peak
+        dec = slice(0, n, 3)  # 10 Hz, as inside rate_from_motion
+        betas.append(head_coupling(chest[dec] - chest[dec].mean(), head[dec] - head[dec].mean(), 10.0))
+    assert sum(e > 2.0 for e in naive_err) >= 3  # without the head, sway is read as breathing
+    assert max(fixed_err) < 0.7
+    assert min(quality) > 0.5
+    assert min(betas) > 0.33 and max(betas) < 0.47
+
+
+def test_still_head_leaves_the_estimate_unchanged() -> None:
+    rng = np.random.default_rng(12)
+    n = int(20 * FPS)
+    t = np.arange(n) / FPS
+    breath = 1.5 * np.sin(2 * np.pi * 0.3 * t)  # 18 /min
+    chest = breath + 0.1 * rng.normal(size=n)
+    head = 0.3 * breath + 0.2 * rng.normal(size=n)  # sub-pixel: only breathing and sensor noise
+    vel = np.diff(chest, prepend=chest[0])
+    hvel = np.diff(head, prepend=head[0])
+    alone = rate_from_motion(vel, FPS)
+    with_head = rate_from_motion(vel, FPS, head_velocity=hvel)
+    assert alone.rate_bpm is not None and abs(alone.rate_bpm - 18.0) < 0.5
+    assert with_head.rate_bpm == alone.rate_bpm and with_head.quality == alone.quality
+
+
+def test_head_motion_follows_the_outline_of_a_moving_head() -> None:
+    canvas = _textured(700, 640, seed=3) // 3  # dark textured background
+    head_img = _textured(700, 640, seed=4) // 2 + 120
+    yy, xx = np.mgrid[0:700, 0:640]
+    inside = ((xx - 320) / 80.0) ** 2 + ((yy - 260) / 100.0) ** 2 <= 1.0  # head top y=160, chin y=360
+    face = (260.0, 200.0, 120.0, 150.0)
+    hm = HeadMotion(FPS)
+    v, ref = [], []
+    for k in range(int(10 * FPS)):
+        y = 3.0 * np.sin(2 * np.pi * 0.2 * k / FPS)  # head moves 3 px
+        m = np.float32([[1, 0, 0], [0, 1, -y]])
+        img = np.where(inside, head_img, canvas).astype(np.uint8)
+        frame = cv2.warpAffine(img, m, (640, 480), borderMode=cv2.BORDER_REFLECT)
+        v.append(hm.update(frame, face))
+        ref.append(y)
+    assert np.isnan(v[0]) and np.all(np.isfinite(v[1:]))
+    disp = np.cumsum(v[1:])
+    assert np.corrcoef(disp, ref[1:])[0, 1] > 0.95
+    assert 0.7 < np.ptp(disp) / np.ptp(ref[1:]) < 1.3
+    with pytest.raises(VisionInputError):
+        hm.update(np.zeros((480, 640, 3), np.uint8), face)
 
 
 def test_rate_from_pulse_reads_rsa() -> None:
