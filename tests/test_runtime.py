@@ -144,3 +144,40 @@ def test_watchdog_speaks_sd_notify_only_while_kicked(tmp_path: Path, monkeypatch
         wd.stop()
         srv.close()
         os.environ.pop("NOTIFY_SOCKET", None)
+
+
+def test_analysis_is_warmed_up_before_acquisition_and_watchdog(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cold numba compile at the first spectrum (or the first alarm) could stall the main loop past
+    the watchdog on a fresh install: the role compiles its analysis before anything starts."""
+    from agent.runtime.roles import MobileRole
+    from agent.runtime.unit import AgentRuntime
+
+    seen: dict[str, object] = {}
+
+    def record(role: MobileRole) -> None:
+        seen["threads"] = {t.name for t in threading.enumerate()}
+        seen["spectral"] = role.spectral is not None
+
+    monkeypatch.setattr(MobileRole, "warm_up", record)
+    prof = profile_from_dict({**_profile("mob-3", 10.0), "detector": {"kind": "spectral"}})
+    rt = AgentRuntime(prof, tmp_path)
+    try:
+        rt.start()
+        assert seen["spectral"] is True
+        started = {t.name for t in threading.enumerate()} - seen["threads"]  # type: ignore[operator]
+        assert "watchdog" in started, started
+        assert not any(n == "watchdog" or n.startswith("acq") for n in seen["threads"]), seen["threads"]
+    finally:
+        rt.stop()
+        rt.shutdown()
+
+
+def test_mobile_warm_up_runs_the_alarm_path() -> None:
+    """The warm-up must reach identification of an alarm episode (the costliest compile), not only
+    the per-second analysis."""
+    from agent.spectral import warmup
+
+    alarms = warmup.synthetic_pass()
+    assert len(alarms) == 1 and alarms[0].identification.top == "Cs-137"
+    assert warmup.warm_up_dwell() > 0.0
