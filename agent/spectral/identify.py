@@ -40,6 +40,7 @@ from agent.spectral.binning import AnalysisBins, make_bins
 from agent.spectral.detector import DetectorModel
 from agent.spectral.fitting import fit_many, fit_nonneg_prior, poisson_loglik
 from agent.spectral.library import NuclideLibrary, default_library
+from agent.spectral.line_check import unconfirmed_secondaries
 from agent.spectral.response import DEFAULT_SHIELDS, TemplateSet, build_templates, response_table
 
 NORM_SOURCES = ("K-40", "Ra-226", "Th-232")
@@ -76,6 +77,9 @@ class IdentifierSettings:
     # unit's real response may differ from the fitted DRF (e.g. CsI non-proportionality): larger f
     template_systematic_no_background: float = 0.10
     continuum_sigma: float = 0.03
+    # a nuclide named next to a stronger one must show a peak at one of its own distinctive lines
+    # (agent.spectral.line_check); None disables the check
+    confirm_secondary_min_snr: float | None = 3.0
     excess_continuum_sigma: float = 1.0
 
 
@@ -365,6 +369,12 @@ class Identifier:
         # fits best leads (what one would name if one could name only one)
         single_ll = {self.library.sources[src].name: m[2] for src, m in single_best.items()}
         reported.sort(key=lambda r: (-round(r.confidence, 2), -single_ll.get(r.name, -np.inf)))
+        if s.confirm_secondary_min_snr is not None and len(reported) > 1:
+            edges = self.bins.energy_edges_kev
+            drop = set(unconfirmed_secondaries([r.name for r in reported], c, self.calibration, self.model,
+                                               self.library, float(edges[0]), float(edges[-1]),
+                                               s.confirm_secondary_min_snr))
+            reported = [r for r in reported if r.name not in drop]
         return IdentificationResult(
             nuclides=tuple(reported),
             background_only=not reported,
