@@ -118,6 +118,11 @@ def test_still_head_leaves_the_estimate_unchanged() -> None:
     with_head = rate_from_motion(vel, FPS, head_velocity=hvel)
     assert alone.rate_bpm is not None and abs(alone.rate_bpm - 18.0) < 0.5
     assert with_head.rate_bpm == alone.rate_bpm and with_head.quality == alone.quality
+    # head and chest rising alike with each breath, 1.5 px (the whole frame shifting): nothing but
+    # the breath is shared, so nothing is removed
+    head = breath + 0.2 * rng.normal(size=n)
+    with_head = rate_from_motion(vel, FPS, head_velocity=np.diff(head, prepend=head[0]))
+    assert with_head.rate_bpm == alone.rate_bpm and with_head.quality == alone.quality
 
 
 def test_head_motion_follows_the_outline_of_a_moving_head() -> None:

@@ -10,13 +10,13 @@ measuring respiratory rate: a review", IEEE Sensors J. 21(11), 2021).
 
 **Whole-body motion.**  A person who sways, shifts their weight or nods moves the chest too, at
 0.03-0.4 Hz -- the breathing band -- and by several times the 2-3 px of a breath.  The head's
-vertical translation is measured on the *outline of the top of the head* (:class:`HeadMotion`),
-and the part of the chest displacement coupled to it is removed (:func:`head_coupling`) before
-the spectrum is taken.  The coupling is fitted per window by least squares on the frequencies
-away from the breathing peak, in the spirit of motion-artefact removal with a motion reference
-(adaptive noise cancelling, Widrow et al., Proc. IEEE 63(12), 1975; for camera respiration with
-a body-motion reference: Shao et al., "Noncontact monitoring breathing pattern, exhalation flow
-rate and pulse transit time", IEEE TBME 61(11), 2014).
+vertical translation is measured on the *outline* of the head -- crown and jaw line -- by the
+same flow (:class:`HeadMotion`), and the part of the chest displacement coupled to it is removed
+(:func:`head_coupling`) before the spectrum is taken.  The coupling is estimated from the data,
+per window, by least squares on the frequencies away from the breathing peak: motion-artefact
+removal with a measured motion reference, as in adaptive noise cancelling (B. Widrow et al.,
+"Adaptive noise cancelling: principles and applications", Proc. IEEE 63(12), 1975), with the
+reference-to-artefact coupling taken as one real gain (rigid whole-body motion).
 
 **Pulse.**  Breathing also modulates the pulse (Karlen, Raman, Ansermino & Dumont,
 "Multiparameter respiratory rate estimation from the photoplethysmogram", IEEE TBME 60(7),
@@ -236,8 +236,9 @@ class HeadMotion:
     averaged (cornerness-weighted, as in :class:`ChestMotion`) over the middle half of each crop,
     where the outline is; the rest is context.  On our tuning clips with head motion the crown's
     vertical flow correlates 0.86-0.97 with the true head translation, against 0.4-0.8 for the
-    face itself; two outlines, pooled, are a less noisy reference than either (rr MAE on those
-    clips: face 2.6 or worse, crown 0.83, crown + jaw 0.46-0.59 /min).
+    face itself; the two outlines pooled are a less noisy reference than either (rr MAE on nine
+    such clips, pipeline: no reference 2.46, crown only ~0.8, crown + jaw 0.48 /min; the face as
+    reference made it worse).
     """
 
     def __init__(self, fps: float, work_width: int = 64, follow_tau_s: float = 4.0) -> None:
@@ -249,6 +250,8 @@ class HeadMotion:
 
     def update(self, gray: np.ndarray, face: Box) -> float:
         """Vertical velocity (px/frame at full resolution, positive = up); NaN when unavailable."""
+        if gray.ndim != 2:
+            raise VisionInputError(f"HeadMotion.update: need a grayscale frame, got shape {gray.shape}")
         num = den = 0.0
         for part in self._parts:
             sums = part.weighted_sums(gray, face)
@@ -318,17 +321,24 @@ def _displacement(velocity: np.ndarray, fps: float) -> tuple[np.ndarray, float]:
 
 
 def head_coupling(chest: np.ndarray, head: np.ndarray, fs: float, exclude_hz: float = 0.04,
-                  iterations: int = 2, max_beta: float = 1.0) -> float:
+                  iterations: int = 2, max_beta: float = 1.0, min_sway_px: float = 2.0,
+                  min_explained: float = 0.2) -> float:
     """Coupling ``beta`` of the chest displacement to the head's: chest ~ beta * head + breathing.
 
-    Both series are band-passed displacements on the same grid.  ``beta`` is the least-squares
-    fit of the chest spectrum on the head spectrum (Hann window, 0.08-1 Hz), refitted
-    ``iterations`` times with the bins within ``exclude_hz`` of the residual's breathing peak
-    (and of its second harmonic) left out: breathing lifts the head a little too (in phase
-    with the chest), and fitted at the breathing frequency it would push ``beta`` towards
-    chest/head breathing ratio and cancel the breath along with the sway.  Clipped to
-    ``0..max_beta``: in whole-body sway about the feet or hips the chest, nearer the pivot,
+    Both series are band-passed displacements (px) on the same grid.  ``beta`` is the
+    least-squares fit of the chest spectrum on the head spectrum (Hann window, 0.08-1 Hz),
+    refitted ``iterations`` times with the bins within ``exclude_hz`` of the residual's
+    breathing peak (and of its second harmonic) left out: breathing lifts the head a little too
+    (in phase with the chest), and fitted at the breathing frequency it would push ``beta``
+    towards the chest/head breathing ratio and cancel the breath along with the sway.  Clipped
+    to ``0..max_beta``: in whole-body sway about the feet or hips the chest, nearer the pivot,
     moves less than the head.
+
+    Returns 0 (nothing to remove) unless the coupling is supported by the data: away from the
+    breathing peak the head must move by more than ``min_sway_px`` (SD) and the head-coupled part
+    must explain at least ``min_explained`` of the chest's power.  Otherwise ``beta`` would be
+    fitted to noise -- and where head and chest rise together with each breath, any such
+    ``beta`` would only cancel part of the breath.
     """
     n = chest.size
     win = np.hanning(n)
@@ -351,21 +361,28 @@ def head_coupling(chest: np.ndarray, head: np.ndarray, fs: float, exclude_hz: fl
             break
         fb = est.rate_bpm / 60.0
         use = fit_band & (np.abs(f - fb) > exclude_hz) & (np.abs(f - 2.0 * fb) > exclude_hz)
-    return beta
+    h_all = float(np.sum(np.abs(hf[fit_band]) ** 2))
+    sway_px = float(head.std()) * np.sqrt(hh / h_all) if h_all > 0 else 0.0
+    cc = float(np.sum(np.abs(cf[use]) ** 2))
+    explained = 1.0 - float(np.sum(np.abs(cf[use] - beta * hf[use]) ** 2)) / cc if cc > 0 else 0.0
+    return beta if sway_px > min_sway_px and explained >= min_explained else 0.0
 
 
 def rate_from_motion(velocity: np.ndarray, fps: float, head_velocity: np.ndarray | None = None,
-                     min_sway_px: float = 1.0) -> RateEstimate:
+                     min_sway_px: float = 2.0) -> RateEstimate:
     """Respiration rate from the chest's vertical velocity (NaNs interpolated over).
 
     With ``head_velocity`` (vertical velocity of the head's outline, :class:`HeadMotion`, on the
     same grid), whole-body motion is removed first: ``beta * head`` (:func:`head_coupling`) is
     subtracted from the chest displacement.  Breathing lifts the chest several times more than
     the head, so most of it survives even if ``beta`` is over-estimated.  Only when the head
-    really moves (SD of its band-passed displacement > ``min_sway_px``): sub-pixel head motion
-    cannot mask a breath, and a subtraction would only add the reference's noise.  Without this,
+    really moves (SD of its band-passed displacement > ``min_sway_px``, also away from the
+    breathing peak) and the coupling explains the chest's motion: with ``beta`` <= 1, head
+    motion under 2 px moves the chest by less than a breath's 2-3 px, and a subtraction would
+    add the reference's noise -- or, where head and chest rise alike with each breath (a whole
+    frame shifting), cancel the breath itself.  Without this,
     voluntary sway at 0.1-0.4 Hz -- often several times the 2-3 px of a breath -- is read as
-    breathing (tuning clips with head/body motion: 2.2 -> 0.65 /min).
+    breathing (tuning clips with head/body motion: 2.46 -> 0.48 /min; still clips unchanged).
     """
     v = _fill(velocity)
     if v is None or v.size < int(8 * fps):
@@ -380,7 +397,7 @@ def rate_from_motion(velocity: np.ndarray, fps: float, head_velocity: np.ndarray
             hd = _detrend(_detrend(_displacement(h, fps)[0]), fs)
             if float(hd.std()) > min_sway_px:
                 chest = _detrend(disp, fs)
-                disp = chest - head_coupling(chest, hd, fs) * hd
+                disp = chest - head_coupling(chest, hd, fs, min_sway_px=min_sway_px) * hd
     freqs, power = power_spectrum(_detrend(disp, fs), fs, pad_factor=16)
     return _rate_from_power(freqs, power, RESP_BAND_HZ)
 

@@ -19,6 +19,10 @@ Three classic model-based methods, all operating on the spatially averaged skin 
 
 All three are vectorised over windows (no Python loop over frames): the per-window statistics
 are computed on a ``sliding_window_view`` and the overlap-add loops only over the window length.
+
+:func:`distance_ppg` combines POS signals of several skin patches by maximal-ratio combining
+(Kumar et al., DistancePPG, Biomed. Opt. Express 6(5):1565, 2015).  It is off in the pipeline by
+default: see ``PipelineConfig.patch_weighting`` for what it did on the tuning seeds.
 """
 
 from __future__ import annotations
@@ -160,3 +164,65 @@ def pulse_signal(rgb: np.ndarray, fps: float, method: str = "pos") -> np.ndarray
         s = bandpass(s, fps)
     sd = s.std()
     return s / sd if sd > 0 else s
+
+
+def distance_ppg(patch_rgb: np.ndarray, fps: float, reference: np.ndarray | None = None,
+                 iterations: int = 2, half_width_hz: tuple[float, float] = (0.2, 0.3),
+                 band_hz: tuple[float, float] = PULSE_BAND_HZ) -> tuple[np.ndarray, np.ndarray]:
+    """Patch-weighted POS: maximal-ratio combining of per-patch pulse signals (DistancePPG).
+
+    M. Kumar, A. Veeraraghavan, A. Sabharwal, "DistancePPG: Robust non-contact vital signs
+    monitoring using a camera", Biomed. Opt. Express 6(5):1565-1588, 2015, Sec. 3.  Each skin patch
+    ``i`` gives a pulse ``x_i = a_i p + n_i``; the combination maximising the SNR weights it by
+    ``a_i / sigma_i^2`` (maximal-ratio combining).  Both are read off the patch's spectrum at the
+    pulse frequency ``f0`` of the current combined signal: ``sigma_i^2`` from the mean power per
+    bin outside the f0 / 2 f0 template, ``a_i`` from the template power in excess of that noise
+    floor (zero when a patch shows no pulse).  On the first pass ``f0`` is the peak of the mean of
+    the patches' (and ``reference``'s, e.g. POS on the mean colour) unit-power spectra, afterwards
+    the peak of the combination.
+
+    ``patch_rgb``: (n_frames, n_patches, 3), finite, uniformly sampled.  Returns the combined
+    band-passed signal (unit variance) and the weights.  If no patch shows a pulse the weights are
+    uniform.  Beware: the weights favour patches whose noise happens to peak at f0, so the SNR of
+    noise-only input comes out higher than for one trace; a validity threshold must be set on
+    negative controls analysed the same way.
+    """
+    arr = np.asarray(patch_rgb, dtype=np.float64)
+    if arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[1] < 1:
+        raise VisionInputError(f"distance_ppg: patch_rgb must have shape (n_frames, n_patches, 3), got {arr.shape}")
+    n, n_patch = arr.shape[:2]
+    xs = np.stack([bandpass(pos(arr[:, i, :], fps), fps, band_hz) for i in range(n_patch)])  # (P, n)
+    nfft = int(2 ** np.ceil(np.log2(n * 2)))  # weights need no finer bins than 1/(2 T)
+    freqs = np.fft.rfftfreq(nfft, d=1.0 / fps)
+    spec = np.fft.rfft((xs - xs.mean(axis=1, keepdims=True)) * np.hanning(n), n=nfft, axis=1)
+    power = spec.real ** 2 + spec.imag ** 2  # (P, nfft/2+1)
+    in_band = (freqs >= band_hz[0]) & (freqs <= band_hz[1])
+    w = np.ones(n_patch)
+    # First pulse frequency: every patch (and the reference) votes with its in-band spectrum scaled
+    # to unit power, so that a few clean patches are heard even when noisy ones swamp the mean.
+    votes = power[:, in_band] / np.maximum(power[:, in_band].sum(axis=1, keepdims=True), 1e-300)
+    if reference is not None:
+        ref = np.asarray(reference, dtype=np.float64)
+        if ref.shape != (n,):
+            raise VisionInputError(f"distance_ppg: reference must have shape ({n},), got {ref.shape}")
+        rspec = np.fft.rfft((ref - ref.mean()) * np.hanning(n), n=nfft)
+        rpow = (rspec.real ** 2 + rspec.imag ** 2)[in_band]
+        votes = np.vstack([votes, rpow / max(rpow.sum(), 1e-300)])
+    y = xs.mean(axis=0)
+    ypow = np.zeros_like(freqs)
+    ypow[in_band] = votes.mean(axis=0)
+    for it in range(max(1, iterations)):
+        if it > 0:
+            yspec = np.fft.rfft((y - y.mean()) * np.hanning(n), n=nfft)
+            ypow = yspec.real ** 2 + yspec.imag ** 2
+        f0 = float(freqs[in_band][np.argmax(ypow[in_band])])
+        tmpl = in_band & ((np.abs(freqs - f0) <= half_width_hz[0]) | (np.abs(freqs - 2 * f0) <= half_width_hz[1]))
+        rest = in_band & ~tmpl
+        noise_per_bin = power[:, rest].mean(axis=1)
+        excess = np.maximum(power[:, tmpl].sum(axis=1) - noise_per_bin * tmpl.sum(), 0.0)
+        w = np.sqrt(excess) / np.maximum(noise_per_bin, 1e-300)
+        if not np.any(w > 0):
+            w = np.ones(n_patch)
+        y = w @ xs
+    sd = y.std()
+    return (y / sd if sd > 0 else y), w / w.sum()
