@@ -73,19 +73,13 @@ def chest_box(face: Box, frame_shape: tuple[int, ...], width_faces: float = 1.6,
     no body outline against the background is in view: a body moving sideways past a curved
     outline reads as vertical motion (the aperture problem).
     """
-    x, y, w, h = face
-    cx = x + w / 2
-    x0, x1 = cx - width_faces * w / 2, cx + width_faces * w / 2
-    y0, y1 = y + top_faces * h, y + (top_faces + height_faces) * h
-    H, W = frame_shape[:2]
-    x0, x1, y0, y1 = max(0.0, x0), min(float(W), x1), max(0.0, y0), min(float(H), y1)
-    if x1 - x0 < 16 or y1 - y0 < 12:
-        return None
-    return int(x0), int(y0), int(x1 - x0), int(y1 - y0)
+    return _face_relative_box(face, frame_shape, width_faces, top_faces, height_faces)
 
 
 def _face_relative_box(face: Box, frame_shape: tuple[int, ...], width_faces: float, top_faces: float,
                        height_faces: float) -> tuple[int, int, int, int] | None:
+    """A box centred on the face horizontally, in face widths/heights, clipped to the frame;
+    None when less than 16x12 px of it is inside."""
     x, y, w, h = face
     cx = x + w / 2
     x0, x1 = cx - width_faces * w / 2, cx + width_faces * w / 2
