@@ -23,6 +23,7 @@ from agent.vision.respiration import (
     head_coupling,
     rate_from_motion,
     rate_from_pulse,
+    recent_rate_from_motion,
 )
 
 FPS = 30.0
@@ -103,6 +104,27 @@ def test_head_sway_in_the_breathing_band_is_removed() -> None:
     assert max(fixed_err) < 0.7
     assert min(quality) > 0.5
     assert min(betas) > 0.33 and max(betas) < 0.47
+
+
+def test_breath_to_breath_rate_also_removes_head_sway() -> None:
+    """The abnormal score's fast cue (last three breaths) uses the same head reference."""
+    n = int(20 * FPS)
+    t = np.arange(n) / FPS
+    fixed_err, naive_none = [], 0
+    for seed in range(31, 39):
+        rng = np.random.default_rng(seed)
+        sway = 7.0 * _band_limited(rng, n, FPS, 0.03, 0.3)
+        breath = 1.5 * np.sin(2 * np.pi * 0.25 * t + 0.4)  # 15 /min
+        chest, head = 0.4 * sway + breath, sway + 0.3 * breath
+        vel = np.diff(chest, prepend=chest[0]) + 0.05 * rng.normal(size=n)
+        hvel = np.diff(head, prepend=head[0])
+        fixed = recent_rate_from_motion(vel, FPS, expected_bpm=15.0, head_velocity=hvel)
+        naive = recent_rate_from_motion(vel, FPS, expected_bpm=15.0)
+        assert fixed is not None
+        fixed_err.append(abs(fixed - 15.0))
+        naive_none += naive is None or abs(naive - 15.0) > 1.5
+    assert max(fixed_err) < 1.5
+    assert naive_none >= 2  # without the head, sway breaks the breath-to-breath intervals
 
 
 def test_still_head_leaves_the_estimate_unchanged() -> None:

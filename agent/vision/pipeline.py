@@ -305,7 +305,7 @@ class CameraPipeline:
                 head = _uniform(t[sel][hok], hv[hok], self.fps, t_now, rr_span)[1] \
                     if hok.sum() > 0.7 * rr_span * self.fps else None
                 motion = rate_from_motion(v, self.fps, head_velocity=head)
-                rr_fast = recent_rate_from_motion(v, self.fps, expected_bpm=motion.rate_bpm)
+                rr_fast = recent_rate_from_motion(v, self.fps, expected_bpm=motion.rate_bpm, head_velocity=head)
             resp = fuse(motion, rate_from_pulse(beats[beats >= t_now - rr_span]))
         blink_rate = st.blinks.rate_per_min(t_now, c.blink_window_s, st.t_first_s)
         ex = np.asarray(st.expr[-int(self.fps):], dtype=float).reshape(-1, 2)

@@ -384,25 +384,36 @@ def rate_from_motion(velocity: np.ndarray, fps: float, head_velocity: np.ndarray
     disp, fs = _displacement(v, fps)
     if disp.std() == 0:
         return RateEstimate(None, 0.0)
-    disp = _detrend(disp)
-    if head_velocity is not None:
-        h = _fill(head_velocity)
-        if h is not None and h.size == v.size and disp.size > 3 * fs / 0.08 / 4:
-            hd = _detrend(_detrend(_displacement(h, fps)[0]), fs)
-            if float(hd.std()) > min_sway_px:
-                chest = _detrend(disp, fs)
-                disp = chest - head_coupling(chest, hd, fs, min_sway_px=min_sway_px) * hd
+    disp = _without_head(_detrend(disp), fs, fps, head_velocity, min_sway_px)
     freqs, power = power_spectrum(_detrend(disp, fs), fs, pad_factor=16)
     return _rate_from_power(freqs, power, RESP_BAND_HZ)
 
 
+def _without_head(disp: np.ndarray, fs: float, fps: float, head_velocity: np.ndarray | None,
+                  min_sway_px: float) -> np.ndarray:
+    """The chest displacement (on the decimated grid ``fs``) minus its head-coupled part, when the
+    head really moves (see :func:`rate_from_motion`); unchanged otherwise."""
+    if head_velocity is None:
+        return disp
+    h = _fill(head_velocity)
+    if h is None or disp.size <= 3 * fs / 0.08 / 4:
+        return disp
+    hd = _detrend(_detrend(_displacement(h, fps)[0]), fs)
+    if hd.size != disp.size or float(hd.std()) <= min_sway_px:
+        return disp
+    chest = _detrend(disp, fs)
+    return chest - head_coupling(chest, hd, fs, min_sway_px=min_sway_px) * hd
+
+
 def recent_rate_from_motion(velocity: np.ndarray, fps: float, n_breaths: int = 3,
-                            expected_bpm: float | None = None) -> float | None:
+                            expected_bpm: float | None = None, head_velocity: np.ndarray | None = None,
+                            min_sway_px: float = 2.0) -> float | None:
     """Rate from the last ``n_breaths`` breath-to-breath intervals of the chest displacement.
 
     Responds within two or three breaths, where a spectral estimate needs its whole window --
     used for the abnormal-state cue, not for the published rate.  Peaks are searched with a
-    refractory distance of 60 % of the expected period (from the spectral estimate).
+    refractory distance of 60 % of the expected period (from the spectral estimate).  With
+    ``head_velocity`` whole-body motion is removed first, as in :func:`rate_from_motion`.
     """
     from scipy.signal import find_peaks
 
@@ -412,7 +423,7 @@ def recent_rate_from_motion(velocity: np.ndarray, fps: float, n_breaths: int = 3
     disp, fs = _displacement(v, fps)
     if disp.size <= 3 * fs / 0.08 / 4:
         return None
-    x = _detrend(disp, fs)
+    x = _detrend(_without_head(_detrend(disp), fs, fps, head_velocity, min_sway_px), fs)
     period_s = 60.0 / expected_bpm if expected_bpm else 2.0
     peaks, _ = find_peaks(x, distance=max(1, int(0.6 * period_s * fs)), prominence=0.3 * x.std())
     if peaks.size < n_breaths + 1:
