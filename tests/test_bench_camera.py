@@ -1,0 +1,37 @@
+"""The camera benchmark's clip design and its skin-tone ratio interval (no clips rendered)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from cedge.bench_camera import BENCH_SEED, REPS, TONES, bench_cases, skin_tone_ratio_ci
+
+
+def test_full_design_keeps_the_earlier_clips_and_appends_the_extra_ones() -> None:
+    cases = bench_cases()
+    assert len({c.name for c in cases}) == len(cases)
+    assert [c.seed for c in cases] == list(range(BENCH_SEED, BENCH_SEED + len(cases)))
+    first = cases[:42]  # the 2-per-type design: still, hard, controls, episodes
+    assert [c.group for c in first] == ["still"] * 12 + ["hard"] * 12 + ["control"] * 12 + ["episode"] * 6
+    for group in ("still", "hard"):
+        per_tone = {f: sum(1 for c in cases if c.group == group and c.spec.fitzpatrick == f) for f in TONES}
+        assert set(per_tone.values()) == {4}
+    assert {c.group for c in cases[42:]} == {"still", "hard"}
+    assert all(int(c.name.rsplit("-", 1)[1]) >= REPS for c in cases[42:])
+
+
+def _clip(tone: int, group: str, err: float, n: int = 20) -> dict[str, Any]:
+    return {"group": group, "fitzpatrick": tone,
+            "hr": [{"valid": True, "pos": 70.0 + err, "truth": 70.0} for _ in range(n)]}
+
+
+def test_ratio_interval_is_one_for_equal_groups_and_brackets_a_real_gap() -> None:
+    equal = [_clip(f, g, 0.5) for f in (1, 2, 3) for g in ("still", "hard") for _ in range(2)]
+    assert skin_tone_ratio_ci(equal) == [1.0, 1.0]
+    rng = np.random.default_rng(1)
+    gap = [_clip(f, g, float(rng.uniform(0.4, 0.6)) * (2.0 if f == 3 else 1.0))
+           for f in (1, 2, 3) for g in ("still", "hard") for _ in range(3)]
+    lo, hi = skin_tone_ratio_ci(gap)
+    assert 1.5 < lo <= hi < 3.0
