@@ -135,6 +135,19 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
     if est:
         console.print(f"source estimate: ({est['x_m']:.1f}, {est['y_m']:.1f}, {est['z_m']:.1f}) m "
                       f"+- {est.get('sigma_xy_m', float('nan')):.1f} m; error {summary['location_error_m']} m")
+    if summary.get("vitals"):
+        t = Table("camera", "track", "heart rate", "quality", "breathing", "blinks", "abnormal",
+                  title=f"camera-box vitals, newest per track ({summary.get('vitals_messages', 0)} messages)")
+
+        def fmt(v: Any, spec: str, unit: str = "") -> str:
+            return "-" if v is None else f"{v:{spec}}{unit}"
+
+        for v in summary["vitals"]:
+            t.add_row(v["unit_id"], v["track_id"], fmt(v["heart_rate_bpm"], ".0f", " bpm"),
+                      fmt(v["hr_quality"], ".2f"), fmt(v["respiration_rate_bpm"], ".0f", " /min"),
+                      fmt(v["blink_rate_per_min"], ".0f", " /min"),
+                      fmt(v["abnormal_score"], ".2f") + (" ALERT" if v.get("alert") else ""))
+        console.print(t)
     console.print(f"messages sent {summary['messages_sent']}, stored {summary['messages_stored']}, "
                   f"rejected {summary.get('messages_rejected', 0)}")
     if summary.get("picture"):

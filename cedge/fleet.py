@@ -170,10 +170,21 @@ class Fleet:
             time.sleep(0.1)
         raise RuntimeError(f"controller did not subscribe within {wait_subscribed_s:.0f} s; see {log_path}")
 
+    def unit_clock(self, unit_type: str) -> dict[str, Any]:
+        """The clock a unit runs on: the yard's (``rate`` x real time), except the camera box's.
+
+        The camera box watches a checkpoint, not the yard, and its vital signs need real time: at
+        the yard's 10x its camera would have to deliver 10x its frame rate, the pipeline would drop
+        most frames, and heart and breathing rates would be read off a 10x time axis.
+        """
+        if unit_type == "camerabox":
+            return _sim_clock(self.scenario, self.wall_start_s, 1.0)
+        return self.clock
+
     def start_agent(self, unit_id: str) -> None:
         unit = next(u for u in self.units if u.unit_id == unit_id)
         prof = unit_profile(self.scenario, self.scenario_path, unit, self.broker_host, self.broker_port,
-                            self.clock)
+                            self.unit_clock(unit.type))
         path = self._write_yaml(f"{unit_id}.yaml", prof)
         self._spawn(unit_id, ["agent", "run", "--profile", str(path), "--state-dir",
                               str(self.state_dir(unit_id))])

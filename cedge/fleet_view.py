@@ -86,6 +86,11 @@ class FleetView:
             "gaps": counts["gaps"],
             "units": [{"unit_id": u["unit_id"], "unit_type": u.get("unit_type"), "state": u.get("state")}
                       for u in st.list_units()],
+            "vitals_messages": st.count("vitals"),
+            "vitals": [{k: v.get(k) for k in ("unit_id", "track_id", "t_utc", "heart_rate_bpm", "hr_quality",
+                                               "respiration_rate_bpm", "blink_rate_per_min", "abnormal_score",
+                                               "alert")}
+                       for v in st.list_vitals(latest_per_track=True)],
         }
 
     def tracks(self) -> dict[str, dict[str, Any]]:

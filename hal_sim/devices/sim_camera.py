@@ -9,7 +9,7 @@ does), so frame indices then skip.  The scene is generated for ``horizon_s`` and
 from its start.
 
 Scenarios (``scenario=``): calm, tense, checkpoint (default: calm with scripted tense episodes,
-moving heads, specular skin, JPEG like an MJPG webcam), crowd, photo, mask, flicker, dark_skin.
+moving heads, specular skin, MJPG at quality 90 as docs/camera_benchmark.md recommends for the box), crowd, photo, mask, flicker, dark_skin.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from agent.hal.interfaces import Camera, Clock, DeviceContext, DeviceTimeout, De
 SCENARIOS: dict[str, dict[str, Any]] = {
     "calm": {},
     "tense": {"motion": True, "_tense_every_s": 60.0, "_tense_len_s": 40.0},
-    "checkpoint": {"motion": True, "specular": True, "jpeg_quality": 85, "_tense_every_s": 120.0,
+    "checkpoint": {"motion": True, "specular": True, "jpeg_quality": 90, "_tense_every_s": 120.0,
                    "_tense_len_s": 30.0},
     "crowd": {"motion": True, "people": 3, "_tense_every_s": 90.0, "_tense_len_s": 30.0},
     "photo": {"control": "photo"},
