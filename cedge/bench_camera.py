@@ -274,6 +274,7 @@ def summarize(clips: list[dict[str, Any]]) -> dict[str, Any]:
     res["blink_rate_error_per_min"] = round(float(np.mean(errs)), 3) if errs else None
     ab = [r for c in clips if c["group"] in ("episode", "still") for r in c["abnormal"]]
     res["abnormal_auc"] = _round(roc_auc(np.array([r["score"] for r in ab]), np.array([r["tense"] for r in ab])))
+    res["abnormal_auc_ci90"] = abnormal_auc_ci(clips)
     ep = [r for c in by_group.get("episode", []) for r in c["abnormal"]]
     res["abnormal_auc_episode_clips_only"] = _round(roc_auc(np.array([r["score"] for r in ep]),
                                                             np.array([r["tense"] for r in ep])))
@@ -314,6 +315,27 @@ def skin_tone_ratio_ci(clips: list[dict[str, Any]], n_boot: int = 2000, seed: in
     if not ratios:
         return None
     return [round(float(np.quantile(ratios, 0.05)), 2), round(float(np.quantile(ratios, 0.95)), 2)]
+
+
+def abnormal_auc_ci(clips: list[dict[str, Any]], n_boot: int = 2000, seed: int = 0) -> list[float] | None:
+    """90 % bootstrap interval of the abnormal-state AUC, resampling whole clips within each group.
+
+    Updates of one clip are strongly correlated (one person, overlapping windows), so the clip is
+    the unit of resampling; with six episode clips the interval is wide, and it says so.
+    """
+    groups = {g: [c["abnormal"] for c in clips if c["group"] == g and c.get("abnormal")] for g in ("episode", "still")}
+    if not groups["episode"]:
+        return None
+    rng = np.random.default_rng(seed)
+    aucs = []
+    for _ in range(n_boot):
+        rows = [r for g in groups.values() if g for i in rng.integers(0, len(g), len(g)) for r in g[i]]
+        a = roc_auc(np.array([r["score"] for r in rows]), np.array([r["tense"] for r in rows]))
+        if a is not None:
+            aucs.append(a)
+    if not aucs:
+        return None
+    return [round(float(np.quantile(aucs, 0.05)), 3), round(float(np.quantile(aucs, 0.95)), 3)]
 
 
 def _rate(rows: list[dict[str, Any]]) -> float | None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from cedge.bench_camera import BENCH_SEED, REPS, TONES, bench_cases, skin_tone_ratio_ci
+from cedge.bench_camera import BENCH_SEED, REPS, TONES, abnormal_auc_ci, bench_cases, skin_tone_ratio_ci
 
 
 def test_full_design_keeps_the_earlier_clips_and_appends_the_extra_ones() -> None:
@@ -35,3 +35,19 @@ def test_ratio_interval_is_one_for_equal_groups_and_brackets_a_real_gap() -> Non
            for f in (1, 2, 3) for g in ("still", "hard") for _ in range(3)]
     lo, hi = skin_tone_ratio_ci(gap)
     assert 1.5 < lo <= hi < 3.0
+
+
+def _scored(group: str, scores: list[float], tense: list[bool]) -> dict[str, Any]:
+    return {"group": group, "abnormal": [{"score": s, "tense": t} for s, t in zip(scores, tense, strict=True)]}
+
+
+def test_auc_interval_resamples_whole_clips() -> None:
+    rng = np.random.default_rng(2)
+    separable = [_scored("episode", [0.1] * 5 + [0.9] * 5, [False] * 5 + [True] * 5) for _ in range(6)]
+    separable += [_scored("still", [0.1] * 10, [False] * 10) for _ in range(6)]
+    assert abnormal_auc_ci(separable) == [1.0, 1.0]
+    noise = [_scored("episode", list(rng.random(10)), [False] * 5 + [True] * 5) for _ in range(6)]
+    noise += [_scored("still", list(rng.random(10)), [False] * 10) for _ in range(6)]
+    lo, hi = abnormal_auc_ci(noise)
+    assert lo < 0.5 < hi and hi - lo > 0.1
+    assert abnormal_auc_ci([_scored("still", [0.1], [False])]) is None
