@@ -266,6 +266,20 @@ def test_abnormal_score_rises_against_own_baseline_with_evidence() -> None:
     assert fired[0]["hr_bpm_z"] > 3 and abs(fired[0]["hr_bpm_baseline"] - 62) < 2
 
 
+def test_a_cue_seen_once_during_the_baseline_is_left_out() -> None:
+    # Heart rate valid in one update of the baseline only (a dark, compressed face): a later valid
+    # reading must not be scored against that single value.
+    sc = AbnormalScorer(baseline_s=10.0)
+    for k in range(30):
+        t = float(k)
+        hr = 70.0 if k == 8 else (80.0 if k >= 20 else None)
+        r = sc.update(t, {"hr_bpm": hr, "rr_bpm": 14.0 + 0.2 * np.sin(k), "blink_per_min": 15.0})
+        if t >= 20:
+            assert r.score is not None and r.score < 0.2
+            assert "hr_bpm_z" not in r.evidence
+    assert "hr_bpm" not in sc.baseline() and "rr_bpm" in sc.baseline()
+
+
 def test_ear_signal_from_mesh_landmarks() -> None:
     from agent.vision.blink import MESH_LEFT_EYE, MESH_RIGHT_EYE, EarSignal
 

@@ -55,6 +55,7 @@ class _Baseline:
     median: float = float("nan")
     scale: float = float("nan")
     frozen: bool = False
+    dropped: bool = False  # too few values to stand for this person's baseline
 
 
 class AbnormalScorer:
@@ -64,8 +65,14 @@ class AbnormalScorer:
     seconds.  A cue that needs a long analysis window (respiration) first appears later; its
     baseline is then its first ``late_s`` seconds of values, provided it appeared no later than
     ``late_s`` after the baseline period -- otherwise the cue is left out for this person rather
-    than compared with a baseline taken while they may already be tense.
+    than compared with a baseline taken while they may already be tense.  A baseline needs at
+    least :attr:`min_values` values: one or two (a heart rate that was valid once in a dark,
+    compressed face) give no spread and a median that is just one noisy reading, and a later valid
+    reading then looks like a change of state; such a cue is left out too.
     """
+
+    min_values = 3
+
 
     def __init__(self, baseline_s: float = 10.0, alert_score: float = 0.8, alert_updates: int = 2,
                  midpoint: float = 2.0, slope: float = 0.6, late_s: float = 4.0,
@@ -91,22 +98,26 @@ class AbnormalScorer:
 
     def _learn(self, t_s: float, features: dict[str, float | None]) -> None:
         assert self._t0 is not None
+        age = t_s - self._t0
         for k, b in self._base.items():
-            if b.frozen:
+            if b.frozen or b.dropped:
                 continue
             v = features.get(k)
             if v is not None and np.isfinite(v):
                 if b.t_first is None:
-                    if t_s - self._t0 > self.baseline_s + self.late_s:
+                    if age > self.baseline_s + self.late_s:
                         continue
                     b.t_first = t_s
                 b.values.append(float(v))
-            if b.t_first is not None and t_s - self._t0 >= self.baseline_s and (
-                    t_s - b.t_first >= self.late_s or len(b.values) >= 3):
+            if b.t_first is None or age < self.baseline_s:
+                continue
+            if len(b.values) >= self.min_values:
                 a = np.asarray(b.values)
                 b.median = float(np.median(a))
-                b.scale = float(1.4826 * np.median(np.abs(a - b.median))) if a.size >= 3 else 0.0
+                b.scale = float(1.4826 * np.median(np.abs(a - b.median)))
                 b.frozen = True
+            elif t_s - b.t_first >= self.late_s and age >= self.baseline_s + self.late_s:
+                b.dropped = True
 
     def update(self, t_s: float, features: dict[str, float | None]) -> AbnormalResult:
         if self._t0 is None:
