@@ -8,6 +8,8 @@ from vision_synth import rgb_trace
 
 from agent.vision.errors import VisionInputError
 from agent.vision.pulse import (
+    PulseEstimate,
+    PulseGate,
     beat_rate_bpm,
     beat_times,
     estimate_pulse,
@@ -194,3 +196,33 @@ def test_beat_rate_from_pos_is_unbiased_at_the_window_ends() -> None:
         errs.append(est.hr_bpm - hr)
     assert abs(float(np.mean(errs))) < 0.1  # +0.19 bpm before the ends were normalised
     assert float(np.mean(np.abs(errs))) < 0.3
+
+
+def _est(snr_db: float, hr_bpm: float, threshold_db: float) -> PulseEstimate:
+    valid = snr_db >= threshold_db
+    return PulseEstimate(hr_bpm=hr_bpm if valid else None, raw_hr_bpm=hr_bpm, snr_db=snr_db, quality=0.5,
+                         valid=valid)
+
+
+def _run_gate(gate: PulseGate, seq: list[tuple[float, float]], full_db: float = 2.0) -> list[bool]:
+    out = []
+    for k, (snr, hr) in enumerate(seq):
+        t = float(k)
+        out.append(gate.accept(t, _est(snr, hr, gate.threshold_db(t, full_db)), full_db).valid)
+    return out
+
+
+def test_gate_does_not_hold_a_single_marginal_acceptance() -> None:
+    # one window just above the threshold, then weak windows at the same rate: an artefact, not held
+    assert _run_gate(PulseGate(), [(2.1, 69.0)] + [(0.5, 69.2)] * 5) == [True] + [False] * 5
+
+
+def test_gate_holds_a_confirmed_pulse_while_its_rate_stays() -> None:
+    gate = PulseGate()
+    seq = [(4.0, 72.0)] * 3 + [(0.5, 72.5), (0.4, 73.0), (0.3, 80.0)]
+    assert _run_gate(gate, seq) == [True, True, True, True, True, False]  # the jump to 80 is not held
+    assert not gate.holding(20.0)  # and nothing is held beyond hold_s
+
+
+def test_gate_never_accepts_below_the_lowered_threshold() -> None:
+    assert _run_gate(PulseGate(), [(4.0, 72.0)] * 3 + [(2.0 - 1.95, 72.0)]) == [True] * 3 + [False]

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,14 @@ from agent.vision.errors import VisionInputError
 from agent.vision.expression import ExpressionTracker
 from agent.vision.face_mesh import FaceMesh
 from agent.vision.face_tracker import Box, FaceTracker, Track
-from agent.vision.pulse import SNR_HOLD_MARGIN_DB, PulseEstimate, estimate_pulse, snr_threshold_db
+from agent.vision.pulse import (
+    HOLD_AFTER_VALID,
+    SNR_HOLD_MARGIN_DB,
+    PulseEstimate,
+    PulseGate,
+    estimate_pulse,
+    snr_threshold_db,
+)
 from agent.vision.respiration import (
     ChestMotion,
     HeadMotion,
@@ -65,7 +72,8 @@ class PipelineConfig:
     baseline_s: float = 10.0
     fast_hr_s: float = 4.0  # heart-rate cue of the abnormal score: beats of the last few seconds
     snr_threshold_db: float | None = None  # None: by window length (agent.vision.pulse.snr_threshold_db)
-    snr_hold_margin_db: float = SNR_HOLD_MARGIN_DB
+    snr_hold_margin_db: float = SNR_HOLD_MARGIN_DB  # hysteresis, see agent.vision.pulse.PulseGate
+    hold_after_valid: int = HOLD_AFTER_VALID
     # DistancePPG patch weighting of the POS signal (agent.vision.rppg.distance_ppg).  Off: on the
     # tuning seeds (types I, IV-VI still + hard, 4 controls) it raised the controls' SNR as much as
     # the live faces' (selection bias; controls no-pulse 1.00 -> 0.98 at unchanged thresholds) and
@@ -116,9 +124,8 @@ class _TrackState:
     chest_v: list[float] = field(default_factory=list)
     head_v: list[float] = field(default_factory=list)
     expr: list[tuple[float, float]] = field(default_factory=list)
+    gate: PulseGate = field(default_factory=PulseGate)
     next_update_s: float = 0.0
-    last_valid_hr: float | None = None
-    last_valid_t: float = -np.inf
     latest: dict[str, Any] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     alert_active: bool = False
@@ -192,7 +199,10 @@ class CameraPipeline:
                 head=HeadMotion(self.fps),
                 eyes=EyeRegionSignal(self.fps), ear=EarSignal(self.fps), blinks=BlinkDetector(self.fps),
                 expression=ExpressionTracker(self.fps, neutral_s=min(8.0, c.baseline_s)),
-                scorer=AbnormalScorer(baseline_s=c.baseline_s), next_update_s=t + c.update_every_s)
+                scorer=AbnormalScorer(baseline_s=c.baseline_s), next_update_s=t + c.update_every_s,
+                gate=PulseGate(hold_margin_db=c.snr_hold_margin_db, hold_tolerance_bpm=c.hold_tolerance_bpm,
+                               hold_s=c.hold_s, confirm_updates=c.hold_after_valid,
+                               consecutive_s=1.5 * c.update_every_s))
             self._states[tr.track_id] = st
         return st
 
@@ -270,20 +280,13 @@ class CameraPipeline:
         patches = np.asarray(st.patch_rgb) if c.patch_weighting else None
         age = t_now - st.t_first_s
         span = min(c.hr_window_s, age)
-        # Hysteresis: once a pulse has been accepted, a following window may keep it at a threshold
-        # snr_hold_margin_db lower if its rate stays within hold_tolerance_bpm of the last one --
-        # a live pulse keeps its rate, noise peaks wander.  (Tuning seeds: hard-clip coverage
-        # 0.43 -> 0.60 at 1.1 -> 2.1 % of control windows accepted.)
-        holding = st.last_valid_hr is not None and t_now - st.last_valid_t <= c.hold_s
+        # Hysteresis with confirmation (agent.vision.pulse.PulseGate): an established pulse is kept
+        # at a lower threshold while its rate does not jump.
         thr = self._threshold(span)
-        pe = self._pulse(t, rgb, t_now, span, c.method, thr - c.snr_hold_margin_db if holding else thr,
-                         patches) \
+        pe = self._pulse(t, rgb, t_now, span, c.method, st.gate.threshold_db(t_now, thr), patches) \
             if span >= c.hr_min_window_s else None
-        if pe is not None and pe.valid and pe.snr_db < thr and (
-                st.last_valid_hr is None or abs(pe.raw_hr_bpm - st.last_valid_hr) > c.hold_tolerance_bpm):
-            pe = replace(pe, hr_bpm=None, valid=False, beat_times_s=np.zeros(0))
-        if pe is not None and pe.valid:
-            st.last_valid_hr, st.last_valid_t = pe.raw_hr_bpm, t_now
+        if pe is not None:
+            pe = st.gate.accept(t_now, pe, thr)
         others = {m: self._pulse(t, rgb, t_now, span, m) for m in c.compare_methods} \
             if span >= c.hr_min_window_s else {}
         beats = pe.beat_times_s if pe is not None and pe.valid else np.zeros(0)
