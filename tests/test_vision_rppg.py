@@ -212,17 +212,23 @@ def _run_gate(gate: PulseGate, seq: list[tuple[float, float]], full_db: float = 
     return out
 
 
-def test_gate_does_not_hold_a_single_marginal_acceptance() -> None:
-    # one window just above the threshold, then weak windows at the same rate: an artefact, not held
-    assert _run_gate(PulseGate(), [(2.1, 69.0)] + [(0.5, 69.2)] * 5) == [True] + [False] * 5
+def test_gate_reports_two_agreeing_updates_and_not_an_isolated_peak() -> None:
+    # an isolated crossing is not reported; two in a row at the same rate are (from the second)
+    assert _run_gate(PulseGate(), [(2.1, 69.0), (0.5, 69.2), (2.2, 80.0), (2.3, 95.0)]) == [False] * 4
+    assert _run_gate(PulseGate(), [(2.1, 69.0), (2.2, 70.0)]) == [False, True]
+
+
+def test_gate_does_not_hold_an_unconfirmed_pulse() -> None:
+    # two windows just above the threshold, then weak windows at the same rate: not held
+    assert _run_gate(PulseGate(), [(2.1, 69.0)] * 2 + [(0.5, 69.2)] * 5) == [False, True] + [False] * 5
 
 
 def test_gate_holds_a_confirmed_pulse_while_its_rate_stays() -> None:
     gate = PulseGate()
-    seq = [(4.0, 72.0)] * 3 + [(0.5, 72.5), (0.4, 73.0), (0.3, 80.0)]
-    assert _run_gate(gate, seq) == [True, True, True, True, True, False]  # the jump to 80 is not held
+    seq = [(4.0, 72.0)] * 4 + [(0.5, 72.5), (0.4, 73.0), (0.3, 80.0)]
+    assert _run_gate(gate, seq) == [False, True, True, True, True, True, False]  # the jump is not held
     assert not gate.holding(20.0)  # and nothing is held beyond hold_s
 
 
 def test_gate_never_accepts_below_the_lowered_threshold() -> None:
-    assert _run_gate(PulseGate(), [(4.0, 72.0)] * 3 + [(2.0 - 1.95, 72.0)]) == [True] * 3 + [False]
+    assert _run_gate(PulseGate(), [(4.0, 72.0)] * 4 + [(2.0 - 1.95, 72.0)]) == [False] + [True] * 3 + [False]

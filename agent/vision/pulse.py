@@ -232,6 +232,12 @@ class PulseGate:
     artefact was held for six updates 19 bpm off (a benchmark clip, type V, motion + JPEG);
     on 168 tuning clips confirmation keeps hard-clip coverage at 0.51 and cuts the darkest skin
     type's MAE from 0.61 to 0.46 bpm at an unchanged 2.5 % of control windows accepted.
+
+    A pulse that is not held is reported only when the update before was above the full threshold
+    too, at a rate within ``hold_tolerance_bpm`` (two of two): an isolated noise or artefact peak
+    that crosses the threshold once is not a pulse.  Same tuning clips: control windows accepted
+    2.5 -> 1.9 %, live windows more than 5 bpm off 2 -> 0, MAE 0.38 -> 0.35 bpm, at the cost of one
+    update of delay and coverage 0.92 -> 0.88 (still) and 0.51 -> 0.44 (hard).
     """
 
     hold_margin_db: float = SNR_HOLD_MARGIN_DB
@@ -242,6 +248,7 @@ class PulseGate:
     last_hr_bpm: float | None = None
     last_t_s: float = -np.inf
     run: int = 0  # consecutive valid updates up to last_t_s
+    prev_full: tuple[float, float] | None = None  # (t_s, rate) of the last update above the full threshold
 
     def holding(self, t_s: float) -> bool:
         return (self.last_hr_bpm is not None and t_s - self.last_t_s <= self.hold_s
@@ -254,9 +261,16 @@ class PulseGate:
     def accept(self, t_s: float, estimate: PulseEstimate, full_threshold_db: float) -> PulseEstimate:
         """Final validity of ``estimate`` (made with :meth:`threshold_db`); updates the gate."""
         pe = estimate
-        if pe.valid and pe.snr_db < full_threshold_db and (
+        holding = self.holding(t_s)
+        full = pe.snr_db >= full_threshold_db
+        if pe.valid and not full and (
                 self.last_hr_bpm is None or abs(pe.raw_hr_bpm - self.last_hr_bpm) > self.hold_tolerance_bpm):
             pe = replace(pe, hr_bpm=None, valid=False, beat_times_s=np.zeros(0))
+        if pe.valid and not holding and not (
+                self.prev_full is not None and t_s - self.prev_full[0] <= self.consecutive_s
+                and abs(pe.raw_hr_bpm - self.prev_full[1]) <= self.hold_tolerance_bpm):
+            pe = replace(pe, hr_bpm=None, valid=False, beat_times_s=np.zeros(0))
+        self.prev_full = (t_s, estimate.raw_hr_bpm) if full else None
         if pe.valid:
             self.run = self.run + 1 if t_s - self.last_t_s <= self.consecutive_s else 1
             self.last_hr_bpm, self.last_t_s = pe.raw_hr_bpm, t_s
