@@ -9,7 +9,8 @@ does), so frame indices then skip.  The scene is generated for ``horizon_s`` and
 from its start.
 
 Scenarios (``scenario=``): calm, tense, checkpoint (default: calm with scripted tense episodes,
-moving heads, specular skin, MJPG at quality 90 as docs/camera_benchmark.md recommends for the box), crowd, photo, mask, flicker, dark_skin.
+moving heads, specular skin, MJPG at quality 90 as docs/camera_benchmark.md recommends for the
+box), crowd, photo, mask, flicker, dark_skin.
 """
 
 from __future__ import annotations
