@@ -73,7 +73,6 @@ class AbnormalScorer:
 
     min_values = 3
 
-
     def __init__(self, baseline_s: float = 10.0, alert_score: float = 0.8, alert_updates: int = 2,
                  midpoint: float = 2.0, slope: float = 0.6, late_s: float = 4.0,
                  cues: dict[str, tuple[float, float, float]] | None = None) -> None:
