@@ -285,11 +285,31 @@ def summarize(clips: list[dict[str, Any]]) -> dict[str, Any]:
     return res
 
 
-def skin_tone_ratio_ci(clips: list[dict[str, Any]], n_boot: int = 2000, seed: int = 0) -> list[float] | None:
-    """90 % bootstrap interval of the worst/best skin-type HR MAE ratio.
+def clip_bootstrap_ci(cells: dict[Any, list[Any]], stat: Any, n_boot: int = 2000, seed: int = 0,
+                      ndigits: int = 3) -> list[float] | None:
+    """90 % interval of ``stat`` over bootstrap resamples of whole clips within each cell.
 
-    Clips are resampled with replacement within each (skin type, still/hard) cell, so the interval
-    shows how much of the ratio is the luck of which clips were drawn.
+    Updates of one clip are strongly correlated (one person, overlapping windows), so the clip is
+    the unit of resampling.  ``cells`` maps a key to its clips' data; ``stat`` gets a resampled
+    mapping of the same shape and returns a number, or None where it is undefined for that draw.
+    """
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(n_boot):
+        draw = {k: [v[i] for i in rng.integers(0, len(v), len(v))] for k, v in cells.items() if v}
+        x = stat(draw)
+        if x is not None:
+            values.append(x)
+    if not values:
+        return None
+    return [round(float(np.quantile(values, 0.05)), ndigits), round(float(np.quantile(values, 0.95)), ndigits)]
+
+
+def skin_tone_ratio_ci(clips: list[dict[str, Any]], n_boot: int = 2000, seed: int = 0) -> list[float] | None:
+    """90 % clip-bootstrap interval of the worst/best skin-type HR MAE ratio.
+
+    Clips are resampled within each (skin type, still/hard) cell, so the interval shows how much of
+    the ratio is the luck of which clips were drawn.
     """
     cells: dict[tuple[int, str], list[np.ndarray]] = {}
     for c in clips:
@@ -300,42 +320,33 @@ def skin_tone_ratio_ci(clips: list[dict[str, Any]], n_boot: int = 2000, seed: in
     tones = sorted({f for f, _ in cells})
     if len(tones) < 2:
         return None
-    rng = np.random.default_rng(seed)
-    ratios = []
-    for _ in range(n_boot):
+    cells = {(f, g): cells[(f, g)] for f in tones for g in ("still", "hard") if (f, g) in cells}
+
+    def ratio(draw: dict[tuple[int, str], list[np.ndarray]]) -> float | None:
         maes = []
         for f in tones:
-            parts = [cl[i] for g in ("still", "hard") if (cl := cells.get((f, g)))
-                     for i in rng.integers(0, len(cl), len(cl))]
-            e = np.concatenate(parts) if parts else np.zeros(0)
+            e = np.concatenate([x for (tone, _), cl in draw.items() if tone == f for x in cl] or [np.zeros(0)])
             if e.size:
                 maes.append(float(e.mean()))
-        if len(maes) >= 2 and min(maes) > 0:
-            ratios.append(max(maes) / min(maes))
-    if not ratios:
-        return None
-    return [round(float(np.quantile(ratios, 0.05)), 2), round(float(np.quantile(ratios, 0.95)), 2)]
+        return max(maes) / min(maes) if len(maes) >= 2 and min(maes) > 0 else None
+
+    return clip_bootstrap_ci(cells, ratio, n_boot, seed, ndigits=2)
 
 
 def abnormal_auc_ci(clips: list[dict[str, Any]], n_boot: int = 2000, seed: int = 0) -> list[float] | None:
-    """90 % bootstrap interval of the abnormal-state AUC, resampling whole clips within each group.
+    """90 % clip-bootstrap interval of the abnormal-state AUC (episode and calm still clips).
 
-    Updates of one clip are strongly correlated (one person, overlapping windows), so the clip is
-    the unit of resampling; with six episode clips the interval is wide, and it says so.
+    With six episode clips the interval is wide, and it says so.
     """
-    groups = {g: [c["abnormal"] for c in clips if c["group"] == g and c.get("abnormal")] for g in ("episode", "still")}
-    if not groups["episode"]:
+    cells = {g: [c["abnormal"] for c in clips if c["group"] == g and c.get("abnormal")] for g in ("episode", "still")}
+    if not cells["episode"]:
         return None
-    rng = np.random.default_rng(seed)
-    aucs = []
-    for _ in range(n_boot):
-        rows = [r for g in groups.values() if g for i in rng.integers(0, len(g), len(g)) for r in g[i]]
-        a = roc_auc(np.array([r["score"] for r in rows]), np.array([r["tense"] for r in rows]))
-        if a is not None:
-            aucs.append(a)
-    if not aucs:
-        return None
-    return [round(float(np.quantile(aucs, 0.05)), 3), round(float(np.quantile(aucs, 0.95)), 3)]
+
+    def auc(draw: dict[str, list[list[dict[str, Any]]]]) -> float | None:
+        rows = [r for cl in draw.values() for clip in cl for r in clip]
+        return roc_auc(np.array([r["score"] for r in rows]), np.array([r["tense"] for r in rows]))
+
+    return clip_bootstrap_ci(cells, auc, n_boot, seed, ndigits=3)
 
 
 def _rate(rows: list[dict[str, Any]]) -> float | None:
