@@ -107,7 +107,7 @@ def test_head_sway_in_the_breathing_band_is_removed() -> None:
 
 
 def test_breath_to_breath_rate_also_removes_head_sway() -> None:
-    """The abnormal score's fast cue (last three breaths) uses the same head reference."""
+    """The abnormal score's fast cue (newest breath cycle) uses the same head reference."""
     n = int(20 * FPS)
     t = np.arange(n) / FPS
     fixed_err, naive_none = [], 0
@@ -125,6 +125,22 @@ def test_breath_to_breath_rate_also_removes_head_sway() -> None:
         naive_none += naive is None or abs(naive - 15.0) > 1.5
     assert max(fixed_err) < 1.5
     assert naive_none >= 2  # without the head, sway breaks the breath-to-breath intervals
+
+
+def test_breath_to_breath_rate_follows_a_step_within_a_breath_or_two() -> None:
+    """The abnormal cue times the newest cycle between like extrema (peaks or troughs): 6 s after
+    breathing speeds up from 12 to 20 /min it reads the new rate, where three cycles still lag."""
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        t = np.arange(int(26 * FPS)) / FPS
+        rate_hz = np.where(t < 20.0, 12.0, 20.0) / 60.0
+        chest = 1.5 * np.sin(2 * np.pi * np.cumsum(rate_hz) / FPS + rng.uniform(0, 2 * np.pi))
+        vel = np.diff(chest + 0.05 * rng.normal(size=t.size), prepend=chest[0])
+        newest = recent_rate_from_motion(vel, FPS, expected_bpm=12.0)
+        three = recent_rate_from_motion(vel, FPS, n_cycles=3, expected_bpm=12.0)
+        assert newest is not None and three is not None
+        assert abs(newest - 20.0) < 1.0
+        assert three < newest - 0.5
 
 
 def test_still_head_leaves_the_estimate_unchanged() -> None:

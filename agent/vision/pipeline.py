@@ -315,7 +315,7 @@ class CameraPipeline:
         ex_mean = np.nanmean(ex, axis=0) if ex.size and np.isfinite(ex).any() else np.full(2, np.nan)
         hr = pe.hr_bpm if pe is not None else None
         # Cues of the abnormal-state score respond faster than the published values: heart rate
-        # from the beats of the last few seconds, breathing from the last three breaths, blink
+        # from the beats of the last few seconds, breathing from the newest breath cycle, blink
         # rate over the last 20 s.
         # A separate short window (8 s) for it: while the rate climbs, a 20 s spectrum smears and
         # may drop below the quality threshold exactly when the person is getting tense.

@@ -405,15 +405,26 @@ def _without_head(disp: np.ndarray, fs: float, fps: float, head_velocity: np.nda
     return chest - head_coupling(chest, hd, fs, min_sway_px=min_sway_px) * hd
 
 
-def recent_rate_from_motion(velocity: np.ndarray, fps: float, n_breaths: int = 3,
+def recent_rate_from_motion(velocity: np.ndarray, fps: float, n_cycles: int = 1,
                             expected_bpm: float | None = None, head_velocity: np.ndarray | None = None,
                             min_sway_px: float = 2.0) -> float | None:
-    """Rate from the last ``n_breaths`` breath-to-breath intervals of the chest displacement.
+    """Rate from the most recent ``n_cycles`` breath cycles of the chest displacement.
 
-    Responds within two or three breaths, where a spectral estimate needs its whole window --
-    used for the abnormal-state cue, not for the published rate.  Peaks are searched with a
-    refractory distance of 60 % of the expected period (from the spectral estimate).  With
-    ``head_velocity`` whole-body motion is removed first, as in :func:`rate_from_motion`.
+    Responds within a breath, where a spectral estimate needs its whole window -- used for the
+    abnormal-state cue, not for the published rate.  A cycle is timed between like extrema: from
+    one end of inspiration (displacement maximum) to the next, or from one end of expiration
+    (minimum) to the next, and the cycles that ended last are used, whichever kind they are.
+    Counting troughs as well as peaks makes the newest complete cycle at most half a breath old
+    instead of a whole one.  Why one cycle and not the mean of three peak-to-peak intervals (the
+    earlier cue): the score must see a change of breathing as it happens, and the extra smoothing
+    costs more in delay than it gains in noise.  Tuning seeds, 3 x 48 clips (24 tense episodes, 24
+    calm), AUC of this cue alone for tense vs calm updates: 0.79 / 0.85 / 0.86 with three
+    peak-to-peak intervals, 0.87 / 0.87 / 0.90 with the newest like-extrema cycle; the fused
+    score 0.864 / 0.868 / 0.853 -> 0.875 / 0.872 / 0.866.
+
+    Extrema are searched with a refractory distance of 60 % of the expected period (from the
+    spectral estimate).  With ``head_velocity`` whole-body motion is removed first, as in
+    :func:`rate_from_motion`.
     """
     from scipy.signal import find_peaks
 
@@ -425,11 +436,17 @@ def recent_rate_from_motion(velocity: np.ndarray, fps: float, n_breaths: int = 3
         return None
     x = _detrend(_without_head(_detrend(disp), fs, fps, head_velocity, min_sway_px), fs)
     period_s = 60.0 / expected_bpm if expected_bpm else 2.0
-    peaks, _ = find_peaks(x, distance=max(1, int(0.6 * period_s * fs)), prominence=0.3 * x.std())
-    if peaks.size < n_breaths + 1:
+    distance = max(1, int(0.6 * period_s * fs))
+    prominence = 0.3 * x.std()
+    cycles: list[tuple[int, int]] = []  # (end sample, length in samples)
+    for sign in (1.0, -1.0):
+        ext, _ = find_peaks(sign * x, distance=distance, prominence=prominence)
+        cycles.extend((int(b), int(b - a)) for a, b in zip(ext[:-1], ext[1:], strict=True))
+    if len(cycles) < n_cycles:
         return None
-    ibi = np.diff(peaks[-(n_breaths + 1):]) / fs
-    return float(60.0 / ibi.mean())
+    cycles.sort()
+    length_s = float(np.mean([n for _, n in cycles[-n_cycles:]])) / fs
+    return 60.0 / length_s
 
 
 def rate_from_pulse(beat_times_s: np.ndarray, beat_amplitudes: np.ndarray | None = None,
