@@ -6,7 +6,16 @@ from typing import Any
 
 import numpy as np
 
-from cedge.bench_camera import BENCH_SEED, REPS, TONES, abnormal_auc_ci, bench_cases, skin_tone_ratio_ci
+from cedge.bench_camera import (
+    BENCH_SEED,
+    REPS,
+    TONES,
+    abnormal_auc_ci,
+    auc_of,
+    bench_cases,
+    onset_loss_share,
+    skin_tone_ratio_ci,
+)
 
 
 def test_full_design_keeps_the_earlier_clips_and_appends_the_extra_ones() -> None:
@@ -51,3 +60,19 @@ def test_auc_interval_resamples_whole_clips() -> None:
     lo, hi = abnormal_auc_ci(noise)
     assert lo < 0.5 < hi and hi - lo > 0.1
     assert abnormal_auc_ci([_scored("still", [0.1], [False])]) is None
+
+
+def test_onset_loss_share_splits_the_auc_shortfall_by_time_since_onset() -> None:
+    calm = [{"score": v, "tense": False} for v in (0.1, 0.2, 0.3, 0.4)]
+    # two early tense updates rank among the calm ones, the late ones above them all
+    tense = [{"score": 0.15, "tense": True, "since_onset_s": 1.0},  # 3 of 4 calm score higher
+             {"score": 0.3, "tense": True, "since_onset_s": 3.0},  # 1 higher, 1 tie: 1.5 of 4
+             {"score": 0.9, "tense": True, "since_onset_s": 8.0},
+             {"score": 0.8, "tense": True, "since_onset_s": 12.0}]
+    rows = calm + tense
+    auc = auc_of(rows)
+    assert auc is not None and abs((1.0 - auc) - (0.75 + 0.375) / 4) < 1e-12
+    assert onset_loss_share(rows, 4.0) == 1.0
+    late_miss = rows + [{"score": 0.25, "tense": True, "since_onset_s": 10.0}]  # 2 of 4 higher
+    assert onset_loss_share(late_miss, 4.0) == round(1.125 / 1.625, 3)
+    assert onset_loss_share(calm, 4.0) is None
