@@ -564,16 +564,23 @@ def write_figures(result: dict[str, Any], clips: list[dict[str, Any]], out_dir: 
     ax = axes[2]
     ab = [r for c in clips if c["group"] in ("episode", "still") for r in c["abnormal"]]
     if ab:
-        s = np.array([r["score"] for r in ab])
-        y = np.array([r["tense"] for r in ab])
-        th = np.unique(np.concatenate([s, [np.inf]]))[::-1]
-        tpr = [np.mean(s[y] >= v) if y.any() else 0 for v in th]
-        fpr = [np.mean(s[~y] >= v) if (~y).any() else 0 for v in th]
-        ax.plot(fpr, tpr, "-")
+        curves = [("score", f"measured cues (AUC {result['abnormal_auc']})", "-")]
+        if result.get("abnormal_auc_with_true_hr_rr") is not None:
+            curves.append(("score_true_hr_rr", f"true HR and breathing (AUC {result['abnormal_auc_with_true_hr_rr']})",
+                           "--"))
+        for key, label, style in curves:
+            rows = [r for r in ab if r.get(key) is not None]
+            s = np.array([r[key] for r in rows])
+            y = np.array([r["tense"] for r in rows])
+            th = np.unique(np.concatenate([s, [np.inf]]))[::-1]
+            tpr = [np.mean(s[y] >= v) if y.any() else 0 for v in th]
+            fpr = [np.mean(s[~y] >= v) if (~y).any() else 0 for v in th]
+            ax.plot(fpr, tpr, style, label=label)
         ax.plot([0, 1], [0, 1], "k:", lw=0.8)
         ax.set_xlabel("false-positive rate")
         ax.set_ylabel("true-positive rate")
-        ax.set_title(f"Abnormal-state ROC (AUC {result['abnormal_auc']})")
+        ax.set_title("Abnormal-state ROC, per 1 s update")
+        ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     p = out_dir / "camera_bench.png"
     fig.savefig(p, dpi=110)
