@@ -76,3 +76,18 @@ def test_onset_loss_share_splits_the_auc_shortfall_by_time_since_onset() -> None
     late_miss = rows + [{"score": 0.25, "tense": True, "since_onset_s": 10.0}]  # 2 of 4 higher
     assert onset_loss_share(late_miss, 4.0) == round(1.125 / 1.625, 3)
     assert onset_loss_share(calm, 4.0) is None
+
+
+def test_a_rendered_episode_clip_carries_onset_times_and_the_true_rate_score() -> None:
+    from cedge.bench_camera import TUNE_SEED, Case, run_case
+    from hal_sim.face import ClipSpec
+
+    spec = ClipSpec(duration_s=17.0, fitzpatrick=2, episodes=[(13.0, 17.0, "tense")])
+    out = run_case(Case("episode-short", "episode", spec, TUNE_SEED + 9100))
+    rows = out["abnormal"]
+    assert rows and any(r["tense"] for r in rows) and any(not r["tense"] for r in rows)
+    for r in rows:
+        assert (r["since_onset_s"] is not None) == r["tense"]
+        if r["tense"]:
+            assert 0.0 <= r["since_onset_s"] <= r["t_s"] - 13.0 + 0.05
+        assert r["score_true_hr_rr"] is not None and 0.0 <= r["score_true_hr_rr"] <= 1.0
