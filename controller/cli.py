@@ -65,7 +65,9 @@ def _print(rows: list[dict[str, Any]], columns: list[str], title: str, as_json: 
 _HEADERS = {"unit_type": "type", "last_seen_utc": "last seen", "boot_id": "boot", "messages": "msgs",
             "available": "free", "software_version": "sw", "incident_id": "incident", "target_x_m": "x_m",
             "target_y_m": "y_m", "radius_m": "r_m", "attempts": "try", "state_since_utc": "since",
-            "deadline_utc": "deadline", "significance_sigma": "sigma", "background_cps": "bg_cps"}
+            "deadline_utc": "deadline", "significance_sigma": "sigma", "background_cps": "bg_cps",
+            "heart_rate_bpm": "HR bpm", "hr_quality": "q", "respiration_rate_bpm": "RR /min",
+            "blink_rate_per_min": "blinks /min", "abnormal_score": "score", "track_id": "track"}
 
 
 def _fmt_col(column: str, v: Any) -> str:
@@ -135,10 +137,18 @@ def console(config: Path | None = ConfigOpt, db: Path | None = DbOpt,
 
 @app.command()
 def vitals(config: Path | None = ConfigOpt, db: Path | None = DbOpt, as_json: bool = JsonOpt,
-           history: bool = typer.Option(False, help="every message instead of the newest per track")) -> None:
+           history: bool = typer.Option(False, help="every message instead of the newest per track"),
+           alerts: bool = typer.Option(False, help="only messages with an abnormal-state alert, and why")) -> None:
     """Camera boxes: vital signs and abnormal-state score per anonymous track (no images)."""
+    from controller.console import evidence_summary
+
     with _open_store(config, db) as store:
-        rows = store.list_vitals(latest_per_track=not history)
+        rows = store.list_vitals(latest_per_track=not history, alerts_only=alerts)
+    if alerts:
+        for r in rows:
+            r["why"] = evidence_summary(r.get("evidence"))
+        _print(rows, ["unit_id", "track_id", "t_utc", "abnormal_score", "why"], "abnormal-state alerts", as_json)
+        return
     _print(rows, ["unit_id", "track_id", "t_utc", "heart_rate_bpm", "hr_quality", "respiration_rate_bpm",
                   "blink_rate_per_min", "abnormal_score", "alert"], "vitals", as_json)
 

@@ -1,4 +1,5 @@
-"""Live operator console: units, recent alarms, incidents and tasks, refreshed from the store.
+"""Live operator console: units, recent alarms, incidents and tasks, and the people camera boxes
+track, refreshed from the store.
 
 Why read the database rather than subscribe to MQTT: the console then shows exactly what the
 controller has committed (and decided), works on a second screen or over SSH with no broker
@@ -28,6 +29,44 @@ def _styled(state: str | None) -> str:
     s = state or "-"
     style = _STATE_STYLE.get(s)
     return f"[{style}]{s}[/{style}]" if style else s
+
+
+def evidence_summary(evidence: dict[str, Any] | None, min_z: float = 1.0, most: int = 3) -> str:
+    """The cues behind an abnormal-state score, strongest first: "hr_bpm 97 (78, z 6.2); ...".
+
+    The camera box sends each cue's value, the person's own baseline and the z-score; the operator
+    needs the few that moved, not all five.
+    """
+    ev = evidence or {}
+    cues = [k[:-2] for k in ev if k.endswith("_z") and k != "fused_z" and ev[k] is not None and ev[k] >= min_z]
+    cues.sort(key=lambda k: -ev[f"{k}_z"])
+    parts = []
+    for k in cues[:most]:
+        v, b = ev.get(k), ev.get(f"{k}_baseline")
+        val = f"{v:.3g}" if isinstance(v, int | float) else "?"
+        base = f"{b:.3g}" if isinstance(b, int | float) else "?"
+        parts.append(f"{k} {val} ({base}, z {ev[f'{k}_z']:.1f})")
+    return "; ".join(parts) or "-"
+
+
+def _vitals_table(store: Store) -> Table | None:
+    rows = store.list_vitals(latest_per_track=True)
+    if not rows:
+        return None
+    table = Table(title=f"camera boxes: tracked people (alert messages {len(store.list_vitals(alerts_only=True))})",
+                  expand=True)
+    for c in ("unit", "track", "seen", "HR bpm", "q", "RR /min", "blinks /min", "score", "alert: why"):
+        table.add_column(c)
+
+    def f(v: Any, fmt: str) -> str:
+        return format(v, fmt) if isinstance(v, int | float) else "-"
+
+    for v in rows[-12:]:
+        why = f"[bold red]{evidence_summary(v.get('evidence'))}[/bold red]" if v.get("alert") else "-"
+        table.add_row(v["unit_id"], str(v["track_id"]), _t(v.get("t_utc")), f(v.get("heart_rate_bpm"), ".0f"),
+                      f(v.get("hr_quality"), ".2f"), f(v.get("respiration_rate_bpm"), ".1f"),
+                      f(v.get("blink_rate_per_min"), ".0f"), f(v.get("abnormal_score"), ".2f"), why)
+    return table
 
 
 def render(store: Store, max_alarms: int = 8) -> Group:
@@ -67,7 +106,9 @@ def render(store: Store, max_alarms: int = 8) -> Group:
     counts = store.counts()
     footer = (f"messages stored {store.count('received')}, rejected {sum(counts['rejects'].values())}, "
               f"sequence gaps {len(counts['gaps'])}")
-    return Group(units, alarms, incidents, tasks, footer)
+    vitals = _vitals_table(store)
+    parts: list[Any] = [units, alarms, incidents, tasks] + ([vitals] if vitals is not None else []) + [footer]
+    return Group(*parts)
 
 
 def run_console(store: Store, refresh_s: float = 1.0, duration_s: float | None = None) -> None:

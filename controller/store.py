@@ -857,8 +857,12 @@ class Store:
     def list_incidents(self) -> list[dict[str, Any]]:
         return self._rows("SELECT * FROM incidents ORDER BY created_utc, incident_id")
 
-    def list_vitals(self, latest_per_track: bool = True, limit: int = 1000) -> list[dict[str, Any]]:
-        """Camera-box vitals: the newest message of each (unit, track), or the last ``limit`` messages."""
+    def list_vitals(self, latest_per_track: bool = True, limit: int = 1000,
+                    alerts_only: bool = False) -> list[dict[str, Any]]:
+        """Camera-box vitals: the newest message of each (unit, track), or the last ``limit`` messages;
+        ``alerts_only``: the last ``limit`` messages that carried an abnormal-state alert."""
+        if alerts_only:
+            return self._rows("SELECT * FROM vitals WHERE alert = 1 ORDER BY id DESC LIMIT ?", (limit,))[::-1]
         if latest_per_track:
             return self._rows(
                 "SELECT v.* FROM vitals v JOIN (SELECT unit_id, track_id, MAX(id) AS id FROM vitals "
