@@ -318,13 +318,12 @@ def summarize(clips: list[dict[str, Any]]) -> dict[str, Any]:
             if b["rate_truth_per_min"] is not None]
     res["blink_rate_error_per_min"] = round(float(np.mean(errs)), 3) if errs else None
     ab = [r for c in clips if c["group"] in ("episode", "still") for r in c["abnormal"]]
-    res["abnormal_auc"] = _round(roc_auc(np.array([r["score"] for r in ab]), np.array([r["tense"] for r in ab])))
+    res["abnormal_auc"] = _round(auc_of(ab))
     res["abnormal_auc_ci90"] = abnormal_auc_ci(clips)
     res["abnormal_auc_with_true_hr_rr"] = _round(auc_of(ab, "score_true_hr_rr"))
     res["abnormal_auc_loss_share_first_4s"] = onset_loss_share(ab, 4.0)
     ep = [r for c in by_group.get("episode", []) for r in c["abnormal"]]
-    res["abnormal_auc_episode_clips_only"] = _round(roc_auc(np.array([r["score"] for r in ep]),
-                                                            np.array([r["tense"] for r in ep])))
+    res["abnormal_auc_episode_clips_only"] = _round(auc_of(ep))
     calm_alerts = [r for c in by_group.get("still", []) for r in c["abnormal"] if r["score"] >= 0.8]
     res["abnormal_false_alert_updates_calm"] = len(calm_alerts)
     res["clips"] = len(clips)
@@ -390,8 +389,7 @@ def abnormal_auc_ci(clips: list[dict[str, Any]], n_boot: int = 2000, seed: int =
         return None
 
     def auc(draw: dict[str, list[list[dict[str, Any]]]]) -> float | None:
-        rows = [r for cl in draw.values() for clip in cl for r in clip]
-        return roc_auc(np.array([r["score"] for r in rows]), np.array([r["tense"] for r in rows]))
+        return auc_of([r for cl in draw.values() for clip in cl for r in clip])
 
     return clip_bootstrap_ci(cells, auc, n_boot, seed, ndigits=3)
 

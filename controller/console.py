@@ -53,8 +53,8 @@ def _vitals_table(store: Store) -> Table | None:
     rows = store.list_vitals(latest_per_track=True)
     if not rows:
         return None
-    table = Table(title=f"camera boxes: tracked people (alert messages {len(store.list_vitals(alerts_only=True))})",
-                  expand=True)
+    n_alerts = store.query("SELECT COUNT(*) AS n FROM vitals WHERE alert = 1")[0]["n"]
+    table = Table(title=f"camera boxes: tracked people (alert messages {n_alerts})", expand=True)
     for c in ("unit", "track", "seen", "HR bpm", "q", "RR /min", "blinks /min", "score", "alert: why"):
         table.add_column(c)
 
