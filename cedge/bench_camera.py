@@ -164,8 +164,11 @@ def run_case(case: Case, timings_ms: list[float] | None = None, config: Any = No
     # measured ones (other cues as measured): what the rule could reach if measurement were
     # perfect, i.e. the ceiling set by the body's own lag at the onset of an episode.
     true_scorer = AbnormalScorer()
+    updates = []
     for r in recs:
         t = r["t_s"]
+        tense = bool(tense_frames[int(np.clip(np.searchsorted(t_frames, t), 0, t_frames.size - 1))])
+        updates.append({"t_s": t, "features": r["features"], "tense": tense})
         if r["hr_window_s"]:
             ht = _window_mean(t_frames, person.hr_bpm, t - r["hr_window_s"], t)
             hr_rows.append({"t_s": t, "window_s": r["hr_window_s"], "truth": ht, "pos": r["heart_rate_bpm"],
@@ -180,15 +183,11 @@ def run_case(case: Case, timings_ms: list[float] | None = None, config: Any = No
                           rr_bpm=float(np.interp(t, t_frames, person.rr_bpm)))
         true_score = true_scorer.update(t, true_feats).score
         if r["abnormal_score"] is not None:
-            k = int(np.clip(np.searchsorted(t_frames, t), 0, t_frames.size - 1))
-            tense = person.state[k] == "tense"
             before = onset_s[onset_s <= t]
             ab_rows.append({"t_s": t, "score": r["abnormal_score"], "tense": tense,
                             "since_onset_s": float(t - before[-1]) if tense and before.size else None,
                             "score_true_hr_rr": true_score, "features": r["features"]})
-    out["updates"] = [{"t_s": r["t_s"], "features": r["features"],
-                       "tense": person.state[int(np.clip(np.searchsorted(t_frames, r["t_s"]), 0,
-                                                         t_frames.size - 1))] == "tense"} for r in recs]
+    out["updates"] = updates
     out["hr"] = hr_rows
     out["rr"] = rr_rows
     out["abnormal"] = ab_rows
