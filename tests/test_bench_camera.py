@@ -8,13 +8,16 @@ import numpy as np
 
 from cedge.bench_camera import (
     BENCH_SEED,
+    N_CLIPS_66,
     REPS,
+    SUBSET_KEYS,
     TONES,
     abnormal_auc_ci,
     auc_of,
     bench_cases,
     onset_loss_share,
     skin_tone_ratio_ci,
+    summarize_subset,
 )
 
 
@@ -24,11 +27,32 @@ def test_full_design_keeps_the_earlier_clips_and_appends_the_extra_ones() -> Non
     assert [c.seed for c in cases] == list(range(BENCH_SEED, BENCH_SEED + len(cases)))
     first = cases[:42]  # the 2-per-type design: still, hard, controls, episodes
     assert [c.group for c in first] == ["still"] * 12 + ["hard"] * 12 + ["control"] * 12 + ["episode"] * 6
-    for group in ("still", "hard"):
+    # the 4 + 4 design: 24 still/hard clips appended, alternating per type
+    assert [c.name for c in cases[42:N_CLIPS_66]] == [f"{g}-f{f}-{r}" for r in (2, 3) for f in TONES
+                                                      for g in ("still", "hard")]
+    for group, n in (("still", 6), ("hard", 6), ("episode", 2), ("control", 2)):
         per_tone = {f: sum(1 for c in cases if c.group == group and c.spec.fitzpatrick == f) for f in TONES}
-        assert set(per_tone.values()) == {4}
-    assert {c.group for c in cases[42:]} == {"still", "hard"}
-    assert all(int(c.name.rsplit("-", 1)[1]) >= REPS for c in cases[42:])
+        assert set(per_tone.values()) == {n}, group
+    assert {c.group for c in cases[42:]} == {"still", "hard", "episode"}
+    assert all(int(c.name.rsplit("-", 1)[1]) >= REPS for c in cases[42:] if c.group != "episode")
+    assert [c.name for c in cases[-6:]] == [f"episode-f{f}-1" for f in TONES]
+
+
+def test_quick_design_is_unchanged() -> None:
+    quick = bench_cases(quick=True)
+    assert [c.name for c in quick] == ["still-f1-0", "still-f4-0", "still-f6-0", "hard-f1-0", "hard-f4-0",
+                                       "hard-f6-0", "photo-f1", "mask-f1", "photo-f4", "mask-f4", "photo-f6",
+                                       "mask-f6", "episode-f3"]
+
+
+def test_subset_summary_reports_the_headline_keys() -> None:
+    clips = [_clip(f, g, 0.3 * f) for f in (1, 2) for g in ("still", "hard")]
+    for c in clips:
+        c.update(rr=[], abnormal=[], frames_without_track=0)
+    sub = summarize_subset(clips)
+    assert set(sub) == set(SUBSET_KEYS)
+    assert sub["hr_mae_bpm_by_skin_tone"] == {"1": 0.3, "2": 0.6}
+    assert sub["hr_skin_tone_worst_to_best"] == 2.0
 
 
 def _clip(tone: int, group: str, err: float, n: int = 20) -> dict[str, Any]:
