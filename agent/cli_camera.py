@@ -122,6 +122,8 @@ def analyze_video(video: Path, truth_path: Path | None = None, fps: float | None
                                                                          if r["hr_window_s"]]),
             "respiration_rate_bpm_median": _med(rr), "blinks": len(events.get(tid, [])),
             "blink_rate_per_min": hist[-1]["blink_rate_per_min"] if hist else None,
+            "ibi_count": len(pipe.ibis(tid)),
+            "ibi_ms_median": _med([ms for _, ms in pipe.ibis(tid)]),
             "abnormal_score_max": max(scores) if scores else None,
             "alert_updates": sum(1 for r in hist if r["alert"]),
             "timeline": [{k: r[k] for k in ("t_s", "heart_rate_bpm", "hr_snr_db", "rr_bpm", "blink_rate_per_min",
@@ -135,6 +137,7 @@ def analyze_video(video: Path, truth_path: Path | None = None, fps: float | None
         out["truth"] = {"file": str(truth_path), "format": truth.source}
         out["score"] = score_against_truth(history[main], truth, [(e.start_s, e.end_s) for e in events[main]],
                                            match_events)
+        out["score"].update(score_ibis_against_truth(pipe.ibis(main), truth, history[main]))
     return out
 
 
@@ -168,6 +171,20 @@ def score_against_truth(hist: list[dict[str, Any]], truth: Any, blinks: list[tup
         tp, fp, fn = match_events(db, tb)
         res["blink_f1"] = round(2 * tp / (2 * tp + fp + fn), 3) if tp + fp + fn else None
     return res
+
+
+def score_ibis_against_truth(ibis: list[tuple[float, float]], truth: Any, hist: list[dict[str, Any]]
+                             ) -> dict[str, Any]:
+    """IBI error and coverage against the reference beats (agent.vision.beats.score_ibis)."""
+    from agent.vision.beats import score_ibis
+
+    beats = truth.beats()
+    if beats is None or not hist:
+        return {}
+    s = score_ibis(ibis, beats, hist[0]["t_s"] + 1.0, hist[-1]["t_s"] - 1.0)
+    return {"ibi_mae_ms": round(float(np.mean(s["abs_err_ms"])), 1) if s["abs_err_ms"] else None,
+            "ibi_coverage": round(s["n_matched"] / s["n_true"], 3) if s["n_true"] else None,
+            "ibi_unmatched": s["n_reported"] - len(s["abs_err_ms"])}
 
 
 def _med(v: list[float]) -> float | None:
@@ -207,12 +224,12 @@ def analyze(
     con = Console()
     con.print(f"{result['video']}: {result['frames']} frames, {result['duration_s']:.1f} s at "
               f"{result['fps']:.2f} fps, method {result['method']}")
-    table = Table("track", "updates", "HR median (bpm)", "valid pulse", "RR median (/min)", "blinks",
+    table = Table("track", "updates", "HR median (bpm)", "valid pulse", "IBIs", "RR median (/min)", "blinks",
                   "blink rate (/min)", "abnormal max", "alert updates")
     for t in result["tracks"]:
         table.add_row(t["track_id"], str(t["updates"]), _fmt(t["heart_rate_bpm_median"]), _fmt(t["hr_valid_share"]),
-                      _fmt(t["respiration_rate_bpm_median"]), str(t["blinks"]), _fmt(t["blink_rate_per_min"]),
-                      _fmt(t["abnormal_score_max"]), str(t["alert_updates"]))
+                      str(t["ibi_count"]), _fmt(t["respiration_rate_bpm_median"]), str(t["blinks"]),
+                      _fmt(t["blink_rate_per_min"]), _fmt(t["abnormal_score_max"]), str(t["alert_updates"]))
     con.print(table)
     if not result["tracks"]:
         con.print("no face was found")

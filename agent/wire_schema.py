@@ -19,7 +19,7 @@ Last Will.  ``delivery`` tells live data from backfill released from the outbox 
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -159,6 +159,9 @@ class Vitals(_Strict):
     abnormal_score: float | None = None
     alert: bool = False
     evidence: dict[str, float] = Field(default_factory=dict)
+    #: Inter-beat intervals completed since this track's previous message, oldest first (the
+    #: pulse band 42-240 bpm is 250-1430 ms; at most one message interval's worth is sent).
+    ibi_ms: list[Annotated[float, Field(ge=200.0, le=2000.0)]] = Field(default_factory=list, max_length=256)
 
 
 BODY_TYPES: dict[str, type[_Strict]] = {

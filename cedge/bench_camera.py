@@ -134,6 +134,7 @@ def _window_mean(t: np.ndarray, v: np.ndarray, t0: float, t1: float) -> float:
 def run_case(case: Case, timings_ms: list[float] | None = None, config: Any = None) -> dict[str, Any]:
     """Render one clip, run the pipeline, score it against the truth."""
     from agent.vision.abnormal import AbnormalScorer
+    from agent.vision.beats import score_ibis
     from agent.vision.blink import match_events
     from agent.vision.pipeline import CameraPipeline, PipelineConfig
     from hal_sim.face import render_clip
@@ -155,6 +156,7 @@ def run_case(case: Case, timings_ms: list[float] | None = None, config: Any = No
     # Records of the track(s) on this person (a stray detection elsewhere is not them).
     recs: list[dict[str, Any]] = []
     blinks: list[tuple[float, float]] = []
+    ibis: list[tuple[float, float]] = []
     first_t = np.inf
     events = pipe.blink_events()
     for tid, hist in pipe.history().items():
@@ -162,9 +164,11 @@ def run_case(case: Case, timings_ms: list[float] | None = None, config: Any = No
             int(np.clip(np.searchsorted(t_frames, r["t_s"]), 0, t_frames.size - 1))]) > 0.2]
         if len(on_person) >= 0.5 * max(len(hist), 1) and on_person:
             recs.extend(on_person)
+            ibis.extend(pipe.ibis(tid))
             blinks.extend((e.start_s, e.end_s) for e in events.get(tid, []))
             first_t = min(first_t, hist[0]["t_s"] - 1.0)
     recs.sort(key=lambda r: r["t_s"])
+    ibis.sort()
     out: dict[str, Any] = {"name": case.name, "group": case.group, "seed": case.seed,
                            "fitzpatrick": int(case.spec.fitzpatrick), "kind": person.kind,
                            "frames_without_track": frames_without_track, "n_updates": len(recs),
@@ -200,6 +204,9 @@ def run_case(case: Case, timings_ms: list[float] | None = None, config: Any = No
                             "since_onset_s": float(t - before[-1]) if tense and before.size else None,
                             "score_true_hr_rr": true_score, "features": r["features"]})
     out["updates"] = updates
+    if recs and person.pulse_present:
+        out["ibi"] = score_ibis(ibis, np.asarray(person.beat_times_s, dtype=float), first_t + 2.0,
+                                recs[-1]["t_s"] - 1.0)
     out["hr"] = hr_rows
     out["rr"] = rr_rows
     out["abnormal"] = ab_rows
@@ -304,6 +311,7 @@ def summarize(clips: list[dict[str, Any]]) -> dict[str, Any]:
     res["hr_skin_tone_worst_to_best_ci90"] = skin_tone_ratio_ci(clips)
     res["hr_clips_by_skin_tone"] = {str(f): sum(1 for c in clips if c["group"] in ("still", "hard")
                                                 and c["fitzpatrick"] == f) for f in tones}
+    res.update(summarize_ibis(clips, tones))
     ctrl = [r for c in by_group.get("control", []) for r in c["hr"]]
     res["no_pulse_detection_rate"] = round(float(np.mean([not r["valid"] for r in ctrl])), 4) if ctrl else None
     res["no_pulse_detection_rate_photo"] = _rate([r for c in by_group.get("control", []) if c["kind"] == "photo"
@@ -339,6 +347,29 @@ def summarize(clips: list[dict[str, Any]]) -> dict[str, Any]:
     res["abnormal_false_alert_updates_calm"] = len(calm_alerts)
     res["clips"] = len(clips)
     res["frames_without_track"] = int(sum(c["frames_without_track"] for c in clips))
+    return res
+
+
+def summarize_ibis(clips: list[dict[str, Any]], tones: list[int]) -> dict[str, Any]:
+    """Inter-beat intervals (:func:`agent.vision.beats.score_ibis` per clip), pooled per group and type."""
+    def pooled(sel: list[dict[str, Any]]) -> tuple[float | None, float | None, float | None]:
+        ib = [c["ibi"] for c in sel if c.get("ibi")]
+        errs = [e for b in ib for e in b["abs_err_ms"]]
+        n_true, n_rep = sum(b["n_true"] for b in ib), sum(b["n_reported"] for b in ib)
+        return (round(float(np.mean(errs)), 1) if errs else None,
+                round(sum(b["n_matched"] for b in ib) / n_true, 3) if n_true else None,
+                round(1.0 - len(errs) / n_rep, 3) if n_rep else None)
+
+    res: dict[str, Any] = {}
+    for g in ("still", "hard"):
+        res[f"ibi_mae_ms_{g}"], res[f"ibi_coverage_{g}"], res[f"ibi_unmatched_share_{g}"] = pooled(
+            [c for c in clips if c["group"] == g])
+    res["ibi_mae_ms_by_skin_tone"] = {str(f): pooled([c for c in clips if c["group"] in ("still", "hard")
+                                                      and c["fitzpatrick"] == f])[0] for f in tones}
+    rm = [(c["ibi"]["rmssd_ms"], c["ibi"]["rmssd_true_ms"]) for c in clips
+          if c["group"] in ("still", "hard") and c.get("ibi") and c["ibi"]["rmssd_ms"] is not None]
+    res["hrv_rmssd_ms_mean"] = round(float(np.mean([a for a, _ in rm])), 1) if rm else None
+    res["hrv_rmssd_true_ms_mean"] = round(float(np.mean([b for _, b in rm])), 1) if rm else None
     return res
 
 

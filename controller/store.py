@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -48,6 +49,8 @@ from agent.wire_schema import (
 from controller import liveness
 
 __all__ = ["Store", "StoreError", "StoreOutcome", "epoch_s", "iso_utc"]
+
+log = logging.getLogger(__name__)
 
 StoreOutcome = Literal["stored", "duplicate"]
 
@@ -191,6 +194,7 @@ _TABLES: dict[str, dict[str, Any]] = {
         "abnormal_score": float,
         "alert": int,
         "evidence": str,
+        "ibi_ms": str,  # JSON list
     },
     "units": {
         "unit_id": str,
@@ -407,6 +411,13 @@ class Store:
             existing = set(self.db.table_names())
             for name, cols in _TABLES.items():
                 if name in existing:
+                    # a database written by an earlier version: add the columns it lacks (all
+                    # nullable), so an upgrade never makes an insert fail and lose a message
+                    have = set(self.db[name].columns_dict)
+                    for col, typ in cols.items():
+                        if col not in have:
+                            self.db[name].add_column(col, typ)
+                            log.info("store: added column %s.%s (database from an earlier version)", name, col)
                     continue
                 pk = _PKS.get(name, "id")
                 self.db[name].create(cols, pk=pk, if_not_exists=True)
@@ -611,6 +622,7 @@ class Store:
                         "abnormal_score": body.abnormal_score,
                         "alert": int(body.alert),
                         "evidence": _js(body.evidence),
+                        "ibi_ms": _js(body.ibi_ms) if body.ibi_ms else None,
                     },
                 )
             else:  # pragma: no cover - decode_uplink guarantees the body type

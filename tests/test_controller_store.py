@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import sqlite3
 import threading
@@ -257,6 +258,22 @@ def test_measurements_near_space_and_time_window(store: Store) -> None:
     rows = store.measurements_near(50.0, 3.0, 12.0, T0 + timedelta(seconds=10), iso(T0 + timedelta(seconds=11)))
     assert [r["seq"] for r in rows] == [10, 11]
     assert rows[0]["t_epoch_s"] == epoch_s(T0 + timedelta(seconds=10))
+
+
+def test_vitals_intervals_are_stored_and_an_old_database_is_upgraded(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    with Store(path) as s:
+        pass
+    con = sqlite3.connect(path)  # as written by a version before vitals carried inter-beat intervals
+    con.execute("ALTER TABLE vitals DROP COLUMN ibi_ms")
+    con.commit()
+    con.close()
+    with Store(path) as s:
+        body = Vitals(track_id="tr-1", heart_rate_bpm=75.0, ibi_ms=[801.0, 799.5])
+        e = make_envelope("vitals", "cam-1", BOOT, 1, iso(T0), 1.0, True, body)
+        assert s.store_uplink(e, body, iso(T0)) == "stored"
+        (row,) = s.list_vitals()
+        assert json.loads(row["ibi_ms"]) == [801.0, 799.5]
 
 
 def test_open_existing_requires_database(tmp_path: Path) -> None:

@@ -37,6 +37,55 @@ def test_heart_and_respiration_rates_of_a_synthetic_face(analysed: CameraPipelin
     assert rr and abs(rr[-1] - 16.0) < 1.0
 
 
+def test_inter_beat_intervals_of_a_synthetic_face(analysed: CameraPipeline) -> None:
+    (tid,) = analysed.history()
+    ibis = analysed.ibis(tid)
+    assert len(ibis) >= 6  # every beat from 1 s into the first 6 s window to 1 s before the end
+    t = [x[0] for x in ibis]
+    assert t == sorted(t) and min(np.diff(t)) > 0.5
+    err = np.abs(np.array([ms for _, ms in ibis]) - 60_000.0 / 78.0)
+    # the first window's beats (2-5 s, while the skin colour model settles) are off by up to ~50 ms
+    assert np.median(err) < 20.0 and err.max() < 60.0
+    assert analysed.ibis(tid, since_s=t[-2]) == ibis[-1:]
+
+
+def test_camera_role_publishes_each_interval_once(analysed: CameraPipeline) -> None:
+    from datetime import UTC, datetime
+
+    from agent.config import load_profile
+    from agent.hal.interfaces import Frame
+    from agent.runtime.roles import CameraboxRole, RoleContext
+
+    class Capture:
+        def __init__(self) -> None:
+            self.sent: list[tuple[str, Vitals]] = []
+
+        def send(self, kind: str, body: Vitals) -> None:
+            self.sent.append((kind, body))
+
+    profile = load_profile(Path(__file__).resolve().parents[1] / "configs" / "units" / "camerabox.yaml")
+    link = Capture()
+    role = CameraboxRole(RoleContext(profile=profile, clock=None, link=link, track=None))  # type: ignore[arg-type]
+
+    class Replay:  # the pipeline analysed above, with no new frames: the role only publishes
+        def process(self, frame: Frame) -> list[object]:
+            return []
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(analysed, name)
+
+    role.pipeline = Replay()  # type: ignore[assignment]
+    blank = np.zeros((480, 640, 3), np.uint8)
+    interval = profile.camera.vitals_interval_s
+    for k in range(3):
+        role.on_frame(Frame(image=blank, t_mono_s=100.0 + 1.01 * interval * k, t_utc=datetime.now(UTC), index=k))
+    bodies = [b for kind, b in link.sent if kind == "vitals"]
+    assert len(bodies) == 2  # the first frame arms the publishing timer
+    (tid,) = analysed.history()
+    assert bodies[0].ibi_ms == [ms for _, ms in analysed.ibis(tid)] and bodies[0].ibi_ms
+    assert bodies[1].ibi_ms == []  # nothing new since: no interval is sent twice
+
+
 def test_results_are_wire_vitals_without_images(analysed: CameraPipeline) -> None:
     res = analysed.results()
     assert len(res) == 1
@@ -106,6 +155,8 @@ def test_cli_analyze_with_ubfc_truth(tmp_path: Path) -> None:
     assert out["frames"] == int(9 * FPS) and out["truth"]["format"] == "ubfc-rppg"
     assert out["tracks"] and out["score"]["hr_updates_scored"] >= 1
     assert out["score"]["hr_mae_bpm"] < 3.0
+    assert out["tracks"][0]["ibi_count"] >= 3  # beats of the contact PPG are the reference
+    assert out["score"]["ibi_coverage"] >= 0.5 and out["score"]["ibi_mae_ms"] < 100.0  # 60 ms: MJPG, 9 s
     missing = CliRunner().invoke(app, ["analyze", str(tmp_path / "nope.avi")])
     assert missing.exit_code == 2 and "no such video" in missing.output
 
@@ -127,6 +178,11 @@ def test_synthetic_camera_clip_end_to_end() -> None:
         assert abs(r["heart_rate_bpm"] - float(np.mean(person.hr_bpm[sel]))) < 2.0
     rr = [r for r in hist if r["rr_bpm"] is not None]
     assert rr and abs(rr[-1]["rr_bpm"] - float(np.mean(person.rr_bpm))) < 1.5
+    from agent.vision.beats import score_ibis
+    (tid,) = pipe.history()
+    ibi = score_ibis(pipe.ibis(tid), person.beat_times_s, 2.0, float(truth.t_s[-1]) - 1.0)
+    assert ibi["n_reported"] >= 0.8 * ibi["n_true"] and ibi["n_matched"] == ibi["n_reported"]
+    assert np.mean(ibi["abs_err_ms"]) < 45.0  # 27 ms here; ~15 ms at a high pulse SNR, ~60 ms near the threshold
     (events,) = pipe.blink_events().values()
     from agent.vision.blink import match_events
     tb = [(a, b) for a, b in person.blink_intervals_s if a > 2.0]

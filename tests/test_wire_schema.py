@@ -16,6 +16,7 @@ def _env(kind: str = "health", seq: int = 1, **body_over) -> dict:
         "birth": dict(unit_type="mobile", profile="p", software_version="0", site="s", sensors={}),
         "measurement": dict(interval_s=1.0, live_time_s=0.99, gross_counts=100, gross_cps=101.0,
                             detector_model="NaI 2x2 in"),
+        "vitals": dict(track_id="t1a2b", heart_rate_bpm=72.0, ibi_ms=[830.5, 812.0]),
     }
     body = {**bodies[kind], **body_over}
     return {"schema": 1, "kind": kind, "unit_id": "mob-1", "boot_id": "a" * 32, "seq": seq,
@@ -42,11 +43,19 @@ def test_round_trip_measurement() -> None:
     (json.dumps(_env(cpu_pct="high")).encode(), "cpu_pct"),
     (json.dumps(_env(seq=0)).encode(), "seq 0 not allowed"),
     (json.dumps(_env("birth", seq=3)).encode(), "not allowed"),
+    (json.dumps(_env("vitals", ibi_ms=[830.5, 15.0])).encode(), "ibi_ms.1"),
+    (json.dumps(_env("vitals", ibi_ms="830")).encode(), "ibi_ms"),
 ])
 def test_rejects_with_reason(payload: bytes, reason: str) -> None:
-    kind = "birth" if b'"birth"' in payload else "health"
+    kind = next((k for k in ("birth", "vitals") if f'"{k}"'.encode() in payload), "health")
     with pytest.raises(ws.WireError, match=reason):
         ws.decode_uplink(ws.uplink_topic("mob-1", kind), payload)
+
+
+def test_vitals_carry_inter_beat_intervals() -> None:
+    env, body = ws.decode_uplink(ws.uplink_topic("mob-1", "vitals"), json.dumps(_env("vitals")).encode())
+    assert isinstance(body, ws.Vitals) and body.ibi_ms == [830.5, 812.0]
+    assert ws.Vitals(track_id="t1").ibi_ms == []  # a message without new beats
 
 
 def test_topic_checks() -> None:

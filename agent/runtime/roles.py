@@ -437,6 +437,7 @@ class CameraboxRole(Role):
         self._first_t: float | None = None
         self._last_t: float | None = None
         self._next_publish: float | None = None
+        self._ibi_sent_s: dict[str, float] = {}  # per track: ending time of the last IBI published
 
     def on_frame(self, frame: Frame) -> None:
         self.frames += 1
@@ -448,11 +449,18 @@ class CameraboxRole(Role):
         if self._next_publish is not None and frame.t_mono_s >= self._next_publish:
             self._next_publish = frame.t_mono_s + self.ctx.profile.camera.vitals_interval_s
             for vit in self.pipeline.results():
-                self.ctx.link.send("vitals", Vitals(**vit))
+                tid = vit["track_id"]
+                ibis = self.pipeline.ibis(tid, self._ibi_sent_s.get(tid, -float("inf")))[-256:]
+                if ibis:
+                    self._ibi_sent_s.pop(tid, None)  # re-inserted last: the dict stays ordered by use
+                    self._ibi_sent_s[tid] = ibis[-1][0]
+                self.ctx.link.send("vitals", Vitals(**vit, ibi_ms=[ms for _, ms in ibis]))
                 self.published += 1
                 if vit.get("alert"):
                     log.warning("track %s abnormal-state alert (score %.2f): %s", vit["track_id"],
                                 vit.get("abnormal_score") or 0.0, vit.get("evidence"))
+            while len(self._ibi_sent_s) > 64:  # a track re-identified after a short loss keeps its cursor
+                self._ibi_sent_s.pop(next(iter(self._ibi_sent_s)))
 
     def status(self) -> dict[str, Any]:
         fps = None

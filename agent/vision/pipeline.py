@@ -29,6 +29,7 @@ import numpy as np
 
 from agent.hal.interfaces import Frame
 from agent.vision.abnormal import AbnormalScorer
+from agent.vision.beats import BeatTrain
 from agent.vision.blink import BlinkDetector, BlinkEvent, EarSignal, EyeRegionSignal
 from agent.vision.errors import VisionInputError
 from agent.vision.expression import ExpressionTracker
@@ -125,6 +126,7 @@ class _TrackState:
     head_v: list[float] = field(default_factory=list)
     expr: list[tuple[float, float]] = field(default_factory=list)
     gate: PulseGate = field(default_factory=PulseGate)
+    beats: BeatTrain = field(default_factory=BeatTrain)
     next_update_s: float = 0.0
     latest: dict[str, Any] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -290,6 +292,7 @@ class CameraPipeline:
         others = {m: self._pulse(t, rgb, t_now, span, m) for m in c.compare_methods} \
             if span >= c.hr_min_window_s else {}
         beats = pe.beat_times_s if pe is not None and pe.valid else np.zeros(0)
+        new_ibis = st.beats.add(t_now - span, t_now, beats, pe.hr_bpm) if pe is not None and pe.hr_bpm else []
         # Respiration: chest motion, cross-checked with the respiratory modulation of the beats.
         rr_span = min(c.rr_window_s, age)
         resp = RespirationEstimate(None, 0.0, None, None, None)
@@ -352,6 +355,7 @@ class CameraPipeline:
             "rr_bpm": resp.rr_bpm, "rr_motion_bpm": resp.rr_motion_bpm, "rr_pulse_bpm": resp.rr_pulse_bpm,
             "rr_quality": resp.quality, "rr_agree": resp.agree, "rr_window_s": rr_span,
             "blink_rate_per_min": blink_rate, "abnormal_score": ab.score, "alert": ab.alert,
+            "ibis_new": new_ibis,
             "features": feats, "evidence": dict(ab.evidence),
         }
         for m, e in others.items():
@@ -391,6 +395,11 @@ class CameraPipeline:
         out = {k: list(v.history) for k, v in self.finished.items()}
         out.update({k: list(v.history) for k, v in self._states.items()})
         return out
+
+    def ibis(self, track_id: str, since_s: float = -np.inf) -> list[tuple[float, float]]:
+        """(time of the ending beat s, IBI ms) of a live or finished track, newer than ``since_s``."""
+        st = self._states.get(track_id) or self.finished.get(track_id)
+        return st.beats.since(since_s) if st is not None else []
 
     def blink_events(self) -> dict[str, list[BlinkEvent]]:
         out = {k: list(v.blinks.events) for k, v in self.finished.items()}

@@ -68,6 +68,24 @@ class GroundTruth:
             return _mean_over(self.hr_t_s, self.hr_bpm, t0_s, t1_s)
         return None
 
+    def beats(self) -> np.ndarray | None:
+        """Reference beat times: the simulator's, else the peaks of the contact PPG (data sets)."""
+        if self.beat_times_s is not None and self.beat_times_s.size:
+            return self.beat_times_s
+        if self.ppg is None or self.ppg_t_s is None or self.ppg_t_s.size < 64:
+            return None
+        from agent.vision.pulse import beat_times, estimate_pulse
+        from agent.vision.rppg import bandpass
+
+        t = self.ppg_t_s
+        fs = float((t.size - 1) / (t[-1] - t[0]))
+        grid = np.linspace(t[0], t[-1], t.size)
+        x = bandpass(np.interp(grid, t, self.ppg), fs)
+        est = estimate_pulse(x, fs, threshold_db=-np.inf)
+        f0 = est.raw_hr_bpm / 60.0
+        narrow = bandpass(x, fs, (0.65 * f0, min(1.5 * f0, 0.45 * fs)), order=2)
+        return beat_times(narrow, fs, est.raw_hr_bpm, float(grid[0]))
+
     def rr_over(self, t0_s: float, t1_s: float) -> float | None:
         if self.rr_t_s is None or self.rr_bpm is None:
             return None
