@@ -21,6 +21,9 @@ Metrics:
   instantaneous rate over the same window; MAE per group and per skin type; coverage (share of
   updates with a valid pulse); the GREEN baseline (Verkruysse 2008) and CHROM on the same clips,
   same skin regions and windows, without quality gating; POS also without gating;
+* inter-beat intervals: every published interval matched to a true one
+  (:func:`agent.vision.beats.score_ibis`); MAE in ms, coverage (share of true intervals reported),
+  and the RMSSD of adjacent reported intervals against the true RMSSD of the same pairs;
 * ``no_pulse_detection_rate``: share of updates on control clips reported as *no valid pulse*;
 * respiration: every update with a rate, against the mean true rate over its window;
 * blinks: detected blink intervals matched one-to-one to true ones (overlap within 0.2 s), F1
