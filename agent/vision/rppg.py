@@ -78,16 +78,28 @@ def _window_len(fps: float, window_s: float) -> int:
     return max(int(round(window_s * fps)), 4)
 
 
-def pos(rgb: np.ndarray, fps: float, window_s: float = 1.6, limit: float | None = 2.5) -> np.ndarray:
+def pos(rgb: np.ndarray, fps: float, window_s: float = 1.6, normalize: bool = True,
+        limit: float | None = 2.5) -> np.ndarray:
     """POS pulse signal (Wang et al. 2017, Algorithm 1), same length as ``rgb``.
 
     Window 1.6 s as in the paper (about one cardiac cycle at the lowest pulse rate of interest).
-    ``limit``: a window whose pulse amplitude exceeds ``limit`` times the median over all
-    windows is scaled down to it before the overlap-add.  A head turn or a glance that the
-    projection does not cancel gives a burst many times the pulse; left in, one burst spreads
-    over the whole spectrum of the analysis window.  (Our addition, in the spirit of the
-    amplitude-selective filtering of Wang et al., "Amplitude-selective filtering for remote-PPG",
-    Biomed. Opt. Express 8(3):1965, 2017.)  ``None`` gives the paper's algorithm unchanged.
+
+    ``normalize`` (our modification, default on): each window's projection is scaled to unit
+    standard deviation before the overlap-add, so every 1.6 s of video contributes equal power.
+    Why: when the head moves, the share of the skin signal that carries the pulse changes (shading,
+    highlights, a different patch of skin in the region), which modulates the pulse's amplitude at
+    the motion's 0.03-0.4 Hz.  Amplitude modulation puts sidebands at the pulse rate +- the motion
+    rate, and at a low SNR a sideband plus noise can outgrow the carrier: on the tuning clips the
+    pipeline then reported a confident rate 6-9 bpm off for several updates (masks under the same
+    motion, which have no pulse to modulate, never came near the threshold).  Normalising each window
+    removes modulation slower than the window and, like the amplitude-selective filtering of Wang et
+    al. (Biomed. Opt. Express 8(3):1965, 2017), keeps a head turn's burst from dominating.  Tuning-seed
+    benchmark (96 clips): hard-clip MAE 0.52 -> 0.44 bpm, coverage 0.44 -> 0.48, windows > 3 bpm off
+    10 -> 2, still faces unchanged, controls "no valid pulse" 99.3 -> 99.7 %.
+
+    With ``normalize=False``, ``limit`` caps a window whose amplitude exceeds ``limit`` times the
+    median over all windows (the previous behaviour); ``normalize=False, limit=None`` is the paper's
+    algorithm unchanged.
     """
     win = _window_len(fps, window_s)
     c = _check_rgb(rgb, fps, win, "POS")
@@ -99,7 +111,9 @@ def pos(rgb: np.ndarray, fps: float, window_s: float = 1.6, limit: float | None 
     alpha = std[:, 0] / np.maximum(std[:, 1], 1e-12)
     h = s[:, 0, :] + alpha[:, None] * s[:, 1, :]
     h -= h.mean(axis=1, keepdims=True)
-    if limit is not None and h.shape[0] > 4:
+    if normalize:
+        h /= np.maximum(h.std(axis=1, keepdims=True), 1e-12)
+    elif limit is not None and h.shape[0] > 4:
         amp = h.std(axis=1)
         cap = limit * float(np.median(amp))
         h *= np.minimum(1.0, cap / np.maximum(amp, 1e-12))[:, None]
@@ -206,7 +220,8 @@ def distance_ppg(patch_rgb: np.ndarray, fps: float, reference: np.ndarray | None
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[1] < 1:
         raise VisionInputError(f"distance_ppg: patch_rgb must have shape (n_frames, n_patches, 3), got {arr.shape}")
     n, n_patch = arr.shape[:2]
-    xs = np.stack([bandpass(pos(arr[:, i, :], fps), fps, band_hz) for i in range(n_patch)])  # (P, n)
+    # amplitudes matter here (the weights compare patches), so no per-window normalisation in POS
+    xs = np.stack([bandpass(pos(arr[:, i, :], fps, normalize=False), fps, band_hz) for i in range(n_patch)])
     nfft = int(2 ** np.ceil(np.log2(n * 2)))  # weights need no finer bins than 1/(2 T)
     freqs = np.fft.rfftfreq(nfft, d=1.0 / fps)
     spec = np.fft.rfft((xs - xs.mean(axis=1, keepdims=True)) * np.hanning(n), n=nfft, axis=1)
