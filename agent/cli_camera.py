@@ -112,6 +112,7 @@ def analyze_video(video: Path, truth_path: Path | None = None, fps: float | None
     events = pipe.blink_events()
     tracks = []
     for tid, hist in history.items():
+        ibi_ms = [ms for _, ms in pipe.ibis(tid)]
         hr = [r["heart_rate_bpm"] for r in hist if r["heart_rate_bpm"] is not None]
         rr = [r["rr_bpm"] for r in hist if r["rr_bpm"] is not None]
         scores = [r["abnormal_score"] for r in hist if r["abnormal_score"] is not None]
@@ -122,8 +123,7 @@ def analyze_video(video: Path, truth_path: Path | None = None, fps: float | None
                                                                          if r["hr_window_s"]]),
             "respiration_rate_bpm_median": _med(rr), "blinks": len(events.get(tid, [])),
             "blink_rate_per_min": hist[-1]["blink_rate_per_min"] if hist else None,
-            "ibi_count": len(pipe.ibis(tid)),
-            "ibi_ms_median": _med([ms for _, ms in pipe.ibis(tid)]),
+            "ibi_count": len(ibi_ms), "ibi_ms_median": _med(ibi_ms),
             "abnormal_score_max": max(scores) if scores else None,
             "alert_updates": sum(1 for r in hist if r["alert"]),
             "timeline": [{k: r[k] for k in ("t_s", "heart_rate_bpm", "hr_snr_db", "rr_bpm", "blink_rate_per_min",

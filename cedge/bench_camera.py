@@ -79,7 +79,7 @@ EXTRA_REPS = 2
 #: both targets that are decided by a few clips had 90 % intervals straddling them (skin-tone ratio
 #: 1.76-2.64 around 2, abnormal AUC 0.85-0.97 around 0.9).  The same bootstrap puts the ratio above 2
 #: in 13 % of draws with 6 + 6 clips per type (21 % with 4 + 4).  The first 66 clips and their seeds
-#: are unchanged, and :func:`summarize` reports that subset too.
+#: are unchanged, and :func:`run_bench` reports that subset too (``first_66_clips``).
 MORE_REPS = 2
 EPISODE_REPS = 2
 N_CLIPS_66 = 66  # length of the earlier design (REPS + EXTRA_REPS, one episode clip per type)

@@ -292,7 +292,8 @@ class CameraPipeline:
         others = {m: self._pulse(t, rgb, t_now, span, m) for m in c.compare_methods} \
             if span >= c.hr_min_window_s else {}
         beats = pe.beat_times_s if pe is not None and pe.valid else np.zeros(0)
-        new_ibis = st.beats.add(t_now - span, t_now, beats, pe.hr_bpm) if pe is not None and pe.hr_bpm else []
+        if pe is not None and pe.hr_bpm:
+            st.beats.add(t_now - span, t_now, beats, pe.hr_bpm)
         # Respiration: chest motion, cross-checked with the respiratory modulation of the beats.
         rr_span = min(c.rr_window_s, age)
         resp = RespirationEstimate(None, 0.0, None, None, None)
@@ -355,7 +356,6 @@ class CameraPipeline:
             "rr_bpm": resp.rr_bpm, "rr_motion_bpm": resp.rr_motion_bpm, "rr_pulse_bpm": resp.rr_pulse_bpm,
             "rr_quality": resp.quality, "rr_agree": resp.agree, "rr_window_s": rr_span,
             "blink_rate_per_min": blink_rate, "abnormal_score": ab.score, "alert": ab.alert,
-            "ibis_new": new_ibis,
             "features": feats, "evidence": dict(ab.evidence),
         }
         for m, e in others.items():
