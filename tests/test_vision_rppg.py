@@ -7,6 +7,7 @@ import pytest
 from vision_synth import rgb_trace
 
 from agent.vision.errors import VisionInputError
+from agent.vision.pipeline import CameraPipeline, PipelineConfig
 from agent.vision.pulse import (
     PulseEstimate,
     PulseGate,
@@ -252,3 +253,39 @@ def test_gate_holds_a_confirmed_pulse_while_its_rate_stays() -> None:
 
 def test_gate_never_accepts_below_the_lowered_threshold() -> None:
     assert _run_gate(PulseGate(), [(4.0, 72.0)] * 4 + [(2.0 - 1.95, 72.0)]) == [False] + [True] * 3 + [False]
+
+
+def test_gate_rejects_a_window_where_the_second_projection_disagrees() -> None:
+    # full-threshold windows at a steady rate, but the second projection disagrees on the second:
+    # it is not reported and does not confirm the third either (no two full agreeing updates)
+    gate = PulseGate()
+    out = []
+    for k, agrees in enumerate([True, False, True, True]):
+        t = float(k)
+        out.append(gate.accept(t, _est(4.0, 72.0, gate.threshold_db(t, 2.0)), 2.0, agrees=agrees).valid)
+    assert out == [False, False, False, True]
+
+
+def test_pipeline_needs_chrom_to_agree_with_pos(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a second projection that always puts the peak elsewhere, no pulse is ever valid."""
+    from hal_sim.face import ClipSpec, render_clip
+
+    clip = render_clip(ClipSpec(duration_s=12.0, fitzpatrick=2), 5)
+    t = np.asarray(clip.truth.t_s, dtype=float)
+
+    def run(cfg: PipelineConfig) -> list[bool]:
+        pipe = CameraPipeline(clip.truth.fps, cfg)
+        for k, frame in enumerate(clip.frames()):
+            pipe.process(frame, float(t[k]))
+        return [r["hr_valid"] for h in pipe.history().values() for r in h if r["hr_window_s"]]
+
+    assert any(run(PipelineConfig(track_seed=5)))  # POS and CHROM agree on a clear face
+    import agent.vision.rppg as rppg_mod
+
+    def shifted(rgb: np.ndarray, fps: float, *a: object, **k: object) -> np.ndarray:
+        tt = np.arange(len(rgb)) / fps
+        return np.sin(2 * np.pi * 2.9 * tt)  # 174 bpm: far from any true rate here
+
+    monkeypatch.setitem(rppg_mod.METHODS, "chrom", shifted)
+    assert not any(run(PipelineConfig(track_seed=5)))
+    assert any(run(PipelineConfig(track_seed=5, agree_method=None)))

@@ -36,6 +36,7 @@ from agent.vision.expression import ExpressionTracker
 from agent.vision.face_mesh import FaceMesh
 from agent.vision.face_tracker import Box, FaceTracker, Track
 from agent.vision.pulse import (
+    AGREE_BPM,
     HOLD_AFTER_VALID,
     SNR_HOLD_MARGIN_DB,
     PulseEstimate,
@@ -75,6 +76,10 @@ class PipelineConfig:
     snr_threshold_db: float | None = None  # None: by window length (agent.vision.pulse.snr_threshold_db)
     snr_hold_margin_db: float = SNR_HOLD_MARGIN_DB  # hysteresis, see agent.vision.pulse.PulseGate
     hold_after_valid: int = HOLD_AFTER_VALID
+    # Second projection that must find the pulse within agree_bpm of the first (None: off); see
+    # agent.vision.pulse.AGREE_BPM.
+    agree_method: str | None = "chrom"
+    agree_bpm: float = AGREE_BPM
     # DistancePPG patch weighting of the POS signal (agent.vision.rppg.distance_ppg).  Off: on the
     # tuning seeds (types I, IV-VI still + hard, 4 controls) it raised the controls' SNR as much as
     # the live faces' (selection bias; controls no-pulse 1.00 -> 0.98 at unchanged thresholds) and
@@ -271,6 +276,14 @@ class CameraPipeline:
             return reference
         return distance_ppg(np.stack(cols, axis=1), self.fps, reference)[0]
 
+    def _agrees(self, t: np.ndarray, rgb: np.ndarray, t_end: float, span_s: float, pe: PulseEstimate) -> bool:
+        """Does the second projection (``agree_method``) put the pulse where ``pe`` does?"""
+        c = self.config
+        if not pe.valid or c.agree_method is None or c.agree_method == c.method:
+            return True
+        other = self._pulse(t, rgb, t_end, span_s, c.agree_method, -np.inf)
+        return other is not None and abs(other.raw_hr_bpm - pe.raw_hr_bpm) <= c.agree_bpm
+
     def _threshold(self, window_s: float) -> float:
         c = self.config.snr_threshold_db
         return snr_threshold_db(window_s) if c is None else c
@@ -288,7 +301,7 @@ class CameraPipeline:
         pe = self._pulse(t, rgb, t_now, span, c.method, st.gate.threshold_db(t_now, thr), patches) \
             if span >= c.hr_min_window_s else None
         if pe is not None:
-            pe = st.gate.accept(t_now, pe, thr)
+            pe = st.gate.accept(t_now, pe, thr, self._agrees(t, rgb, t_now, span, pe))
         others = {m: self._pulse(t, rgb, t_now, span, m) for m in c.compare_methods} \
             if span >= c.hr_min_window_s else {}
         beats = pe.beat_times_s if pe is not None and pe.valid else np.zeros(0)
