@@ -52,9 +52,11 @@ HOLD_AFTER_VALID = 3
 #: one projection makes often lands elsewhere in the other, while a pulse does not.  Set by a
 #: sequential replay of the validity path on tuning-seed traces (240 live clips of types I-VI, 70
 #: zero-pulse twins of them, 48 photo/mask controls): negative windows reported valid 17 -> 7 of
-#: 2,256, type V hard updates more than 3 bpm off 4 -> 1, coverage unchanged within 0.02 for every
-#: type.  2 bpm rejected more negatives (1) but cut type III hard coverage 0.96 -> 0.81: CHROM's own
-#: error on hard clips is often 2-4 bpm where POS is right.
+#: 2,256, type V hard updates more than 3 bpm off 4 -> 1, coverage within 0.04 for every type.
+#: 2 bpm rejected more negatives (1) but cut type III hard coverage 0.96 -> 0.81: CHROM's own error
+#: on hard clips is often 2-4 bpm where POS is right.  The cost on the tuning-seed benchmark was
+#: larger, coverage 0.86 -> 0.83 (still) and 0.48 -> 0.43 (hard): CHROM sometimes peaks at the
+#: pulse's second harmonic (docs/camera_benchmark.md).
 AGREE_BPM = 4.0
 
 
