@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from agent.vision.errors import VisionInputError
-from agent.vision.truth_formats import read_truth
+from agent.vision.truth_formats import GroundTruth, read_truth
 
 FS = 60.0
 
@@ -85,3 +85,16 @@ def test_bad_truth_files_are_named(tmp_path: Path) -> None:
         read_truth(other)
     with pytest.raises(VisionInputError, match="unknown truth layout"):
         read_truth(tmp_path.joinpath("a.csv").write_text("1") and tmp_path / "a.csv")
+
+
+def test_reference_beats_come_from_the_contact_ppg_peaks() -> None:
+    """Data sets carry a contact PPG, not beat times: the beats are its maxima, one per period."""
+    fs, hr_bpm = 60.0, 72.0
+    t = np.arange(0.0, 20.0, 1.0 / fs)
+    phase = 2 * np.pi * hr_bpm / 60.0 * t
+    ppg = np.sin(phase) + 0.3 * np.sin(2 * phase - 0.8)  # systolic peak + a harmonic, like a PPG wave
+    beats = GroundTruth(source="test", ppg_t_s=t, ppg=ppg).beats()
+    assert beats is not None
+    ibi = np.diff(beats)
+    assert ibi.size >= 20
+    assert np.allclose(ibi, 60.0 / hr_bpm, atol=0.01)

@@ -74,17 +74,15 @@ class GroundTruth:
             return self.beat_times_s
         if self.ppg is None or self.ppg_t_s is None or self.ppg_t_s.size < 64:
             return None
-        from agent.vision.pulse import beat_times, estimate_pulse
+        from agent.vision.pulse import estimate_pulse
         from agent.vision.rppg import bandpass
 
         t = self.ppg_t_s
         fs = float((t.size - 1) / (t[-1] - t[0]))
         grid = np.linspace(t[0], t[-1], t.size)
         x = bandpass(np.interp(grid, t, self.ppg), fs)
-        est = estimate_pulse(x, fs, threshold_db=-np.inf)
-        f0 = est.raw_hr_bpm / 60.0
-        narrow = bandpass(x, fs, (0.65 * f0, min(1.5 * f0, 0.45 * fs)), order=2)
-        return beat_times(narrow, fs, est.raw_hr_bpm, float(grid[0]))
+        # the same beat picking as the camera's pulse (maxima of the signal band-passed around its rate)
+        return estimate_pulse(x, fs, threshold_db=-np.inf, t0_s=float(grid[0])).beat_times_s
 
     def rr_over(self, t0_s: float, t1_s: float) -> float | None:
         if self.rr_t_s is None or self.rr_bpm is None:
