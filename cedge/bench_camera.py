@@ -203,7 +203,7 @@ def run_case(case: Case, timings_ms: list[float] | None = None, config: Any = No
         true_score = true_scorer.update(t, true_feats).score
         if r["abnormal_score"] is not None:
             before = onset_s[onset_s <= t]
-            ab_rows.append({"t_s": t, "score": r["abnormal_score"], "tense": tense,
+            ab_rows.append({"t_s": t, "score": r["abnormal_score"], "tense": tense, "alert": bool(r["alert"]),
                             "since_onset_s": float(t - before[-1]) if tense and before.size else None,
                             "score_true_hr_rr": true_score, "features": r["features"]})
     out["updates"] = updates
@@ -348,9 +348,28 @@ def summarize(clips: list[dict[str, Any]]) -> dict[str, Any]:
     res["abnormal_auc_episode_clips_only"] = _round(auc_of(ep))
     calm_alerts = [r for c in by_group.get("still", []) for r in c["abnormal"] if r["score"] >= 0.8]
     res["abnormal_false_alert_updates_calm"] = len(calm_alerts)
+    res.update(alert_summary(by_group.get("episode", []), by_group.get("still", [])))
     res["clips"] = len(clips)
     res["frames_without_track"] = int(sum(c["frames_without_track"] for c in clips))
     return res
+
+
+def alert_summary(episodes: list[dict[str, Any]], calm: list[dict[str, Any]]) -> dict[str, Any]:
+    """What an operator sees: alerts raised (score above threshold on consecutive updates).
+
+    ``abnormal_episodes_alerted``: share of the tense episodes with an alert while tense;
+    latency from the scripted onset (the body responds with an 8 s time constant, so a few
+    seconds are the floor); ``abnormal_alert_updates_calm``: alert updates in the calm clips.
+    """
+    lat = []
+    for c in episodes:
+        hit = [r["since_onset_s"] for r in c["abnormal"] if r.get("alert") and r["tense"]
+               and r.get("since_onset_s") is not None]
+        lat.append(min(hit) if hit else None)
+    got = [x for x in lat if x is not None]
+    return {"abnormal_episodes_alerted": round(len(got) / len(lat), 3) if lat else None,
+            "abnormal_alert_latency_s_median": round(float(np.median(got)), 1) if got else None,
+            "abnormal_alert_updates_calm": sum(bool(r.get("alert")) for c in calm for r in c["abnormal"])}
 
 
 def summarize_ibis(clips: list[dict[str, Any]], tones: list[int]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from cedge.bench_camera import (
     SUBSET_KEYS,
     TONES,
     abnormal_auc_ci,
+    alert_summary,
     auc_of,
     bench_cases,
     onset_loss_share,
@@ -115,3 +116,17 @@ def test_a_rendered_episode_clip_carries_onset_times_and_the_true_rate_score() -
         if r["tense"]:
             assert 0.0 <= r["since_onset_s"] <= r["t_s"] - 13.0 + 0.05
         assert r["score_true_hr_rr"] is not None and 0.0 <= r["score_true_hr_rr"] <= 1.0
+
+
+def test_alert_summary_counts_episodes_latency_and_calm_alerts() -> None:
+    def row(t: float, alert: bool, tense: bool) -> dict[str, Any]:
+        return {"t_s": t, "score": 0.9 if alert else 0.1, "alert": alert, "tense": tense,
+                "since_onset_s": t - 12.0 if tense else None}
+
+    caught = {"abnormal": [row(11, False, False), row(13, False, True), row(19, True, True), row(20, True, True)]}
+    missed = {"abnormal": [row(13, False, True), row(25, False, True)]}
+    calm = {"abnormal": [row(15, False, False), row(16, True, False)]}
+    out = alert_summary([caught, missed], [calm])
+    assert out == {"abnormal_episodes_alerted": 0.5, "abnormal_alert_latency_s_median": 7.0,
+                   "abnormal_alert_updates_calm": 1}
+    assert alert_summary([], [])["abnormal_episodes_alerted"] is None

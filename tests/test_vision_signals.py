@@ -310,3 +310,29 @@ def test_ear_signal_from_mesh_landmarks() -> None:
     opened = [sig.update(mesh(1.0)) for _ in range(20)]
     assert abs(opened[-1]) < 1e-9
     assert sig.update(mesh(0.15)) > 0.8
+
+
+def test_abnormal_fusion_is_signed_and_clipped() -> None:
+    # Why signed: a calm person's cues wander both ways, a tense person's all rise.  A heart rate
+    # 6 bpm up scores lower when breathing slowed at the same time than when it stayed put, and a
+    # wild heart-rate reading counts no more than Z_MAX (its evidence keeps the real z).
+    from agent.vision.abnormal import Z_MAX
+
+    def final(hr_delta: float, rr_delta: float) -> tuple[float, dict[str, float]]:
+        rng = np.random.default_rng(1)
+        sc = AbnormalScorer(baseline_s=10.0)
+        r = None
+        for k in range(16):
+            late = k >= 12
+            r = sc.update(float(k), {"hr_bpm": 70 + rng.normal(0, 1) + (hr_delta if late else 0),
+                                     "rr_bpm": 14 + rng.normal(0, 0.3) + (rr_delta if late else 0),
+                                     "blink_per_min": 15.0})
+        assert r is not None and r.score is not None
+        return r.score, r.evidence
+
+    up_alone, _ = final(6.0, 0.0)
+    up_with_slower_breathing, _ = final(6.0, -3.0)
+    assert up_with_slower_breathing < up_alone
+    wild, ev = final(80.0, 0.0)
+    huge, _ = final(400.0, 0.0)
+    assert ev["hr_bpm_z"] > 2 * Z_MAX and wild == huge
