@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import calendar
 import faulthandler
 import json
 import os
@@ -11,13 +12,14 @@ import time
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from agent.cli_output import console as make_console
+from agent.cli_output import fail, safe
 from agent.config import ConfigError, load_profile
 
 app = typer.Typer(help="Run and inspect the agent on this unit.", no_args_is_help=True)
-console = Console()
+console = make_console()
 
 
 def default_state_dir(unit_id: str) -> Path:
@@ -34,8 +36,7 @@ def _load(profile: Path):  # noqa: ANN202
     try:
         return load_profile(profile)
     except ConfigError as err:
-        console.print(f"[red]configuration error[/red]\n{err}")
-        raise typer.Exit(2) from err
+        fail(f"configuration error in {profile}\n{err}", 2)
 
 
 @app.command()
@@ -70,33 +71,33 @@ def status(
     """Show the running agent's status (sensors, link, outbox, queues)."""
     if state_dir is None:
         if profile is None:
-            console.print("[red]give --profile or --state-dir[/red]")
-            raise typer.Exit(2)
+            fail("give --profile or --state-dir", 2)
         state_dir = default_state_dir(_load(profile).unit_id)
     path = state_dir / "status.json"
     try:
         st = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
-        console.print(f"[red]no readable status at {path}: {err}[/red] (is the agent running?)")
-        raise typer.Exit(1) from err
+        fail(f"no readable status at {path}: {err} (is the agent running?)", 1)
     if as_json:
         print(json.dumps(st, indent=2))
         return
-    age = time.time() - time.mktime(time.strptime(st["written_utc"], "%Y-%m-%dT%H:%M:%SZ")) + time.timezone
-    console.print(f"[bold]{st['unit_id']}[/bold] ({st['unit_type']}) boot {st['boot_id'][:8]} "
+    # timegm, not mktime: the status time is UTC and the technician's time zone must not matter
+    age = time.time() - calendar.timegm(time.strptime(st["written_utc"], "%Y-%m-%dT%H:%M:%SZ"))
+    console.print(f"[bold]{safe(st['unit_id'])}[/bold] ({safe(st['unit_type'])}) boot {safe(st['boot_id'][:8])} "
                   f"pid {st['pid']} uptime {st['uptime_s']} s, status written {age:.0f} s ago")
     t = Table("sensor", "state", "detail")
     for name, s in st["sensors"].items():
         colour = {"ok": "green", "degraded": "yellow"}.get(s["state"], "red")
-        t.add_row(name, f"[{colour}]{s['state']}[/{colour}]", s["detail"])
+        t.add_row(safe(name), f"[{colour}]{safe(s['state'])}[/{colour}]", safe(s["detail"]))
     for name, err in st.get("device_errors", {}).items():
-        t.add_row(name, "[red]failed[/red]", err)
+        t.add_row(safe(name), "[red]failed[/red]", safe(err))
     console.print(t)
     link = st["link"]
-    console.print(f"link: connected={link.get('connected')} pending={link.get('pending')} "
-                  f"published={link.get('published')} acked={link.get('acked')} reconnects={link.get('reconnects')}")
-    console.print(f"queues: {st['queues']}")
-    console.print(f"role: {st['role']}")
+    console.print(safe(f"link: connected={link.get('connected')} pending={link.get('pending')} "
+                       f"published={link.get('published')} acked={link.get('acked')} "
+                       f"reconnects={link.get('reconnects')}"))
+    console.print(safe(f"queues: {st['queues']}"))
+    console.print(safe(f"role: {st['role']}"))
 
 
 @app.command("check-config")
@@ -119,7 +120,7 @@ def devices() -> None:
                 device_class(kind, name)
                 ok = "[green]yes[/green]"
             except DeviceUnavailable as err:
-                ok = f"[red]no[/red] {err}"
+                ok = f"[red]no[/red] {safe(err)}"
             t.add_row(kind, name, spec, ok)
     console.print(t)
 

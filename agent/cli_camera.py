@@ -207,34 +207,33 @@ def analyze(
     evidence_dir: Path | None = typer.Option(None, help="Switch evidence clips ON and write them here."),
 ) -> None:
     """Heart rate, respiration, blinks and abnormal-state score of every face in a recording."""
-    from rich.console import Console
     from rich.table import Table
 
+    from agent.cli_output import console, fail, safe
     from agent.vision.errors import VisionInputError
 
-    err = Console(stderr=True)
     try:
         result = analyze_video(video, truth, fps, method, max_frames, evidence_dir)
     except (VideoSourceError, VisionInputError) as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+        fail(exc, 2)
     if json_out:
         print(json.dumps(result, default=float))
         return
-    con = Console()
-    con.print(f"{result['video']}: {result['frames']} frames, {result['duration_s']:.1f} s at "
+    con = console()
+    con.print(f"{safe(result['video'])}: {result['frames']} frames, {result['duration_s']:.1f} s at "
               f"{result['fps']:.2f} fps, method {result['method']}")
     table = Table("track", "updates", "HR median (bpm)", "valid pulse", "IBIs", "RR median (/min)", "blinks",
                   "blink rate (/min)", "abnormal max", "alert updates")
     for t in result["tracks"]:
-        table.add_row(t["track_id"], str(t["updates"]), _fmt(t["heart_rate_bpm_median"]), _fmt(t["hr_valid_share"]),
-                      str(t["ibi_count"]), _fmt(t["respiration_rate_bpm_median"]), str(t["blinks"]),
+        table.add_row(safe(t["track_id"]), str(t["updates"]), _fmt(t["heart_rate_bpm_median"]),
+                      _fmt(t["hr_valid_share"]), str(t["ibi_count"]),
+                      _fmt(t["respiration_rate_bpm_median"]), str(t["blinks"]),
                       _fmt(t["blink_rate_per_min"]), _fmt(t["abnormal_score_max"]), str(t["alert_updates"]))
     con.print(table)
     if not result["tracks"]:
         con.print("no face was found")
     if "score" in result:
-        con.print(f"against {result['truth']['format']} truth: {result['score']}")
+        con.print(safe(f"against {result['truth']['format']} truth: {result['score']}"))
 
 
 def _fmt(v: float | None) -> str:

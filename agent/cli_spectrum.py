@@ -45,6 +45,7 @@ def analyze(
     background: Path | None = typer.Option(None, "--background", help="background spectrum file"),
 ) -> None:
     """Identify nuclides, dose rate and gross count rate of each FILE."""
+    from agent.cli_output import error_line
     from agent.spectral_files import SpectrumFileError
 
     results, failed = [], 0
@@ -59,7 +60,7 @@ def analyze(
     else:
         for r in results:
             if "error" in r:
-                typer.echo(f"{r['file']}: ERROR {r['error']}", err=True)
+                error_line(f"{r['file']}: {r['error']}")
                 continue
             names = ", ".join(f"{n['label']} {100 * n['confidence']:.0f}%" for n in r["nuclides"]) or "background only"
             dose = f"{r['dose_rate_usv_h']:.3g} uSv/h" if r["dose_rate_usv_h"] is not None else "n/a"

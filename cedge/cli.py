@@ -17,9 +17,9 @@ import sys
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
 from agent.cli import app as agent_app
+from agent.cli_output import console as make_console
 
 app = typer.Typer(help="customs-edge: screening units and their fleet controller.", no_args_is_help=True)
 app.add_typer(agent_app, name="agent", help="Run and inspect the agent on this unit.")
@@ -56,14 +56,14 @@ def demo(
     from cedge.demo import print_summary, run_demo
     from hal_sim.scenario import packaged_scenario_path
 
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     path = scenario or packaged_scenario_path("demo_yard")
     summary = run_demo(path, out, rate=rate, timeout_s=timeout_s, console=console, quiet=json_out,
                        broker_host=broker_host, broker_port=broker_port)
     if json_out:
         print(json.dumps(summary, default=str))
     else:
-        print_summary(summary, Console())
+        print_summary(summary, make_console())
     ok = any(t["state"] == "confirmed" for t in summary["tasks"])
     raise typer.Exit(0 if ok else 1)
 

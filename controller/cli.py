@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from agent.cli_output import console as make_console
+from agent.cli_output import fail, safe
 from controller.config import ConfigError, ControllerConfig, load_controller_config
 from controller.store import ACTIVE_TASK_STATES, Store, StoreError
 
@@ -24,8 +25,7 @@ app = typer.Typer(
     help="Fleet controller: ingest uplinks, store them, fuse alarms, dispatch handhelds.",
     no_args_is_help=True,
 )
-_out = Console()
-_err = Console(stderr=True)
+_out = make_console()
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="controller YAML (embedded defaults if omitted)")
 DbOpt = typer.Option(None, "--db", help="database path (overrides the config's db_path)")
@@ -36,8 +36,7 @@ def _config(path: Path | None) -> ControllerConfig:
     try:
         return load_controller_config(path)
     except ConfigError as err:
-        _err.print(f"[red]config error[/red]: {err}")
-        raise typer.Exit(2) from err
+        fail(f"config error: {err}", 2)
 
 
 def _open_store(config: Path | None, db: Path | None) -> Store:
@@ -45,19 +44,18 @@ def _open_store(config: Path | None, db: Path | None) -> Store:
     try:
         return Store(path, create=False)
     except StoreError as err:
-        _err.print(f"[red]{err}[/red]")
-        raise typer.Exit(1) from err
+        fail(err, 1)
 
 
 def _print(rows: list[dict[str, Any]], columns: list[str], title: str, as_json: bool) -> None:
     if as_json:
-        _out.print_json(json.dumps(rows, default=str))
+        print(json.dumps(rows, default=str, indent=2))  # plain: scripts parse it, no terminal styling
         return
     table = Table(title=f"{title} ({len(rows)})")
     for c in columns:
         table.add_column(_HEADERS.get(c, c), overflow="fold")
     for r in rows:
-        table.add_row(*(_fmt_col(c, r.get(c)) for c in columns))
+        table.add_row(*(safe(_fmt_col(c, r.get(c))) for c in columns))
     _out.print(table)
 
 
@@ -114,8 +112,7 @@ def run(
     try:
         service = ControllerService(cfg)
     except (StoreError, ConfigError) as err:
-        _err.print(f"[red]cannot start[/red]: {err}")
-        raise typer.Exit(1) from err
+        fail(f"cannot start: {err}", 1)
     stop = threading.Event()
     install_signal_handlers(stop)
     service.run(stop)
@@ -267,7 +264,7 @@ def stats(config: Path | None = ConfigOpt, db: Path | None = DbOpt, as_json: boo
     with _open_store(config, db) as store:
         counts = store.counts()
     if as_json:
-        _out.print_json(json.dumps(counts, default=str))
+        print(json.dumps(counts, default=str, indent=2))
         return
     _print(
         [{"unit_id": u, "messages": n} for u, n in counts["messages_per_unit"].items()],

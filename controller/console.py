@@ -15,6 +15,7 @@ from rich.console import Group
 from rich.live import Live
 from rich.table import Table
 
+from agent.cli_output import safe
 from controller.store import Store
 
 _STATE_STYLE = {"online": "green", "stale": "yellow", "offline": "red", "confirmed": "bold red",
@@ -22,13 +23,13 @@ _STATE_STYLE = {"online": "green", "stale": "yellow", "offline": "red", "confirm
 
 
 def _t(v: Any) -> str:
-    return v.split("T", 1)[1][:8] if isinstance(v, str) and "T" in v else "-"
+    return safe(v.split("T", 1)[1][:8]) if isinstance(v, str) and "T" in v else "-"
 
 
 def _styled(state: str | None) -> str:
     s = state or "-"
     style = _STATE_STYLE.get(s)
-    return f"[{style}]{s}[/{style}]" if style else s
+    return f"[{style}]{s}[/{style}]" if style else safe(s)
 
 
 def evidence_summary(evidence: dict[str, Any] | None, min_z: float = 1.0, most: int = 3) -> str:
@@ -62,8 +63,8 @@ def _vitals_table(store: Store) -> Table | None:
         return format(v, fmt) if isinstance(v, int | float) else "-"
 
     for v in rows[-12:]:
-        why = f"[bold red]{evidence_summary(v.get('evidence'))}[/bold red]" if v.get("alert") else "-"
-        table.add_row(v["unit_id"], str(v["track_id"]), _t(v.get("t_utc")), f(v.get("heart_rate_bpm"), ".0f"),
+        why = f"[bold red]{safe(evidence_summary(v.get('evidence')))}[/bold red]" if v.get("alert") else "-"
+        table.add_row(safe(v["unit_id"]), safe(v["track_id"]), _t(v.get("t_utc")), f(v.get("heart_rate_bpm"), ".0f"),
                       f(v.get("hr_quality"), ".2f"), f(v.get("respiration_rate_bpm"), ".1f"),
                       f(v.get("blink_rate_per_min"), ".0f"), f(v.get("abnormal_score"), ".2f"), why)
     return table
@@ -74,26 +75,27 @@ def render(store: Store, max_alarms: int = 8) -> Group:
     for c in ("unit", "type", "state", "seen", "x_m", "y_m", "free", "task"):
         units.add_column(c)
     for u in store.list_units():
-        units.add_row(u["unit_id"], u.get("unit_type") or "?", _styled(u.get("state")), _t(u.get("last_seen_utc")),
+        units.add_row(safe(u["unit_id"]), safe(u.get("unit_type") or "?"), _styled(u.get("state")),
+                      _t(u.get("last_seen_utc")),
                       f"{u['x_m']:.1f}" if u.get("x_m") is not None else "-",
                       f"{u['y_m']:.1f}" if u.get("y_m") is not None else "-",
-                      "yes" if u.get("available") else "no", (u.get("task_id") or "-")[:10])
+                      "yes" if u.get("available") else "no", safe((u.get("task_id") or "-")[:10]))
     alarms = Table(title=f"latest alarms (of {store.count('alarms')})", expand=True)
     for c in ("time", "unit", "sigma", "x_m", "y_m", "incident"):
         alarms.add_column(c)
     for a in store.list_alarms(limit=max_alarms)[::-1]:
-        alarms.add_row(_t(a.get("t_peak_utc")), a["unit_id"], f"{a['significance_sigma']:.1f}",
+        alarms.add_row(_t(a.get("t_peak_utc")), safe(a["unit_id"]), f"{a['significance_sigma']:.1f}",
                        f"{a['x_m']:.1f}" if a.get("x_m") is not None else "-",
-                       f"{a['y_m']:.1f}" if a.get("y_m") is not None else "-", (a.get("incident_id") or "-")[:10])
+                       f"{a['y_m']:.1f}" if a.get("y_m") is not None else "-", safe((a.get("incident_id") or "-")[:10]))
     incidents = Table(title="incidents: fused source estimate", expand=True)
     for c in ("incident", "state", "passes", "x_m", "y_m", "z_m", "+-xy m", "task"):
         incidents.add_column(c)
     for i in store.list_incidents():
         est = i.get("estimate") or {}
-        incidents.add_row(i["incident_id"][:10], i.get("state") or "-", str(i.get("passes") or 0),
+        incidents.add_row(safe(i["incident_id"][:10]), safe(i.get("state") or "-"), str(i.get("passes") or 0),
                           *(f"{est[k]:.1f}" if est.get(k) is not None else "-" for k in ("x_m", "y_m", "z_m")),
                           f"{est['sigma_xy_m']:.1f}" if est.get("sigma_xy_m") is not None else "-",
-                          (i.get("task_id") or "-")[:10])
+                          safe((i.get("task_id") or "-")[:10]))
     tasks = Table(title="follow-up tasks", expand=True)
     for c in ("task", "state", "handheld", "since", "try", "result"):
         tasks.add_column(c)
@@ -101,7 +103,7 @@ def render(store: Store, max_alarms: int = 8) -> Group:
         res = t.get("result") or {}
         summary = (f"{res.get('net_cps', 0):.0f} net cps, {res.get('dose_rate_usv_h') or 0:.2f} uSv/h"
                    if res else "-")
-        tasks.add_row(t["task_id"][:10], _styled(t.get("state")), t.get("unit_id") or "-",
+        tasks.add_row(safe(t["task_id"][:10]), _styled(t.get("state")), safe(t.get("unit_id") or "-"),
                       _t(t.get("state_since_utc")), str(t.get("attempts") or 0), summary)
     counts = store.counts()
     footer = (f"messages stored {store.count('received')}, rejected {sum(counts['rejects'].values())}, "
