@@ -27,6 +27,7 @@ from agent.spectral_files import (
 from agent.spectral_files.n42 import (
     compress_counted_zeroes,
     expand_counted_zeroes,
+    file_coefficients,
     format_duration,
     parse_duration_s,
 )
@@ -55,7 +56,9 @@ def test_reads_real_radiacode_file() -> None:
     r = fg.reading
     assert r.n_channels == 1024
     assert r.live_time_s == pytest.approx(613.0)
-    assert r.calibration.coefficients_kev == pytest.approx((-6.2832313, 2.4383054, 0.0003818))
+    # the file's polynomial gives lower channel edges (SpecUtils/InterSpec); inside, channel centres
+    assert file_coefficients(r.calibration) == pytest.approx((-6.2832313, 2.4383054, 0.0003818))
+    assert r.calibration.energy_kev(100.0) == pytest.approx(-6.2832313 + 2.4383054 * 100.5 + 0.0003818 * 100.5**2)
     assert r.gross_counts == int(np.sum(r.counts)) and r.gross_counts > 300_000
     assert doc.instrument.model == "RadiaCode-102" and doc.instrument.serial == "RC-102-000115"
     assert doc.instrument.detector_kind == "CsI"

@@ -23,7 +23,9 @@ def test_real_radiacode_file_is_am241() -> None:
     assert result.detector_model.startswith("CsI(Tl) 1 cm3")
     assert result.gross_cps == pytest.approx(reading.gross_counts / 613.0)
     assert result.dose_rate_usv_h is not None and result.dose_rate_usv_h > 0
-    assert any(abs(p.energy_kev - 59.5) < 3 for p in result.peaks)
+    # read as InterSpec reads it (lower-edge polynomial) the line sits at ~62.5 keV: CsI(Tl) gives more
+    # light per keV at 60 keV than at 662 keV (non-proportionality), and the device's calibration is linear-ish
+    assert any(abs(p.energy_kev - 59.5) < 5 for p in result.peaks)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Spectrum file formats: ANSI N42.42-2012 (read/write), IAEA/ORTEC SPE, RadiaCode XML export.
+"""Spectrum file formats: ANSI N42.42-2012 (read/write) and -2006 (read), IAEA/ORTEC SPE, RadiaCode XML export.
 
 ``read_spectrum_file(path)`` picks the reader from the file's content, not its name.
 """
@@ -49,7 +49,7 @@ def read_spectrum_file(path: str | Path) -> SpectrumFile:
     except OSError as err:
         raise SpectrumFileError(f"{p}: cannot read: {err.strerror}") from err
     head = data[:4096].decode("utf-8", errors="replace")
-    if "RadInstrumentData" in head:
+    if "RadInstrumentData" in head or "N42InstrumentData" in head:
         return parse_n42(data, str(p))
     if "ResultDataFile" in head:
         return parse_radiacode_xml(data, str(p))

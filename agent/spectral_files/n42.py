@@ -21,6 +21,7 @@ import numpy as np
 from lxml import etree
 
 from agent.hal.interfaces import EnergyCalibration, SpectrumReading, utc_iso
+from agent.spectral_files.limits import check_channels
 from agent.spectral_files.model import (
     MEASUREMENT_CLASSES,
     AlarmResult,
@@ -72,22 +73,71 @@ def parse_datetime_utc(text: str) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def expand_counted_zeroes(values: np.ndarray) -> np.ndarray:
-    """N42 'CountedZeroes' compression: a 0 is followed by the number of zero channels it stands for."""
-    out: list[float] = []
+def expand_counted_zeroes(values: np.ndarray, source: str = "<bytes>") -> np.ndarray:
+    """N42 'CountedZeroes' compression: a 0 is followed by the number of zero channels it stands for.
+
+    The expanded size is checked *before* anything is allocated: a 1.7 kB file claiming 10^8
+    zeros must get a clear error, not 6 GB of memory (issue 14, row 9).
+    """
+    values = np.asarray(values, dtype=float)
+    zero_at = np.flatnonzero(values == 0)
+    # a zero's count is the next value; counts are never themselves run starts
+    starts: list[int] = []
+    skip_until = -1
+    for i in zero_at:
+        if i <= skip_until:
+            continue
+        starts.append(int(i))
+        skip_until = i + 1
+    if starts and starts[-1] + 1 >= values.size:
+        raise SpectrumFileError(f"{source}: CountedZeroes data ends with a 0 and no count")
+    runs = values[np.asarray(starts, dtype=int) + 1] if starts else np.zeros(0)
+    if np.any(runs < 0) or not np.all(np.isfinite(runs)) or np.any(runs != np.rint(runs)):
+        raise SpectrumFileError(f"{source}: CountedZeroes run length is not a non-negative integer")
+    total = values.size - 2 * len(starts) + float(runs.sum())
+    check_channels(total, source)
+    out = np.zeros(int(total))
+    pos = 0
     i = 0
-    n = len(values)
+    start_set = set(starts)
+    n = values.size
     while i < n:
-        v = values[i]
-        if v == 0:
-            if i + 1 >= n:
-                raise SpectrumFileError("CountedZeroes data ends with a 0 and no count")
-            out.extend([0.0] * int(values[i + 1]))
+        if i in start_set:
+            pos += int(values[i + 1])
             i += 2
         else:
-            out.append(float(v))
+            out[pos] = values[i]
+            pos += 1
             i += 1
-    return np.asarray(out)
+    return out
+
+
+def file_calibration(coefficients: list[float] | tuple[float, ...] | np.ndarray) -> EnergyCalibration:
+    """Energy calibration from a file's polynomial, which gives the *lower edge* of each channel.
+
+    One convention for every file format, the one SpecUtils and InterSpec (Sandia) use when they
+    read N42 and SPE polynomials: E(ch) is the energy of the lower edge of channel ch (0-based).
+    Inside the project :class:`EnergyCalibration` gives channel *centres*, so the polynomial is
+    shifted by half a channel: centre(ch) = lower_edge(ch + 0.5).
+    """
+    c = np.asarray(coefficients, dtype=float)
+    if c.size == 0 or not np.all(np.isfinite(c)):
+        raise SpectrumFileError(f"energy calibration coefficients are missing or not finite: {list(c)[:6]}")
+    return EnergyCalibration(tuple(float(v) for v in _shift_polynomial(c, 0.5)))
+
+
+def file_coefficients(calibration: EnergyCalibration) -> tuple[float, ...]:
+    """The lower-edge polynomial a file carries for an internal (channel-centre) calibration."""
+    return tuple(float(v) for v in _shift_polynomial(np.asarray(calibration.coefficients_kev, dtype=float), -0.5))
+
+
+def _shift_polynomial(c: np.ndarray, shift: float) -> np.ndarray:
+    """Coefficients of q(x) = p(x + shift)."""
+    p = np.polynomial.Polynomial(c)
+    q = p(np.polynomial.Polynomial([shift, 1.0]))
+    out = np.zeros(c.size)
+    out[: q.coef.size] = q.coef[: c.size]
+    return out
 
 
 def compress_counted_zeroes(counts: np.ndarray) -> list[str]:
@@ -141,11 +191,16 @@ def _numbers(text: str | None) -> np.ndarray:
 def _calibration(el: etree._Element, n_channels: int | None) -> EnergyCalibration:
     coeffs = _numbers(_text(el, "CoefficientValues"))
     if coeffs.size:
-        return EnergyCalibration(tuple(float(c) for c in coeffs))
+        return file_calibration(coeffs)
     for name, is_edges in (("EnergyBoundaryValues", True), ("EnergyValues", False)):
         values = _numbers(_text(el, name))
         if values.size >= 3:
-            centres = 0.5 * (values[1:] + values[:-1]) if is_edges else values
+            # EnergyBoundaryValues are lower edges (n or n+1 values); EnergyValues are centres
+            if is_edges:
+                edges = values if values.size > (n_channels or 0) else np.append(values, 2 * values[-1] - values[-2])
+                centres = 0.5 * (edges[1:] + edges[:-1])
+            else:
+                centres = values
             ch = np.arange(centres.size, dtype=float)
             fit = np.polynomial.polynomial.polyfit(ch, centres, deg=min(3, centres.size - 1))
             return EnergyCalibration(tuple(float(c) for c in fit))
@@ -214,6 +269,10 @@ def parse_n42(data: bytes, source: str = "<bytes>") -> SpectrumFile:
         root = etree.fromstring(data, parser=etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=True))
     except etree.XMLSyntaxError as err:
         raise SpectrumFileError(f"{source}: not well-formed XML: {err}") from err
+    if _local(root) == "N42InstrumentData":
+        from agent.spectral_files.n42_2006 import parse_n42_2006
+
+        return parse_n42_2006(root, source)
     if _local(root) != "RadInstrumentData":
         raise SpectrumFileError(f"{source}: root element is {_local(root)!r}, not N42 RadInstrumentData")
     if etree.QName(root).namespace not in (N42_NS, None):
@@ -257,7 +316,8 @@ def parse_n42(data: bytes, source: str = "<bytes>") -> SpectrumFile:
                 raise SpectrumFileError(f"{source}: Spectrum {sp.get('id')!r} has no ChannelData")
             values = _numbers(cd.text)
             if (cd.get("compressionCode") or "None") == "CountedZeroes":
-                values = expand_counted_zeroes(values)
+                values = expand_counted_zeroes(values, source)
+            check_channels(values.size, source)
             if values.size == 0:
                 raise SpectrumFileError(f"{source}: Spectrum {sp.get('id')!r} has empty ChannelData")
             live_text = _text(sp, "LiveTimeDuration")
@@ -361,7 +421,7 @@ def build_n42(doc: SpectrumFile, creator: str = "customs-edge") -> etree._Elemen
 
     cal_ids: dict[tuple[float, ...], str] = {}
     for m in doc.measurements:
-        coeffs = tuple(float(c) for c in m.reading.calibration.coefficients_kev)
+        coeffs = file_coefficients(m.reading.calibration)
         if coeffs not in cal_ids:
             cal_ids[coeffs] = f"ec-{len(cal_ids) + 1}"
             ec = _el(root, "EnergyCalibration", id=cal_ids[coeffs])
@@ -386,7 +446,7 @@ def build_n42(doc: SpectrumFile, creator: str = "customs-edge") -> etree._Elemen
             rm,
             "Spectrum",
             id=f"{rm_id}-sp",
-            energyCalibrationReference=cal_ids[tuple(float(c) for c in r.calibration.coefficients_kev)],
+            energyCalibrationReference=cal_ids[file_coefficients(r.calibration)],
             radDetectorInformationReference=det_ids[model],
         )
         _el(sp, "LiveTimeDuration", format_duration(r.live_time_s))
