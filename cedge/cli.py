@@ -75,7 +75,7 @@ def bench_spectra(
     out: Path | None = typer.Option(None, help="Directory for the JSON and PNG figures."),
 ) -> None:
     """Identification, dose, anomaly-detection and speed benchmark of the spectral pipeline."""
-    from cedge.bench_spectra import run_bench
+    from cedge.bench.spectra import run_bench
 
     result = run_bench(json_out=json_out, quick=quick, out_dir=str(out) if out else None)
     if json_out:
@@ -89,7 +89,7 @@ def bench_camera(
     out: Path | None = typer.Option(None, help="Directory for the JSON and PNG figures."),
 ) -> None:
     """Heart rate, respiration, blink and abnormal-state benchmark of the camera pipeline."""
-    from cedge.bench_camera import run_bench
+    from cedge.bench.camera import run_bench
 
     result = run_bench(json_out=json_out, quick=quick, out_dir=str(out) if out else None)
     if json_out:

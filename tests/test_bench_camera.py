@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from cedge.bench_camera import (
+from cedge.bench.camera import (
     BENCH_SEED,
     N_CLIPS_66,
     REPS,
@@ -104,7 +104,7 @@ def test_onset_loss_share_splits_the_auc_shortfall_by_time_since_onset() -> None
 
 
 def test_a_rendered_episode_clip_carries_onset_times_and_the_true_rate_score() -> None:
-    from cedge.bench_camera import TUNE_SEED, Case, run_case
+    from cedge.bench.camera import TUNE_SEED, Case, run_case
     from hal_sim.face import ClipSpec
 
     spec = ClipSpec(duration_s=17.0, fitzpatrick=2, episodes=[(13.0, 17.0, "tense")])

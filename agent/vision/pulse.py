@@ -12,7 +12,7 @@
   the rest of the pulse band, in dB.  Here the template is centred on the *estimated* rate (no
   reference exists on the box), which biases noise upwards; the decision threshold
   :data:`SNR_THRESHOLD_DB` was therefore set on negative controls (printed photo, mask) and live
-  faces of a tuning seed set disjoint from the benchmark seeds (see ``cedge/bench_camera.py``,
+  faces of a tuning seed set disjoint from the benchmark seeds (see ``cedge/bench/camera.py``,
   ``tune_sqi``).  Below the threshold the estimate is reported as *no valid pulse* instead of a
   confident number.
 * **Inter-beat intervals** come from peak detection on the band-passed pulse with a refractory
@@ -34,7 +34,7 @@ from agent.vision.rppg import PULSE_BAND_HZ, bandpass
 #: noise is higher in short windows (fewer independent frequency bins for the same template
 #: width), so one threshold would be too lax at 6-10 s and too strict at 20 s.  Anchors: the
 #: 98th percentile / maximum of the SNR over the negative controls (printed photos, masks) of the
-#: tuning seeds (``cedge.bench_camera.tune_sqi``, never the benchmark seeds): windows of 6-14 s
+#: tuning seeds (``cedge.bench.camera.tune_sqi``, never the benchmark seeds): windows of 6-14 s
 #: reach 2.7 dB, 15-20 s windows 1.3 dB.  Linear in between.
 SNR_THRESHOLD_ANCHORS_DB = ((10.0, 2.7), (20.0, 1.3))
 SNR_THRESHOLD_DB = 1.3  # at the pipeline's full 20 s window

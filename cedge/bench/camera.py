@@ -665,7 +665,7 @@ def write_figures(result: dict[str, Any], clips: list[dict[str, Any]], out_dir: 
     return written
 
 
-if __name__ == "__main__":  # pragma: no cover - developer entry: python -m cedge.bench_camera [--quick]
+if __name__ == "__main__":  # pragma: no cover - developer entry: python -m cedge.bench.camera [--quick]
     import sys
 
     if "--tune" in sys.argv:
