@@ -16,6 +16,7 @@ from agent.spectral_files import (
     parse_spe,
     read_spectrum_file,
 )
+from agent.spectral_files.n42 import file_coefficients
 
 RADIACODE_XML = """<?xml version="1.0"?>
 <ResultDataFile xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
@@ -62,7 +63,8 @@ def test_radiacode_xml_foreground_and_background(tmp_path: Path) -> None:
     fg, bg = doc.foreground(), doc.background()
     assert fg.reading.counts.tolist() == [859, 5770, 2875, 1340]
     assert fg.reading.live_time_s == 172800
-    assert fg.reading.calibration.coefficients_kev == pytest.approx((-11.3706, 2.46757, 3.9769e-4))
+    # the device polynomial gives channel lower edges, as in its N42 exports (SpecUtils' convention)
+    assert file_coefficients(fg.reading.calibration) == pytest.approx((-11.3706, 2.46757, 3.9769e-4))
     assert fg.start_utc == datetime(2023, 10, 17, 22, 30, 56, tzinfo=UTC)
     assert bg is not None and bg.reading.counts.tolist() == [13, 93, 51, 28]
     assert bg.reading.live_time_s == 127800 and bg.start_utc == datetime(2023, 9, 15, 18, 58, 27, tzinfo=UTC)
@@ -91,7 +93,7 @@ def test_spe_round_trip_and_channel_offset() -> None:
     # data starting at channel 10: the calibration (absolute channels) is shifted to 0-based data
     text = "$MEAS_TIM:\n10 10\n$DATA:\n10 12\n1\n2\n3\n$ENER_FIT:\n0 2\n"
     shifted = parse_spe(text).foreground().reading
-    assert shifted.calibration.energy_kev(0.0) == pytest.approx(20.0)
+    assert shifted.calibration.energy_kev(0.0) == pytest.approx(21.0)  # centre of absolute channel 10: 2 * 10.5
 
 
 @pytest.mark.parametrize(

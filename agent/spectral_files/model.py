@@ -40,6 +40,9 @@ class SpectrumMeasurement:
     start_utc: datetime | None = None
     remark: str = ""
     detector_name: str | None = None  # which detector of a multi-detector instrument
+    sample: int | None = None  # time slice of a multi-detector file (N42 RadMeasurement, SpecUtils sample number)
+    derived: bool = False  # a spectrum the instrument computed (sum, background-subtracted): never summed again
+    summed_from: int = 1  # how many raw spectra this one is the sum of (see agent.spectral_files.combine)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,20 +87,35 @@ class SpectrumFile:
     analyses: tuple[AnalysisRecord, ...] = ()
     source: str = ""  # path or description of where it was read from
 
+    def raw(self, measurement_class: str) -> list[SpectrumMeasurement]:
+        """The raw (not derived) spectra of one role, in file order."""
+        return [m for m in self.measurements if m.measurement_class == measurement_class and not m.derived]
+
     def foreground(self) -> SpectrumMeasurement:
-        """The measurement to analyse: the first Foreground, else the first non-background one."""
+        """The spectrum to analyse.
+
+        Which: the raw Foreground spectra; else those whose role the file leaves open (NotSpecified);
+        else a derived foreground (a file holding only sums); else the first spectrum. Several
+        spectra (detectors of a portal, time slices) are *summed*, not picked: see
+        :mod:`agent.spectral_files.combine` for why and for how live time is counted.
+        """
         if not self.measurements:
             raise SpectrumFileError(f"{self.source or 'spectrum file'}: holds no spectrum")
-        for m in self.measurements:
-            if m.measurement_class == "Foreground":
-                return m
-        for m in self.measurements:
-            if m.measurement_class != "Background":
-                return m
+        from agent.spectral_files.combine import sum_measurements
+
+        for chosen in (
+            self.raw("Foreground"),
+            self.raw("NotSpecified"),
+            [m for m in self.measurements if m.measurement_class in ("Foreground", "NotSpecified")][:1],
+        ):
+            if chosen:
+                return sum_measurements(chosen)
         return self.measurements[0]
 
     def background(self) -> SpectrumMeasurement | None:
-        for m in self.measurements:
-            if m.measurement_class == "Background":
-                return m
-        return None
+        """The file's own background: the sum of its raw Background spectra, else a derived one, else None."""
+        from agent.spectral_files.combine import sum_measurements
+
+        chosen = self.raw("Background") or [
+            m for m in self.measurements if m.measurement_class == "Background"][:1]
+        return sum_measurements(chosen) if chosen else None

@@ -21,7 +21,7 @@ import numpy as np
 from lxml import etree
 
 from agent.hal.interfaces import EnergyCalibration, SpectrumReading, utc_iso
-from agent.spectral_files.limits import check_channels
+from agent.spectral_files.limits import check_channels, counted_zeroes_length, counted_zeroes_runs
 from agent.spectral_files.model import (
     MEASUREMENT_CLASSES,
     AlarmResult,
@@ -32,6 +32,7 @@ from agent.spectral_files.model import (
     SpectrumFileError,
     SpectrumMeasurement,
 )
+from agent.spectral_files.n42_names import schema_safe_name
 
 N42_NS = "http://physics.nist.gov/N42/2011/N42"
 _XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
@@ -80,22 +81,8 @@ def expand_counted_zeroes(values: np.ndarray, source: str = "<bytes>") -> np.nda
     zeros must get a clear error, not 6 GB of memory (issue 14, row 9).
     """
     values = np.asarray(values, dtype=float)
-    zero_at = np.flatnonzero(values == 0)
-    # a zero's count is the next value; counts are never themselves run starts
-    starts: list[int] = []
-    skip_until = -1
-    for i in zero_at:
-        if i <= skip_until:
-            continue
-        starts.append(int(i))
-        skip_until = i + 1
-    if starts and starts[-1] + 1 >= values.size:
-        raise SpectrumFileError(f"{source}: CountedZeroes data ends with a 0 and no count")
-    runs = values[np.asarray(starts, dtype=int) + 1] if starts else np.zeros(0)
-    if np.any(runs < 0) or not np.all(np.isfinite(runs)) or np.any(runs != np.rint(runs)):
-        raise SpectrumFileError(f"{source}: CountedZeroes run length is not a non-negative integer")
-    total = values.size - 2 * len(starts) + float(runs.sum())
-    check_channels(total, source)
+    total = counted_zeroes_length(values, source)  # raises before allocating for a bomb
+    starts = counted_zeroes_runs(values).tolist()
     out = np.zeros(int(total))
     pos = 0
     i = 0
@@ -263,6 +250,18 @@ def _read_analysis(el: etree._Element) -> AnalysisRecord:
     )
 
 
+def _model_name(info: etree._Element | None) -> str:
+    """The instrument model; the exact name from RadInstrumentDescription when the writer had to make
+    RadInstrumentModelName schema-safe (see :mod:`agent.spectral_files.n42_names`)."""
+    if info is None:
+        return "unknown"
+    model = _text(info, "RadInstrumentModelName", "unknown") or "unknown"
+    description = _text(info, "RadInstrumentDescription")
+    if description and description != model and schema_safe_name(description) == model:
+        return description
+    return model
+
+
 def parse_n42(data: bytes, source: str = "<bytes>") -> SpectrumFile:
     """Parse N42.42-2012 XML bytes into a :class:`SpectrumFile`."""
     try:
@@ -286,7 +285,7 @@ def parse_n42(data: bytes, source: str = "<bytes>") -> SpectrumFile:
     instrument = InstrumentInfo(
         manufacturer=(_text(info, "RadInstrumentManufacturerName", "unknown") if info is not None else "unknown")
         or "unknown",
-        model=(_text(info, "RadInstrumentModelName", "unknown") if info is not None else "unknown") or "unknown",
+        model=_model_name(info),
         serial=_text(info, "RadInstrumentIdentifier") if info is not None else None,
         class_code=(_text(info, "RadInstrumentClassCode", "Other") if info is not None else "Other") or "Other",
         detector_kind=(_text(first_det, "RadDetectorKindCode", "Other") if first_det is not None else "Other")
@@ -300,7 +299,11 @@ def parse_n42(data: bytes, source: str = "<bytes>") -> SpectrumFile:
     calibrations = {c.get("id"): c for c in _children(root, "EnergyCalibration")}
 
     measurements = []
-    for rm in _children(root, "RadMeasurement"):
+    # DerivedData (sums, background-subtracted spectra the instrument computed) has RadMeasurement's
+    # layout; kept, but flagged so foreground()/background() never add them to the raw spectra again.
+    blocks = [(rm, False) for rm in _children(root, "RadMeasurement")]
+    blocks += [(dd, True) for dd in _children(root, "DerivedData")]
+    for sample, (rm, derived) in enumerate(blocks, start=1):
         mclass = _text(rm, "MeasurementClassCode", "NotSpecified") or "NotSpecified"
         start_text = _text(rm, "StartDateTime")
         start = parse_datetime_utc(start_text) if start_text else None
@@ -351,6 +354,8 @@ def parse_n42(data: bytes, source: str = "<bytes>") -> SpectrumFile:
                     start_utc=start,
                     remark=remark,
                     detector_name=det_name,
+                    sample=sample,
+                    derived=derived,
                 )
             )
     analyses = tuple(_read_analysis(a) for a in _children(root, "AnalysisResults"))
@@ -390,19 +395,22 @@ def build_n42(doc: SpectrumFile, creator: str = "customs-edge") -> etree._Elemen
         raise SpectrumFileError("cannot write an N42 file without a spectrum")
     root = etree.Element(f"{{{N42_NS}}}RadInstrumentData", nsmap={None: N42_NS, "xsi": _XSI_NS})
     root.set("n42DocUUID", str(uuid.uuid4()))
-    _el(root, "RadInstrumentDataCreatorName", creator)
+    _el(root, "RadInstrumentDataCreatorName", schema_safe_name(creator, "customs-edge"))
 
     ins = doc.instrument
     info = _el(root, "RadInstrumentInformation", id="rii-1")
-    _el(info, "RadInstrumentManufacturerName", ins.manufacturer or "unknown")
+    _el(info, "RadInstrumentManufacturerName", schema_safe_name(ins.manufacturer))
     if ins.serial:
-        _el(info, "RadInstrumentIdentifier", ins.serial)
-    _el(info, "RadInstrumentModelName", ins.model or "unknown")
+        _el(info, "RadInstrumentIdentifier", schema_safe_name(ins.serial))
+    model_name = schema_safe_name(ins.model)
+    _el(info, "RadInstrumentModelName", model_name)
+    if model_name != (ins.model or "unknown"):  # the exact name where the schema allows free text
+        _el(info, "RadInstrumentDescription", ins.model)
     _el(info, "RadInstrumentClassCode", ins.class_code)
     for name, version in ins.versions or (("Software", "customs-edge"),):
         v = _el(info, "RadInstrumentVersion")
-        _el(v, "RadInstrumentComponentName", name or "unknown")
-        _el(v, "RadInstrumentComponentVersion", version or "unknown")
+        _el(v, "RadInstrumentComponentName", schema_safe_name(name))
+        _el(v, "RadInstrumentComponentVersion", schema_safe_name(version))
 
     # One RadDetectorInformation per distinct detector model.
     det_ids: dict[str, str] = {}
@@ -466,7 +474,7 @@ def build_n42(doc: SpectrumFile, creator: str = "customs-edge") -> etree._Elemen
         _el(ar, "AnalysisAlgorithmName", a.algorithm_name or "unknown")
         v = _el(ar, "AnalysisAlgorithmVersion")
         _el(v, "AnalysisAlgorithmComponentName", "identification")
-        _el(v, "AnalysisAlgorithmComponentVersion", a.algorithm_version or "unknown")
+        _el(v, "AnalysisAlgorithmComponentVersion", schema_safe_name(a.algorithm_version))
         _el(ar, "AnalysisResultStatusCode", a.status if a.status in ("Success", "Failure") else "Failure")
         if a.description:
             _el(ar, "AnalysisResultDescription", a.description)
@@ -482,7 +490,7 @@ def build_n42(doc: SpectrumFile, creator: str = "customs-edge") -> etree._Elemen
             for n in a.nuclides:
                 nuc = _el(nar, "Nuclide")
                 _el(nuc, "NuclideIdentifiedIndicator", "true" if n.identified else "false")
-                _el(nuc, "NuclideName", n.name)
+                _el(nuc, "NuclideName", schema_safe_name(n.name))
                 if n.activity_kbq is not None:
                     _el(nuc, "NuclideActivityValue", f"{max(n.activity_kbq, 0.0):.6g}")
                 conf = n.confidence_pct if np.isfinite(n.confidence_pct) else 0.0

@@ -5,7 +5,8 @@ their phone app exports spectra as this XML: ``ResultData`` holds an ``EnergySpe
 ``DataPoint`` elements, a polynomial ``EnergyCalibration``, ``MeasurementTime`` in seconds) and
 optionally a ``BackgroundEnergySpectrum`` of the same shape. Layout as in the test files of
 ckuethe/radiacode-tools (MIT). The app reports one time, which we take as live and real time
-(RadiaCode's dead time is negligible at the count rates of a 1 cm3 crystal).
+(RadiaCode's dead time is negligible at the count rates of a 1 cm3 crystal). The polynomial is the
+device's, the same numbers its N42 exports carry, so it is read as those are: channel lower edges.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from pathlib import Path
 import numpy as np
 from lxml import etree
 
-from agent.hal.interfaces import EnergyCalibration, SpectrumReading
+from agent.hal.interfaces import SpectrumReading
 from agent.spectral_files.model import InstrumentInfo, SpectrumFile, SpectrumFileError, SpectrumMeasurement
+from agent.spectral_files.n42 import file_calibration
 
 
 def _t(el: etree._Element | None, path: str) -> str | None:
@@ -59,7 +61,7 @@ def _spectrum(es: etree._Element, device: str, start: datetime | None, source: s
         counts=counts,
         live_time_s=seconds,
         real_time_s=seconds,
-        calibration=EnergyCalibration(coeffs),
+        calibration=file_calibration(coeffs),
         t_utc=end,
         t_mono_s=0.0,
         detector_model=device,

@@ -5,7 +5,8 @@ WinSPEC/GENIE exports, Open Gamma Detector tools, many hobbyist apps). The forma
 ``$KEYWORD:`` blocks (IAEA "SPE" format description, ORTEC Maestro manual appendix): ``$DATA:`` gives
 first and last channel then one count per line, ``$MEAS_TIM:`` live and real seconds, ``$DATE_MEA:``
 ``mm/dd/yyyy hh:mm:ss``, ``$ENER_FIT:`` offset and gain, ``$MCA_CAL:`` the number of coefficients then
-the polynomial (Maestro).
+the polynomial (Maestro). Polynomials give channel *lower edges*, as SpecUtils/InterSpec read them
+(the one convention of :func:`agent.spectral_files.n42.file_calibration`).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.hal.interfaces import EnergyCalibration, SpectrumReading
+from agent.hal.interfaces import SpectrumReading
 from agent.spectral_files.model import InstrumentInfo, SpectrumFile, SpectrumFileError, SpectrumMeasurement
+from agent.spectral_files.n42 import file_calibration, file_coefficients
 
 
 def _blocks(text: str, source: str) -> dict[str, list[str]]:
@@ -90,7 +92,7 @@ def parse_spe(text: str, source: str = "<text>", detector_model: str | None = No
         counts=np.rint(counts).astype(np.int64),
         live_time_s=live_s,
         real_time_s=real_s or live_s,
-        calibration=EnergyCalibration(coeffs),
+        calibration=file_calibration(coeffs),
         t_utc=end,
         t_mono_s=0.0,
         detector_model=detector_model or "unknown",
@@ -115,7 +117,7 @@ def read_spe(path: str | Path, detector_model: str | None = None) -> SpectrumFil
 def format_spe(reading: SpectrumReading, spec_id: str = "customs-edge") -> str:
     """Write the IAEA SPE subset read above (used by tests and for exchange with SPE-only tools)."""
     start = reading.t_utc - timedelta(seconds=reading.real_time_s)
-    c = reading.calibration.coefficients_kev
+    c = file_coefficients(reading.calibration)  # files carry lower-edge polynomials
     lines = [
         "$SPEC_ID:", spec_id, "$DATE_MEA:", start.strftime("%m/%d/%Y %H:%M:%S"),
         "$MEAS_TIM:", f"{reading.live_time_s:g} {reading.real_time_s:g}",
