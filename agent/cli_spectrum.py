@@ -21,7 +21,26 @@ app = typer.Typer(help="Gamma spectra: identify nuclides, dose rate and gross co
                   no_args_is_help=True)
 
 
-def _analyse_file(path: Path, background_path: Path | None) -> dict:
+def _resolve_detector(requested: str | None, doc_models: list[str]) -> tuple[str, bool, str | None]:
+    """(model name, assumed?, what the file said): ``--detector`` wins, then the file's names, else the default."""
+    from agent.spectral.detector import DEFAULT_MODEL, detector_model
+    from agent.spectral.library import LibraryError
+
+    if requested:
+        return detector_model(requested, fallback=None).name, False, None
+    for name in doc_models:
+        try:
+            return detector_model(name, fallback=None).name, False, None
+        except LibraryError:
+            continue
+    said = next((n for n in doc_models if n and n != "unknown"), "unknown")
+    return DEFAULT_MODEL, True, said
+
+
+def _analyse_file(path: Path, background_path: Path | None, detector: str | None) -> dict:
+    from dataclasses import replace
+
+    from agent.cli_output import warning_line
     from agent.spectral.pipeline import SpectrumPipeline
     from agent.spectral_files import read_spectrum_file
 
@@ -30,8 +49,16 @@ def _analyse_file(path: Path, background_path: Path | None) -> dict:
     bg = doc.background()
     if background_path is not None:
         bg = read_spectrum_file(background_path).foreground()
-    analysis = SpectrumPipeline().analyze(fg.reading, bg.reading if bg is not None else None)
+    model, assumed, said = _resolve_detector(detector, [fg.reading.detector_model, doc.instrument.model])
+    if assumed:
+        warning_line(f"{path}: the file names no detector model we know ({said!r}); assuming {model!r}"
+                     " (give --detector NAME)")
+    fg_reading = replace(fg.reading, detector_model=model)
+    bg_reading = replace(bg.reading, detector_model=model) if bg is not None else None
+    analysis = SpectrumPipeline().analyze(fg_reading, bg_reading)
     out = {"file": str(path), "instrument": doc.instrument.model, **analysis.to_dict()}
+    out["detector_assumed"] = assumed
+    out["foreground_spectra"] = fg.summed_from
     out["background_from"] = (
         str(background_path) if background_path else ("file" if bg is not None else "modelled (K/U/Th)")
     )
@@ -40,34 +67,52 @@ def _analyse_file(path: Path, background_path: Path | None) -> dict:
 
 @app.command()
 def analyze(
-    files: list[Path] = typer.Argument(..., help="N42.42, IAEA SPE or RadiaCode XML files"),
+    files: list[Path] = typer.Argument(..., help="spectrum files: N42.42, IAEA SPE, RadiaCode XML; with SpecUtils"
+                                       " installed also CNF, SPC, CHN, PCF, CSV/TXT, Exploranium"),
     json_out: bool = typer.Option(False, "--json", help="print one JSON object instead of text"),
     background: Path | None = typer.Option(None, "--background", help="background spectrum file"),
+    detector: str | None = typer.Option(None, "--detector", help="detector model (e.g. 'NaI 3x3 in'); default:"
+                                        " the file's, else 'NaI 2x2 in' with a warning"),
 ) -> None:
-    """Identify nuclides, dose rate and gross count rate of each FILE."""
-    from agent.cli_output import error_line
-    from agent.spectral_files import SpectrumFileError
+    """Identify nuclides, dose rate and gross count rate of each FILE.
 
+    A file with several spectra is analysed as the sum of its foreground spectra (all detectors and
+    time slices), against the sum of its background spectra when it has any. Unreadable files are
+    reported one line each on stderr; the exit code is then 1.
+    """
+    from agent.cli_output import error_line, fail
+    from agent.spectral.detector import detector_model, detector_models
+    from agent.spectral.library import LibraryError
+
+    if detector is not None:
+        try:
+            detector_model(detector, fallback=None)
+        except LibraryError:
+            fail(f"unknown detector model {detector!r}; valid: {', '.join(detector_models())}", 2)
     results, failed = [], 0
     for path in files:
         try:
-            results.append(_analyse_file(path, background))
-        except (SpectrumFileError, ValueError, OSError) as err:
+            results.append(_analyse_file(path, background, detector))
+        except Exception as err:  # noqa: BLE001 - one line per bad file, never a traceback (field files)
             failed += 1
-            results.append({"file": str(path), "error": str(err)})
+            results.append({"file": str(path), "error": str(err) if isinstance(err, ValueError | OSError)
+                            else f"cannot analyse: {type(err).__name__}: {err}"})
     if json_out:
         typer.echo(json.dumps({"files": results}, indent=2))
-    else:
-        for r in results:
-            if "error" in r:
-                error_line(f"{r['file']}: {r['error']}")
-                continue
-            names = ", ".join(f"{n['label']} {100 * n['confidence']:.0f}%" for n in r["nuclides"]) or "background only"
-            dose = f"{r['dose_rate_usv_h']:.3g} uSv/h" if r["dose_rate_usv_h"] is not None else "n/a"
-            typer.echo(
-                f"{r['file']}: {names} | H*(10) {dose} | gross {r['gross_cps']:.1f} cps"
-                f" | {r['detector_model']}, live {r['live_time_s']:.0f} s, background {r['background_from']}"
-            )
+    for r in results:
+        if "error" in r:
+            message = r["error"] if r["error"].startswith(r["file"]) else f"{r['file']}: {r['error']}"
+            error_line(message)
+            continue
+        if json_out:
+            continue
+        names = ", ".join(f"{n['label']} {100 * n['confidence']:.0f}%" for n in r["nuclides"]) or "background only"
+        dose = f"{r['dose_rate_usv_h']:.3g} uSv/h" if r["dose_rate_usv_h"] is not None else "n/a"
+        typer.echo(
+            f"{r['file']}: {names} | H*(10) {dose} | gross {r['gross_cps']:.1f} cps"
+            f" | {r['detector_model']}{' (assumed)' if r['detector_assumed'] else ''},"
+            f" live {r['live_time_s']:.0f} s, background {r['background_from']}"
+        )
     if failed:
         raise typer.Exit(code=1)
 
