@@ -148,7 +148,29 @@ def _fmt_number(v: float) -> str:
 
 
 def _local(el: etree._Element) -> str:
-    return etree.QName(el).localname
+    """Local name of an element; also for tags with an undeclared vendor prefix ('InterSpec:DetectorType')."""
+    return el.tag.rpartition("}")[2].rpartition(":")[2] if isinstance(el.tag, str) else ""
+
+
+def parse_xml(data: bytes, source: str) -> etree._Element:
+    """Parse XML strictly, except for prefixes used without a declaration.
+
+    SpecUtils/InterSpec write ``<InterSpec:DetectorType>`` without declaring ``InterSpec`` (0.0.11);
+    such a file is complete, only a vendor element's prefix is unbound, so it is read (lxml's
+    recovery keeps the element under its prefixed name). Any other error, truncation above all,
+    is refused: libxml2 goes on after a namespace error, so a truncated file still shows its
+    parser error here.
+    """
+    options = {"resolve_entities": False, "no_network": True, "huge_tree": True}
+    try:
+        return etree.fromstring(data, parser=etree.XMLParser(**options))
+    except etree.XMLSyntaxError as err:
+        errors = list(err.error_log)
+        if errors and all(e.domain_name == "NAMESPACE" for e in errors):
+            root = etree.fromstring(data, parser=etree.XMLParser(recover=True, **options))
+            if root is not None:
+                return root
+        raise SpectrumFileError(f"{source}: not well-formed XML: {err}") from err
 
 
 def _children(el: etree._Element, name: str) -> list[etree._Element]:
@@ -264,10 +286,7 @@ def _model_name(info: etree._Element | None) -> str:
 
 def parse_n42(data: bytes, source: str = "<bytes>") -> SpectrumFile:
     """Parse N42.42-2012 XML bytes into a :class:`SpectrumFile`."""
-    try:
-        root = etree.fromstring(data, parser=etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=True))
-    except etree.XMLSyntaxError as err:
-        raise SpectrumFileError(f"{source}: not well-formed XML: {err}") from err
+    root = parse_xml(data, source)
     if _local(root) == "N42InstrumentData":
         from agent.spectral_files.n42_2006 import parse_n42_2006
 

@@ -29,6 +29,7 @@ from agent.spectral_files.model import (
     SpectrumMeasurement,
 )
 from agent.spectral_files.n42 import (
+    _local,
     expand_counted_zeroes,
     file_calibration,
     parse_datetime_utc,
@@ -39,8 +40,6 @@ _ROLE_WORDS = {"background": "Background", "foreground": "Foreground", "item": "
                "calibration": "Calibration", "intrinsicactivity": "IntrinsicActivity"}
 
 
-def _local(el: etree._Element) -> str:
-    return etree.QName(el).localname if isinstance(el.tag, str) else ""
 
 
 def _find(el: etree._Element, name: str) -> etree._Element | None:
