@@ -5,7 +5,8 @@ models), ``response`` (detector response and templates), ``binning`` (resolution
 ``fitting`` (Poisson non-negative fits), ``peaks`` (matched-filter peak search), ``calibration``
 (gain tracking on K-40/Tl-208/Bi-214), ``identify`` (template-fit identification), ``dose``
 (G(E) H*(10)), ``anomaly`` (moving-detector NMF anomaly detection), ``pipeline`` (one call per
-spectrum). ``fit_detector_response`` and ``fit_dose_weighting`` are offline tools.
+spectrum). The offline fitting tools live in ``cedge.spectral_tools`` (they use the simulator);
+``presets`` (detector presets fitted to measured spectra) and ``drf_fit`` (fitting them) are on-device.
 """
 
 from agent.spectral.identify import IdentificationResult, Identifier, IdentifierSettings, NuclideID

@@ -17,17 +17,32 @@ import numpy as np
 
 from agent.spectral.library import LibraryError, read_data_csv
 
-# Names devices and files use for the same detector classes (RadiaCode, Open Gamma Detector, N42 files).
+# Names devices and files use for the same detector classes (RadiaCode, Kromek, FLIR identiFINDER,
+# portal/vehicle logs, N42 files), matched as prefixes of the lower-cased name, first match wins.
+# Presets (data/detector_presets.yaml, user files) add their own aliases ahead of these.
+_RC = "CsI(Tl) 1 cm3 pocket (RadiaCode-102 class)"
 _ALIASES = {
-    "radiacode-101": "CsI(Tl) 1 cm3 pocket (RadiaCode-102 class)",
-    "radiacode-102": "CsI(Tl) 1 cm3 pocket (RadiaCode-102 class)",
-    "radiacode-103": "CsI(Tl) 1 cm3 pocket (RadiaCode-102 class)",
-    "radiacode 102": "CsI(Tl) 1 cm3 pocket (RadiaCode-102 class)",
-    "radiacode": "CsI(Tl) 1 cm3 pocket (RadiaCode-102 class)",
+    "radiacode-101": _RC,
+    "radiacode-102": _RC,
+    "radiacode-103": _RC,
+    "radiacode 102": _RC,
+    "radiacode": _RC,
+    "kromek d3s": "CsI(Tl) small handheld (D3S class)",
+    "d3s": "CsI(Tl) small handheld (D3S class)",
+    "kromek gr1": "CZT 1 cm3",
+    "gr1": "CZT 1 cm3",
+    "gr-1": "CZT 1 cm3",
+    "czt": "CZT 1 cm3",
+    "labr": "LaBr3",
+    "hpge": "HPGe 40%",
+    "ge coax": "HPGe 40%",
     "nai 2x2": "NaI 2x2 in",
     "nai 3x3": "NaI 3x3 in",
     "nai 1x1": "NaI 1x1 in",
     "nai 2x4x16": "NaI 2x4x16 in log",
+    "2x4x16": "NaI 2x4x16 in log",
+    "portal": "NaI 2x4x16 in log",
+    "rpm": "NaI 2x4x16 in log",
 }
 
 DEFAULT_MODEL = "NaI 2x2 in"
@@ -65,12 +80,30 @@ class DetectorModel:
 
 @functools.cache
 def detector_models() -> dict[str, DetectorModel]:
+    """Physics models (detector_resolution.csv), then presets (built-in, env, loaded user files)."""
+    from agent.spectral.presets import presets
+
     models = {}
     for row in read_data_csv("detector_resolution.csv"):
         a = float(row["offset_a_keV"]) if row["offset_a_keV"].strip() else 0.0
         c = float(row["power_c"]) if row["power_c"].strip() else 0.5
         models[row["detector"]] = DetectorModel(row["detector"], a, float(row["fwhm_pct_at_661keV"]), c)
+    for p in presets().values():
+        models[p.name] = DetectorModel(p.name, p.offset_a_kev, p.fwhm_pct_661, p.power_c)
     return models
+
+
+def aliases() -> dict[str, str]:
+    """Alias prefix -> model name: preset aliases (user files last loaded win), then the built-in ones."""
+    from agent.spectral.presets import presets
+
+    out: dict[str, str] = {}
+    for p in reversed(list(presets().values())):
+        for a in p.aliases:
+            out.setdefault(_norm(a), p.name)
+    for a, target in _ALIASES.items():
+        out.setdefault(a, target)
+    return out
 
 
 def _norm(name: str) -> str:
@@ -90,8 +123,8 @@ def detector_model(name: str | None, fallback: str | None = DEFAULT_MODEL) -> De
         for model_name in models:
             if _norm(model_name) == key:
                 return models[model_name]
-        for alias, target in _ALIASES.items():
-            if key.startswith(alias):
+        for alias, target in aliases().items():
+            if key.startswith(alias) and target in models:
                 return models[target]
     if fallback is None:
         raise LibraryError(f"unknown detector model {name!r} (known: {', '.join(models)})")

@@ -6,7 +6,7 @@ makes it so: ``H = sum_ch cps_ch * G(E_ch)``. G is found once per detector model
 weighted response to monoenergetic photons to equal the ICRP 74 fluence-to-H*(10) coefficient at
 every energy (Moriuchi & Miyanaga, Health Phys. 12 (1966) 541, the "G(E) function" method; Tsuda &
 Saito (2017) derive such spectrum-dose operators for NaI(Tl) and CsI(Tl) survey instruments).
-The fit (``fit_dose_weighting.py``) writes ``data/dose_weighting.csv``: G(E) = sum_k a_k x^k with
+The fit (``cedge/spectral_tools/fit_dose_weighting.py``) writes ``data/dose_weighting.csv``: G(E) = sum_k a_k x^k with
 x = ln(E / 1000 keV), valid between e_min (above the discriminator) and e_max.
 
 Photons below the discriminator (e.g. the 14-21 keV Np L x-rays of Am-241) are not seen and not
@@ -74,8 +74,14 @@ def dose_weightings() -> dict[str, DoseWeighting]:
 
 
 def dose_weighting(model: DetectorModel) -> DoseWeighting:
-    """The fitted G(E) of ``model``; an error naming the fitted models if there is none."""
+    """The fitted G(E) of ``model`` (a preset uses its base crystal's G(E): the preset corrections change
+    the peak shapes, hardly the counts-per-dose); an error naming the fitted models if there is none."""
+    from agent.spectral.presets import presets
+
     table = dose_weightings()
     if model.name in table:
         return table[model.name]
+    preset = presets().get(model.name)
+    if preset is not None and preset.base in table:
+        return table[preset.base]
     raise LibraryError(f"no fitted G(E) dose weighting for detector {model.name!r} (have: {', '.join(table)})")

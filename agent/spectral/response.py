@@ -16,7 +16,7 @@ strength tabulated per detector model:
   than channel by channel).
 
 The strengths (counts per photon on the detector face) come from ``data/detector_response.csv``,
-which ``fit_detector_response.py`` fits offline to a detector's monoenergetic responses (measured
+which ``cedge/spectral_tools/fit_detector_response.py`` fits offline to a detector's monoenergetic responses (measured
 or, here, simulated) — the way a DRF is characterised, not tuned per nuclide. Shielded variants of
 each template attenuate the lines by exp(-mu x) of iron or lead (NIST SRD 126); the photons the
 shield scatters are smooth and are left to the identifier's continuum nuisance terms.
@@ -75,6 +75,34 @@ class ResponseTable:
     continuum: np.ndarray
     xray_escape_kev: float
     min_energy_kev: float  # lowest energy the analysis trusts (discriminator + 3 widths)
+    # Measured-detector terms (0/empty for the simulator-fitted tables, whose simulator has an ideal
+    # Gaussian peak and a linear light yield; see agent/spectral/presets.py):
+    threshold_kev: float = 0.0  # lower-level discriminator 50 % point on the recorded energy (0: none)
+    threshold_width_kev: float = 1.0  # erf width of its roll-off
+    # light-yield non-proportionality and calibration offset: recorded/true energy - 1 = sum_k p_k ln(E/662 keV)^k
+    nonprop: tuple[float, ...] = ()
+    tail_fraction: float = 0.0  # share of each sharp deposit in an exponential low-energy tail
+    tail_length_sigma: float = 1.0  # its 1/e length in units of the peak's sigma
+
+    def apparent_energy_kev(self, energy_kev: np.ndarray | float) -> np.ndarray:
+        """Where a deposit of ``energy_kev`` appears on a calibration that is linear through 662 keV.
+
+        NaI(Tl)/CsI(Tl) give more light per keV at 20-200 keV than at 662 keV (Knoll 4th ed.
+        sec. 8.II.B; Moszynski et al., NIM A 484 (2002) 259), so their low-energy peaks sit a few per
+        cent above a linear calibration."""
+        e = np.asarray(energy_kev, dtype=float)
+        if not self.nonprop:
+            return e
+        lg = np.log(np.clip(e, 10.0, 3000.0) / 661.657)
+        d = sum(p * lg**k for k, p in enumerate(self.nonprop))
+        return e * (1.0 + d)
+
+    def threshold_pass(self, energy_kev: np.ndarray | float) -> np.ndarray:
+        """Fraction of events at a recorded energy that pass the discriminator (erf roll-off)."""
+        e = np.asarray(energy_kev, dtype=float)
+        if self.threshold_kev <= 0:
+            return np.ones_like(e)
+        return ndtr((e - self.threshold_kev) / max(self.threshold_width_kev, 1e-3))
 
     def _weights(self, energy_kev: float) -> tuple[int, float]:
         le = np.log(np.clip(energy_kev, self.energies_kev[0], self.energies_kev[-1]))
@@ -143,6 +171,12 @@ def response_tables() -> dict[str, ResponseTable]:
 
 
 def response_table(model: DetectorModel) -> ResponseTable:
+    """The table of a detector model: its preset's (agent/spectral/presets.py), its own fitted table,
+    else the nearest of the same crystal family, else a generic one."""
+    from agent.spectral.presets import preset_table_cached, presets
+
+    if model.name in presets():
+        return preset_table_cached(model.name)
     tables = response_tables()
     if model.name in tables:
         return tables[model.name]
@@ -272,6 +306,24 @@ def add_line_continuum(cont: np.ndarray, grid_lo: np.ndarray, table: ResponseTab
     cont[:top] += np.diff(c)
 
 
+def _add_tail(cont: np.ndarray, grid_lo: np.ndarray, peak_kev: float, area: float, length_kev: float) -> None:
+    """Exponential low-energy tail of a peak (incomplete charge/light collection, scattering in the
+    window), added before the resolution blur: exp-tail convolved with the Gaussian is the tailed
+    peak shape of GADRAS/InterSpec's peak models (cf. Bortels & Collaers, Appl. Radiat. Isot. 38 (1987) 831)."""
+    lam = max(length_kev, 0.3)
+    lo = max(peak_kev - 10.0 * lam, float(grid_lo[0]))
+    i0 = int((lo - grid_lo[0]) / GRID_STEP_KEV)
+    i1 = min(int((peak_kev - grid_lo[0]) / GRID_STEP_KEV) + 1, grid_lo.size)
+    if i1 <= i0:
+        return
+    x_hi = np.minimum(grid_lo[i0:i1] + GRID_STEP_KEV, peak_kev)
+    x_lo = grid_lo[i0:i1]
+    w = np.exp(-(peak_kev - x_hi) / lam) - np.exp(-(peak_kev - x_lo) / lam)
+    tot = w.sum()
+    if tot > 0:
+        cont[i0:i1] += area * w / tot
+
+
 # Scattered-to-uncollided photon ratio behind a slab, B - 1 ~ k * (mu x): exposure build-up of
 # ANSI/ANS-6.4.3 (1991) at 0.5-1 MeV and 1-4 mfp is roughly 1 + 1.0 mu x for iron and 1 + 0.25 mu x
 # for lead (photoabsorption removes the degraded photons in high-Z shields).
@@ -351,8 +403,11 @@ def build_templates(
     model: DetectorModel,
     shields: tuple[tuple[str, float], ...] = DEFAULT_SHIELDS,
     max_energy_kev: float = 3100.0,
+    table: ResponseTable | None = None,
 ) -> TemplateSet:
-    table = response_table(model)
+    """Templates of every library source (and shield variant) for ``model``; ``table`` overrides the
+    model's own response table (used while fitting a preset)."""
+    table = table or response_table(model)
     grid_lo = np.arange(0.0, max_energy_kev, GRID_STEP_KEV)
     n_grid = grid_lo.size
     src_idx, sh_idx = [], []
@@ -383,11 +438,19 @@ def build_templates(
                 for pe, strength in parts:
                     if strength <= 0:
                         continue
+                    pe_rec = float(table.apparent_energy_kev(pe))
+                    area = strength * wl * float(table.threshold_pass(pe_rec))
+                    sig = float(np.hypot(model.sigma_kev(max(pe, 5.0)), spread))
+                    if table.tail_fraction > 0:
+                        _add_tail(cont, grid_lo, pe_rec, area * table.tail_fraction, table.tail_length_sigma * sig)
+                        area *= 1.0 - table.tail_fraction
                     p_t.append(ti)
-                    p_e.append(pe)
-                    p_a.append(strength * wl)
-                    p_s.append(float(np.hypot(model.sigma_kev(max(pe, 5.0)), spread)))
+                    p_e.append(pe_rec)
+                    p_a.append(area)
+                    p_s.append(sig)
             cont = _blur(cont, sigma_cells)
+            if table.threshold_kev > 0:
+                cont *= table.threshold_pass(grid_lo + 0.5 * GRID_STEP_KEV)
             cont_rows.append(np.concatenate([[0.0], np.cumsum(cont)]))
     return TemplateSet(
         model=model,

@@ -7,7 +7,7 @@ per channel (counts per photon on the face x face area) and h*(10) the ICRP 74 c
 least squares in *relative* error over 40 energies from just above the discriminator to 3 MeV.
 The monoenergetic responses come from the simulator (imported inside ``fit_model`` only).
 
-    python -m agent.spectral.fit_dose_weighting [--degree 6]
+    python -m cedge.spectral_tools.fit_dose_weighting [--degree 6]
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.spectral.detector import detector_models
-from agent.spectral.fit_detector_response import monoenergetic_response
 from agent.spectral.library import read_data_csv
+from cedge.spectral_tools.fit_detector_response import DATA_DIR, monoenergetic_response, physics_models
 
 PSV_CM2_TO_USV_H = 3600.0 * 1e-6  # (pSv cm2) x (photons/cm2/s) -> uSv/h
 
@@ -58,18 +57,19 @@ def fit_model(model_name: str, degree: int = 6) -> tuple[dict[str, float | str],
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "data" / "dose_weighting.csv")
+    parser.add_argument("--out", type=Path, default=DATA_DIR / "dose_weighting.csv")
     parser.add_argument("--degree", type=int, default=6)
     parser.add_argument("--models", nargs="*", default=None)
     args = parser.parse_args(argv)
     fields = ["detector", "e_min_keV", "e_max_keV", *(f"a{k}" for k in range(args.degree + 1)), "max_rel_error"]
     lines = [
         "# Spectrum-to-dose G(E) functions, G = sum a_k ln(E/1000 keV)^k in (uSv/h) per (count/s), per detector model.",
-        "# Fitted by agent/spectral/fit_dose_weighting.py to ICRP 74 h*(10) (Publication 74, table A.21) using the",
-        "# monoenergetic responses of the hal_sim.gamma detector models; max_rel_error = worst monoenergetic error.",
+        "# Fitted by cedge/spectral_tools/fit_dose_weighting.py to ICRP 74 h*(10) (Publication 74, table A.21)",
+        "# using the monoenergetic responses of the hal_sim.gamma detector models; max_rel_error = worst",
+        "# monoenergetic error.",
         ",".join(fields),
     ]
-    for m in args.models or list(detector_models()):
+    for m in args.models or physics_models():
         row, err = fit_model(m, args.degree)
         row["max_rel_error"] = err
         print(f"{m}: worst monoenergetic relative error {err:.3f}")

@@ -13,7 +13,7 @@ with: Gaussians (model FWHM) for the full-energy, K x-ray escape and pair escape
 52 edge-normalised continuum bins of :mod:`agent.spectral.response`, each a box blurred by the
 resolution. Run::
 
-    python -m agent.spectral.fit_detector_response [--out agent/spectral/data/detector_response.csv]
+    python -m cedge.spectral_tools.fit_detector_response [--out agent/spectral/data/detector_response.csv]
 """
 
 from __future__ import annotations
@@ -25,14 +25,21 @@ import numpy as np
 from scipy.optimize import nnls
 from scipy.special import ndtr
 
-from agent.spectral.detector import detector_model, detector_models
+from agent.spectral.detector import detector_model
+from agent.spectral.library import read_data_csv
 from agent.spectral.response import ME_C2_KEV, N_CONTINUUM, PEAK_FIELDS, continuum_segments_kev
 
+DATA_DIR = Path(__file__).resolve().parents[2] / "agent" / "spectral" / "data"
 ENERGIES_KEV = np.geomspace(15.0, 3000.0, 48)
 
 # Mean K x-ray energy of the crystal's heavy element(s), intensity-weighted K-alpha/K-beta
 # (X-ray Data Booklet, LBNL 2009, table 1-2): I 29.1, Cs 31.3 (CsI ~30.0), La 33.9, Cd/Te ~26, Ge 10.0.
 XRAY_ESCAPE_KEV = {"NaI": 29.1, "CsI(Tl)": 30.0, "LaBr3": 33.9, "CZT": 26.0, "HPGe": 10.0}
+
+
+def physics_models() -> list[str]:
+    """The simulator's detector models (detector_resolution.csv); presets are derived from these."""
+    return [r["detector"] for r in read_data_csv("detector_resolution.csv")]
 
 
 def _gauss_cols(edges: np.ndarray, centres_kev: np.ndarray, sigma_kev: np.ndarray) -> np.ndarray:
@@ -118,15 +125,16 @@ def fit_model(model_name: str, n_channels: int = 4096, max_energy_kev: float = 3
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "data" / "detector_response.csv")
+    parser.add_argument("--out", type=Path, default=DATA_DIR / "detector_response.csv")
     parser.add_argument("--models", nargs="*", default=None)
     args = parser.parse_args(argv)
-    models = args.models or list(detector_models())
+    models = args.models or physics_models()
     fields = ["detector", "energy_keV", *PEAK_FIELDS, *(f"c{k:02d}" for k in range(N_CONTINUUM)),
               "xray_escape_keV", "min_energy_keV"]
     lines = [
         "# Detector response tables (counts per photon on the detector face) fitted by",
-        "# agent/spectral/fit_detector_response.py to monoenergetic responses of the hal_sim.gamma detector models.",
+        "# cedge/spectral_tools/fit_detector_response.py to monoenergetic responses of the hal_sim.gamma",
+        "# detector models.",
         "# peak/escape/single_escape/double_escape: sharp deposits; c00-c39: continuum in E_dep/T_max bins;",
         "# c40-c51: continuum between Compton edge and E0 (see agent/spectral/response.py).",
         ",".join(fields),
