@@ -162,10 +162,11 @@ def parse_xml(data: bytes, source: str) -> etree._Element:
     parser error here.
     """
     options = {"resolve_entities": False, "no_network": True, "huge_tree": True}
+    parser = etree.XMLParser(**options)
     try:
-        return etree.fromstring(data, parser=etree.XMLParser(**options))
+        return etree.fromstring(data, parser=parser)
     except etree.XMLSyntaxError as err:
-        errors = list(err.error_log)
+        errors = list(parser.error_log)  # this parse's errors (the exception's log may hold older ones)
         if errors and all(e.domain_name == "NAMESPACE" for e in errors):
             root = etree.fromstring(data, parser=etree.XMLParser(recover=True, **options))
             if root is not None:
