@@ -1,9 +1,12 @@
-"""``cedge spectrum``: analyse spectrum files (N42.42, SPE, RadiaCode XML) and simulate N42 files.
+"""``cedge spectrum``: analyse spectrum files and simulate N42 files.
 
-``analyze FILE...`` prints, per file, the identified nuclides with confidence, the H*(10) rate from
-the spectrum and the gross count rate (``--json``: one JSON object per run with a list of files).
-A file's own Background measurement, or ``--background FILE``, is used as background; without one
-the natural K/U/Th lines are modelled as background and not reported.
+``analyze FILE...`` reads N42.42 (2006/2012), IAEA SPE and RadiaCode XML natively, and CNF, SPC, CHN,
+PCF, CSV/TXT, Exploranium and vendor N42 dialects when SpecUtils is installed (extra ``files``). It
+prints, per file, the identified nuclides with confidence, the H*(10) rate from the spectrum and the
+gross count rate (``--json``: one JSON object per run with a list of files, each with
+``detector_assumed``). A file's own Background measurement(s), or ``--background FILE``, is used as
+background; without one the natural K/U/Th lines are modelled as background and not reported. The
+detector model comes from ``--detector``, else from the file, else the default with a warning on stderr.
 
 ``simulate`` writes an N42 file (foreground + background measurement + our analysis) from the
 simulator; it is the only command that needs ``hal_sim``, imported inside it.
