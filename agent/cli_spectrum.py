@@ -194,3 +194,9 @@ def simulate(
     )
     write_n42(doc, out)
     typer.echo(f"wrote {out}")
+
+
+# `fit-detector` lives in its own module (detector presets from a technician's check-source spectra)
+from agent.cli_fit_detector import fit_detector  # noqa: E402
+
+app.command("fit-detector")(fit_detector)
