@@ -82,6 +82,43 @@ def bench_spectra(
         print(json.dumps(result, default=float))
 
 
+@bench_app.command("rase")
+def bench_rase(
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    base_dir: Path | None = typer.Option(None, "--base-dir", help="Base spectra (default: the shared RASE NaI set)."),
+    detector: str | None = typer.Option(None, help="Detector model or preset of the base spectra."),
+    quick: bool = typer.Option(False, help="Few trials per cell, for CI."),
+    trials: int | None = typer.Option(None, help="Samples per cell (default 20; quick: 4)."),
+    sensitivity: list[str] = typer.Option([], help="NUCLIDE=CPS_PER_USVH where a file has no RASE_Sensitivity."),
+    simulate: bool = typer.Option(True, "--simulate/--no-simulate", help="Also run the grid on simulated spectra."),
+    out: Path | None = typer.Option(None, help="Directory for the JSON and the PNG figure."),
+) -> None:
+    """Identification on real base spectra, RASE-style (PID, false IDs, SNM alarms, unknowns, dose, speed)."""
+    from agent.cli_output import fail
+    from cedge.bench.rase import run_bench
+
+    sens: dict[str, float] = {}
+    for item in sensitivity:
+        name, _, value = item.partition("=")
+        try:
+            sens[name.strip()] = float(value)
+        except ValueError:
+            fail(f"--sensitivity wants NUCLIDE=CPS_PER_USVH, got {item!r}", 2)
+    try:
+        result = run_bench(base_dir, detector, json_out=json_out, quick=quick, out_dir=out, trials=trials,
+                           sensitivities=sens, simulate=simulate)
+    except (FileNotFoundError, NotADirectoryError) as err:
+        fail(err, 1)
+    if json_out:
+        print(json.dumps(result, default=float))
+    else:
+        keys = ("detector", "pid_in_library", "pid_in_library_0p1_120s", "false_id_rate_background",
+                "snm_false_alarm_rate", "unknown_rate_out_of_library", "dose_rel_error_p90", "sim_pid_in_library",
+                "sim_real_gap", "ms_per_spectrum_p50", "seconds_total")
+        for k in keys:
+            print(f"{k}: {result.get(k)}")
+
+
 @bench_app.command("camera")
 def bench_camera(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),

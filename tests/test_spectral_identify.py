@@ -150,7 +150,9 @@ def test_strong_shielded_cs137_does_not_also_name_cs134(sim) -> None:
     assert res.names() == ["Cs-137"]
     unchecked = Identifier(model, sim.calibration, sim.n_channels,
                            settings=IdentifierSettings(confirm_secondary_min_snr=None)).identify(counts, live, bg)
-    assert "Cs-134" in unchecked.names()  # what the check is there for
+    # what the check is there for: without it a second library source soaks up the misfit (Cs-134 by
+    # its 605 keV line, or the smooth Sr-90 bremsstrahlung template)
+    assert len(unchecked.names()) > 1 and unchecked.names()[0] == "Cs-137"
 
 
 def test_real_cs134_next_to_cs137_is_kept(sim) -> None:

@@ -17,13 +17,19 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "reference"
 ISSUE_LIBRARY = ["Co-60", "Cs-137", "Ir-192", "Se-75", "Am-241", "Ba-133", "Eu-152", "Co-57", "Na-22", "Mn-54",
                  "Cs-134", "I-131", "Tc-99m", "F-18", "Ga-67", "Tl-201", "K-40", "Ra-226", "Th-232", "U-235",
                  "U-238", "Pu-239"]
+# ANSI N42.34 identification list (medical, SNM) and every nuclide of the RASE NaI base-spectrum set
+N42_34_AND_RASE = ["I-123", "I-125", "In-111", "Xe-133", "Cr-51", "Sm-153", "Pd-103", "U-233", "Np-237",
+                   "Eu-154", "Yb-169", "Cf-252", "Cm-244", "Sr-90"]
 
 
-def test_library_has_the_22_sources_with_labels() -> None:
+def test_library_has_the_n42_34_and_rase_sources_with_labels() -> None:
     lib = default_library()
-    assert sorted(lib.names) == sorted(ISSUE_LIBRARY)
-    assert lib["HEU"].name == "U-235" and lib["DU"].name == "U-238" and lib["WGPu"].name == "Pu-239"
+    assert sorted(lib.names) == sorted(ISSUE_LIBRARY + N42_34_AND_RASE)
+    assert lib["HEU"].name == "U-235" and lib["WGPu"].name == "Pu-239"
     assert lib["Cs-137"].category == "industrial" and lib["K-40"].category == "NORM"
+    assert {s.name for s in lib.sources if s.category == "SNM"} == {"U-233", "U-235", "Pu-239", "Np-237"}
+    assert lib["U-238"].category == "NORM" and lib["Th-232"].category == "NORM"
+    assert lib["Yb-169"].energies_kev[np.argmax(lib["Yb-169"].yields)] == pytest.approx(50.74)
     with pytest.raises(LibraryError, match="unknown library source 'Xx-1'"):
         lib["Xx-1"]
 

@@ -41,9 +41,14 @@ from agent.spectral.detector import DetectorModel
 from agent.spectral.fitting import fit_many, fit_nonneg_prior, poisson_loglik
 from agent.spectral.library import NuclideLibrary, default_library
 from agent.spectral.line_check import unconfirmed_secondaries
+from agent.spectral.residual_lines import strongest_unexplained
 from agent.spectral.response import DEFAULT_SHIELDS, TemplateSet, build_templates, response_table
+from agent.spectral.snm_check import SNM_NAMES, snm_confirmed
 
 NORM_SOURCES = ("K-40", "Ra-226", "Th-232")
+# Sources seen only as a continuum (bremsstrahlung, fission gammas): no line can confirm them, and a smooth
+# template soaks up any other source's scatter misfit, so they are named only alone.
+CONTINUUM_SOURCES = ("Sr-90", "Cf-252")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +86,12 @@ class IdentifierSettings:
     # (agent.spectral.line_check); None disables the check
     confirm_secondary_min_snr: float | None = 3.0
     excess_continuum_sigma: float = 1.0
+    # "knows when it does not know" (agent.spectral.residual_lines): an unexplained line of at least
+    # unknown_min_z over the final model, with the model uncertain by residual_systematic (relative),
+    # makes the outcome "unknown / unidentified lines"; SNM needs a net line of snm_min_z of its own
+    residual_systematic: float = 0.10
+    unknown_min_z: float = 6.0
+    snm_min_z: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +114,10 @@ class IdentificationResult:
     reduced_chi2: float  # Pearson chi2 / dof of the best model, a goodness-of-fit check
     log_likelihood: float = 0.0  # of the best model (weighted Poisson + priors), for comparisons
     candidates: tuple[tuple[str, float], ...] = field(default=())  # (name, confidence) of all examined
+    unknown: bool = False  # an unexplained line remains: "unknown / unidentified lines"
+    unexplained_kev: float | None = None  # energy of the strongest unexplained line
+    unexplained_z: float = 0.0  # its significance (model uncertainty counted)
+    snm_rejected: tuple[str, ...] = ()  # SNM the fit wanted but whose own lines are not seen
 
     @property
     def top(self) -> str | None:
@@ -171,12 +186,14 @@ class Identifier:
         counts: np.ndarray,
         live_time_s: float,
         background_cps: np.ndarray | None = None,
+        exclude: tuple[str, ...] = (),
     ) -> IdentificationResult:
         """Identify sources in ``counts`` (per channel) measured for ``live_time_s``.
 
         ``background_cps`` is the background count rate per channel (a long background measurement
         divided by its live time). Without it the natural-radioactivity templates (K-40, U/Ra, Th)
-        become part of the background and are not reported.
+        become part of the background and are not reported. ``exclude`` names library sources to
+        leave out, as if the library did not hold them (benchmarks test out-of-library sources so).
         """
         if live_time_s <= 0 or not np.isfinite(live_time_s):
             raise ValueError(f"live time must be > 0 s, got {live_time_s}")
@@ -192,6 +209,7 @@ class Identifier:
         else:
             bg_rows = [self._tmpl[self._template_index(i, 0)] for i in self._norm_idx]
             excluded = set(self._norm_idx)
+        excluded |= {self.library.index(name) for name in exclude if name in self.library.names}
         rows = bg_rows + list(self._continuum if background_cps is not None else self._continuum_nb)
         base = np.vstack(rows) if rows else np.zeros((0, n.size))
         n_base = base.shape[0]
@@ -340,7 +358,7 @@ class Identifier:
         dof = max(n_raw.size - design.shape[0], 1)
         chi2 = float(np.sum((n_raw - mu) ** 2 / np.maximum(mu, 1.0)) / dof)
 
-        reported = []
+        reported: list[NuclideID] = []
         for src in np.argsort(-conf):
             if conf[src] < s.report_confidence:
                 break
@@ -369,12 +387,33 @@ class Identifier:
         # fits best leads (what one would name if one could name only one)
         single_ll = {self.library.sources[src].name: m[2] for src, m in single_best.items()}
         reported.sort(key=lambda r: (-round(r.confidence, 2), -single_ll.get(r.name, -np.inf)))
+        edges = self.bins.energy_edges_kev
         if s.confirm_secondary_min_snr is not None and len(reported) > 1:
-            edges = self.bins.energy_edges_kev
             drop = set(unconfirmed_secondaries([r.name for r in reported], c, self.calibration, self.model,
                                                self.library, float(edges[0]), float(edges[-1]),
                                                s.confirm_secondary_min_snr))
+            drop |= {r.name for r in reported[1:] if r.name in CONTINUUM_SOURCES}
             reported = [r for r in reported if r.name not in drop]
+        # SNM only on its own lines: the residual of the best model without the SNM's templates
+        part = {src: sum(best_x[n_base + k] * self._tmpl[t] for k, (c_src, t) in enumerate(best_comps)
+                         if c_src == src) for src in best_srcs}
+        centers = self.bins.centers_kev
+        snm_rejected = []
+        for r in list(reported):
+            if r.name not in SNM_NAMES:
+                continue
+            src = self.library.index(r.name)
+            mu_without = mu - part.get(src, 0.0)
+            others = [o.name for o in reported if o.name != r.name]
+            if not snm_confirmed(r.name, others, n_raw, mu_without, centers, self.library, self.model,
+                                 s.residual_systematic, s.snm_min_z, float(edges[0]), float(edges[-1])):
+                reported.remove(r)
+                snm_rejected.append(r.name)
+        # unknown: a line the final model (best model less what was not confirmed) leaves unexplained
+        kept = {self.library.index(r.name) for r in reported}
+        mu_final = mu - sum((v for k, v in part.items() if k not in kept), np.zeros_like(mu))
+        worst = strongest_unexplained(n_raw, mu_final, centers, s.residual_systematic)
+        unknown = worst.z >= s.unknown_min_z
         return IdentificationResult(
             nuclides=tuple(reported),
             background_only=not reported,
@@ -383,6 +422,10 @@ class Identifier:
             reduced_chi2=chi2,
             log_likelihood=float(models[best_i][2]),
             candidates=tuple((self.library.sources[i].name, float(conf[i])) for i in order),
+            unknown=bool(unknown),
+            unexplained_kev=worst.energy_kev if unknown else None,
+            unexplained_z=worst.z,
+            snm_rejected=tuple(snm_rejected),
         )
 
     # ------------------------------------------------------------------ helpers

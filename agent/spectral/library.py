@@ -103,10 +103,14 @@ class NuclideLibrary:
 
 @functools.cache
 def line_table() -> dict[str, tuple[float, np.ndarray, np.ndarray]]:
-    """Component key -> (half-life s, energies keV, photons per decay): ``gamma_lines.csv`` + ``extra_lines.csv``."""
+    """Component key -> (half-life s, energies keV, photons per decay).
+
+    ``gamma_lines.csv`` (the shared reference's strongest lines), ``library_lines.csv`` (the N42.34 and
+    RASE nuclides added to it) and ``extra_lines.csv`` (weaker lines of the same sources).
+    """
     grouped: dict[str, list[tuple[float, float]]] = {}
     half_lives: dict[str, float] = {}
-    for row in read_data_csv("gamma_lines.csv"):
+    for row in read_data_csv("gamma_lines.csv") + read_data_csv("library_lines.csv"):
         key = _component_key(row["source"])
         half_lives[key] = parse_half_life_s(row["half_life"])
         grouped.setdefault(key, []).append((float(row["energy_keV"]), float(row["photons_per_100_decays"]) / 100))
@@ -121,7 +125,7 @@ def line_table() -> dict[str, tuple[float, np.ndarray, np.ndarray]]:
 
 @functools.cache
 def default_library() -> NuclideLibrary:
-    """The 22-source library of the customs screening task (industrial, medical, NORM, SNM)."""
+    """The identification library: ANSI N42.34 list plus the RASE set (industrial, medical, NORM, SNM)."""
     lines = line_table()
     order: list[str] = []
     parts: dict[str, list[dict[str, str]]] = {}

@@ -143,8 +143,10 @@ class SpectrumPipeline:
         find_peaks: bool | str = "auto",
         peak_min_snr: float = 5.0,
         anomaly: AnomalyDetector | None = None,
+        library_exclude: tuple[str, ...] = (),
     ) -> None:
         self.settings = settings or IdentifierSettings()
+        self.library_exclude = tuple(library_exclude)  # sources treated as absent from the library
         self.background_tau_s = background_tau_s
         self.min_background_s = min_background_s
         self.gain_accumulate_s = gain_accumulate_s
@@ -223,7 +225,7 @@ class SpectrumPipeline:
         calibration = tracker.calibration
         ident = _identifier(model, calibration, reading.n_channels, self.settings)
         bg_cps = bkg.cps() if bkg.live_s >= self.min_background_s else None
-        result = ident.identify(counts, reading.live_time_s, bg_cps)
+        result = ident.identify(counts, reading.live_time_s, bg_cps, self.library_exclude)
 
         dose = dose_sd = dose_bg = None
         weighting = _weighting(model)
