@@ -37,7 +37,7 @@ def fit_detector(
     name: str = typer.Option("My detector", "--name", help="name of the new preset"),
     out: Path = typer.Option(Path("my_detector.yaml"), "--out", help="preset file to write (YAML)"),
     alias: list[str] = typer.Option([], "--alias", help="device/file names that should select it (repeat)"),
-    min_energy_kev: float | None = typer.Option(None, help="lowest energy fitted (default: above the threshold)"),
+    min_energy_kev: float | None = typer.Option(None, help="lowest energy fitted (default: 15 keV below the rise)"),
     max_nfev: int = typer.Option(80, help="maximum model evaluations of the least-squares fit"),
 ) -> None:
     """Fit a detector preset to check-source spectra of your own unit and write a loadable preset file."""
@@ -86,7 +86,10 @@ def fit_detector(
                               "aliases": tuple(alias), "fom": {}})
     n_lines = len({n for n, _ in pairs})
     free = ONE_LINE_FREE if n_lines == 1 else MANY_LINES_FREE
-    lo = min_energy_kev if min_energy_kev is not None else thr + 2.0
+    if n_lines == 2:  # two sources do not fix the slopes of efficiency and continuum with energy
+        free = tuple(f for f in free if f not in ("eff1", "cont1"))
+    # the window starts below the discriminator so that the empty channels there fix it
+    lo = min_energy_kev if min_energy_kev is not None else max(thr - 15.0, 3.0)
     try:
         res = fit_preset(start, measured, free, max_nfev=max_nfev, min_energy_kev=lo)
     except (LibraryError, ValueError) as err:

@@ -46,6 +46,7 @@ class Measured:
     live_time_s: float = 1.0
     path: str = ""
     extra_variance: np.ndarray | None = None  # per channel, e.g. from a subtracted background
+    smooth: bool = False  # add the smooth continuum terms (spectrum still holds an unmodelled background)
 
     def variance(self, mu: np.ndarray | None = None) -> np.ndarray:
         """Poisson variance (of the model if given, else of the data, at least 1) + extra + (f x)^2."""
@@ -114,6 +115,8 @@ def counts_for_table(table: ResponseTable, model: DetectorModel, m: Measured,
                            smooth_terms(m.calibration, m.n_channels)])
     else:
         basis = template_counts(table, model, [source_of(m.source)], m.calibration, m.n_channels)
+        if m.smooth:
+            basis = np.vstack([basis, smooth_terms(m.calibration, m.n_channels)])
     n = m.counts
     sd = np.sqrt(m.variance())
     a = (basis[:, mask] / sd[mask]).T

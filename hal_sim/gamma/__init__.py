@@ -8,6 +8,8 @@ Public API::
     bkg = resp.background_rate_spectrum(0.08)
     counts, live_s = resp.sample((rate + bkg) * 1.0, 1.0, rng, temperature_c=25.0)
     h = resp.true_dose_rate_usv_h("Cs-137", 1e6, 5.0)
+    # an agent detector preset (fitted to a real unit) on a measured spectrum's calibration:
+    base = simulated_base_spectrum("Cs-137", "NaI generic (RASE)", calibration, 1024)
 
 Modules: nuclides (line library), materials (NIST attenuation), resolution (GADRAS FWHM form),
 detectors (catalogue), efficiency (geometry, intrinsic), crystal_response (deposit physics),
@@ -18,7 +20,7 @@ cosmic), counting (gain drift, dead time, Poisson), response (the cached Detecto
 from hal_sim.gamma.detectors import DetectorSpec, detector_catalog, get_detector
 from hal_sim.gamma.materials import get_material, known_materials
 from hal_sim.gamma.nuclides import NUCLIDES, Nuclide, get_nuclide
-from hal_sim.gamma.response import DetectorResponse
+from hal_sim.gamma.response import DetectorResponse, simulated_base_spectrum
 
 __all__ = [
     "NUCLIDES",
@@ -30,6 +32,7 @@ __all__ = [
     "get_material",
     "get_nuclide",
     "known_materials",
+    "simulated_base_spectrum",
 ]
 
 

@@ -87,6 +87,9 @@ class DetectorSpec:
     gain_tc_per_degc: float  # relative pulse-height change per degC
     reference_temperature_c: float = 20.0
     backscatter_fraction: float = 0.03  # photons back-scattered into the crystal by its mounting, per direct photon
+    # light-yield non-proportionality of a fitted preset: recorded/true energy - 1 = sum_k p_k ln(E/662)^k
+    # (applied by simulated_base_spectrum when it maps onto a measured calibration)
+    nonprop: tuple[float, ...] = ()
 
 
 def _cyl(material: str, d_in: float, l_in: float) -> Crystal:
@@ -131,8 +134,39 @@ def detector_catalog() -> dict[str, DetectorSpec]:
     return cat
 
 
-def get_detector(model: str) -> DetectorSpec:
+def preset_detector(name: str) -> DetectorSpec | None:
+    """A detector preset of the agent (agent/spectral/presets.py) as a simulated detector: the catalogue
+    crystal it names (``crystal``, else its ``base``) with the preset's fitted resolution, discriminator,
+    extra back-scatter and non-proportionality. The preset's peak tail, continuum/efficiency corrections
+    and room scatter are corrections *to* this physics model and are not simulated. None if unknown."""
+    try:
+        from agent.spectral.presets import presets
+    except ImportError:  # pragma: no cover - the agent ships with the simulator
+        return None
+    p = presets().get(name)
+    if p is None:
+        return None
     cat = detector_catalog()
-    if model not in cat:
-        raise ValueError(f"unknown detector model {model!r}; known: {', '.join(cat)}")
-    return cat[model]
+    crystal = p.crystal or p.base
+    if crystal not in cat:
+        raise ValueError(f"preset {name!r}: its crystal {crystal!r} is not a simulated detector")
+    base = cat[crystal]
+    return DetectorSpec(**{
+        **base.__dict__, "name": p.name,
+        "resolution": GadResolution(p.offset_a_kev, p.fwhm_pct_661, p.power_c),
+        "threshold_kev": p.threshold_kev if p.threshold_kev > 0 else base.threshold_kev,
+        "threshold_width_kev": p.threshold_width_kev if p.threshold_kev > 0 else base.threshold_width_kev,
+        "backscatter_fraction": base.backscatter_fraction + p.backscatter,
+        "nonprop": tuple(p.nonprop),
+    })
+
+
+def get_detector(model: str) -> DetectorSpec:
+    """A catalogue detector, or an agent detector preset mapped onto its catalogue crystal."""
+    cat = detector_catalog()
+    if model in cat:
+        return cat[model]
+    spec = preset_detector(model)
+    if spec is None:
+        raise ValueError(f"unknown detector model {model!r}; known: {', '.join(cat)} (and the agent's presets)")
+    return spec

@@ -367,3 +367,35 @@ class DetectorResponse:
 @functools.lru_cache(maxsize=32)
 def _cached(model: str, n_channels: int, max_energy_kev: float) -> DetectorResponse:
     return DetectorResponse(get_detector(model), n_channels, max_energy_kev)
+
+
+def apparent_energy_kev(spec: DetectorSpec, energy_kev: np.ndarray) -> np.ndarray:
+    """Recorded energy of a deposit on a calibration linear through 662 keV (the spec's non-proportionality)."""
+    e = np.asarray(energy_kev, dtype=float)
+    if not spec.nonprop:
+        return e
+    lg = np.log(np.clip(e, 10.0, 3000.0) / 661.657)
+    return e * (1.0 + sum(p * lg**k for k, p in enumerate(spec.nonprop)))
+
+
+def rebin_to_calibration(resp: DetectorResponse, spectrum: np.ndarray, calibration: EnergyCalibration,
+                         n_channels: int) -> np.ndarray:
+    """Counts of ``spectrum`` (on ``resp``'s channels) on another calibration, conserving counts, with
+    the detector's non-proportionality moving each channel to its recorded energy."""
+    src_edges = apparent_energy_kev(resp.spec, resp.edges_kev)
+    cum = np.concatenate([[0.0], np.cumsum(spectrum)])
+    dst_edges = np.clip(calibration.edges_kev(int(n_channels)), src_edges[0], src_edges[-1])
+    return np.diff(np.interp(dst_edges, src_edges, cum))
+
+
+def simulated_base_spectrum(nuclide: str, preset: str, calibration: EnergyCalibration, n_channels: int,
+                            distance_m: float = 1.0) -> np.ndarray:
+    """Expected source counts per channel (unnormalised shape) of ``nuclide`` in detector ``preset``
+    (a catalogue model or an agent preset, e.g. "NaI generic (RASE)") on a measured spectrum's
+    calibration: what a RASE-style base spectrum of that source looks like in the simulated detector.
+    Unshielded point source at ``distance_m`` (1 MBq; scale it yourself), no background."""
+    top = float(calibration.edges_kev(int(n_channels))[-1])
+    top_kev = float(np.clip(top * 1.02, 100.0, 20000.0))
+    resp = DetectorResponse.for_model(preset, n_channels=2048, max_energy_kev=top_kev)
+    rate = resp.source_rate_spectrum(nuclide, 1e6, distance_m)
+    return np.maximum(rebin_to_calibration(resp, rate, calibration, n_channels), 0.0)
