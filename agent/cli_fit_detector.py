@@ -45,13 +45,18 @@ def fit_detector(
 
     from agent.cli_output import error_line
     from agent.spectral.detector import detector_model
-    from agent.spectral.drf_fit import Measured, fit_preset
+    from agent.spectral.drf_fit import Measured, fit_preset, source_of
     from agent.spectral.library import LibraryError
     from agent.spectral.presets import DetectorPreset, presets, read_preset_file, write_preset_file
     from agent.spectral.response import response_table
     from agent.spectral_files import SpectrumFileError, read_spectrum_file
 
     pairs = [_parse_source(s) for s in source]
+
+    def source_lines(n: str) -> tuple:
+        s = source_of(n)
+        return s.energies_kev, s.yields
+
     try:
         model = detector_model(preset, fallback=None)
         start = presets().get(model.name)
@@ -81,7 +86,14 @@ def fit_detector(
     rise = float(e[int(np.argmax(first.counts > 0.02 * first.counts.max()))])
     thr = start.threshold_kev if start.threshold_kev > 0 else max(rise - 1.0, table.min_energy_kev * 0.5, 5.0)
     nonprop = tuple(start.nonprop) + (0.0,) * (3 - len(start.nonprop))
+    try:
+        line_e = [e for n, _ in pairs for e, y in zip(*source_lines(n), strict=True) if e > thr and y > 0.01]
+    except LibraryError as err:
+        error_line(str(err))
+        raise typer.Exit(code=2) from err
+    span = (min(line_e), max(line_e)) if line_e else start.correction_range_kev
     start = DetectorPreset(**{**start.__dict__, "name": name, "kind": "fitted", "threshold_kev": thr,
+                              "correction_range_kev": span,
                               "threshold_width_kev": max(start.threshold_width_kev, 1.0), "nonprop": nonprop,
                               "aliases": tuple(alias), "fom": {}})
     n_lines = len({n for n, _ in pairs})

@@ -65,6 +65,9 @@ class DetectorPreset:
     backscatter: float = 0.0  # extra back-scattered photons per photon on the face
     room_scatter: float = 0.0  # multiply scattered photons (surroundings) per photon on the face
     escape_scale: float = 1.0
+    # energies of the lines the corrections were fitted on: efficiency/continuum corrections are held
+    # at their end values outside (a quadratic in ln E must not be extrapolated)
+    correction_range_kev: tuple[float, float] = (15.0, 3000.0)
     crystal: str = ""  # hal_sim catalogue detector with the same crystal ("" = base)
     aliases: tuple[str, ...] = ()
     fitted_on: str = ""
@@ -73,12 +76,12 @@ class DetectorPreset:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        for k in ("nonprop", "efficiency", "continuum", "aliases"):
+        for k in _TUPLE_FIELDS:
             d[k] = [float(x) if not isinstance(x, str) else x for x in d[k]]
         return d
 
 
-_TUPLE_FIELDS = ("nonprop", "efficiency", "continuum", "aliases")
+_TUPLE_FIELDS = ("nonprop", "efficiency", "continuum", "aliases", "correction_range_kev")
 
 
 def preset_from_dict(d: dict) -> DetectorPreset:
@@ -165,7 +168,7 @@ def apply_preset(base, preset: DetectorPreset):
     from agent.spectral.response import ResponseTable, continuum_segments_kev
 
     e = base.energies_kev
-    lg = np.log(e / 300.0)
+    lg = np.log(np.clip(e, *preset.correction_range_kev) / 300.0)
     e1, e2 = preset.efficiency
     eff = np.exp(e1 * lg + e2 * lg * lg)
     k0, k1 = preset.continuum
