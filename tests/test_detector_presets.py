@@ -137,7 +137,7 @@ def test_simulator_uses_the_rase_preset() -> None:
     resp = DetectorResponse.for_model("NaI generic (RASE)", n_channels=512)
     p = presets()["NaI generic (RASE)"]
     assert resp.spec.threshold_kev == pytest.approx(p.threshold_kev)
-    assert float(resp.spec.resolution.fwhm_kev(662.0)) == pytest.approx(6.61 * p.fwhm_pct_661, rel=1e-6)
+    assert float(resp.spec.resolution.fwhm_kev(661.0)) == pytest.approx(6.61 * p.fwhm_pct_661, rel=1e-6)
     cal = read_spectrum_file(RASE / "VABCD_M001_Cs137.n42").foreground().reading.calibration
     sim = simulated_base_spectrum("Cs-137", "NaI generic (RASE)", cal, 1024)
     e = cal.energy_kev(np.arange(1024.0))
