@@ -52,18 +52,24 @@ def _outbox(state_dir: Path) -> list[dict]:
         con.close()
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)
 def test_failed_spectrometer_is_reported_and_the_rest_keeps_running(tmp_path: Path) -> None:
     from agent.runtime.unit import AgentRuntime
 
-    # the detector goes silent from t=200 s to t=260 s of simulated time (start-up takes ~100 s of it)
-    prof = profile_from_dict(_profile("mob-1", 50.0, {"fail_after_s": 200.0, "fail_until_s": 260.0}))
+    prof = profile_from_dict(_profile("mob-1", 50.0))
     rt = AgentRuntime(prof, tmp_path)
+    # The simulated clock runs from construction on, and the analysis warm-up (numba, templates) takes
+    # 2-15 s of wall time depending on the machine: warm up first, then place the detector's silent
+    # window (60 s of simulated time) 100 s after the present, so the test does not depend on speed.
+    rt.role.warm_up()
+    now_s = rt.clock.elapsed_s()
+    gamma = rt.devices["gamma"]
+    gamma.fail_after_s, gamma.fail_until_s = now_s + 100.0, now_s + 160.0
     th = threading.Thread(target=rt.run, daemon=True)
     th.start()
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and rt.clock.monotonic_s() - 1000 < 330:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and rt.clock.elapsed_s() < now_s + 230.0:
             time.sleep(0.2)
     finally:
         rt.stop()

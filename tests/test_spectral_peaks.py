@@ -60,5 +60,6 @@ def test_real_radiacode_am241_peak() -> None:
     r = read_n42(RADIACODE_N42).foreground().reading
     peaks = find_peaks(r.counts, r.calibration, detector_model(r.detector_model), min_snr=10.0)
     strongest = max(peaks, key=lambda p: p.snr)
-    # the 59.5 keV line; CsI non-proportionality puts it ~2 keV high on the device's calibration
-    assert strongest.energy_kev == pytest.approx(59.5, abs=3.0)
+    # the 59.5 keV line; CsI(Tl) non-proportionality (more light per keV at 60 keV than at 662 keV) puts it
+    # ~3 keV high on the device's calibration, read as SpecUtils/InterSpec read it (lower channel edges)
+    assert 59.5 <= strongest.energy_kev <= 64.0
