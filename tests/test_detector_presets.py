@@ -31,7 +31,8 @@ def test_every_preset_and_alias_resolves() -> None:
         table = response_table(model)
         assert table.energies_kev.size > 10 and np.all(table.peaks["peak"] >= 0)
         assert float(model.fwhm_kev(662.0)) > 0
-    for device, expected in [("RadiaCode-102", "CsI(Tl) RadiaCode-102 (fitted)"),
+    for device, expected in [("RadiaCode-102", "CsI(Tl) 1 cm3 pocket (RadiaCode-102 class)"),
+                             ("radiacode-102 fitted", "CsI(Tl) RadiaCode-102 (fitted)"),
                              ("Kromek D3S", "CsI(Tl) small handheld (D3S class)"), ("Kromek GR1", "CZT 1 cm3"),
                              ("identiFINDER R400", "NaI 1.4x2 in (identiFINDER class)"),
                              ("NaI 2x4x16 portal", "NaI 2x4x16 in log"), ("generic NaI", "NaI generic (RASE)"),

@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"RadiaCode-102 Am-241: preset chi2/dof {rc_c:.1f} L1 {rc_l1:.3f}; old table {rco_c:.1f} L1 {rco_l1:.3f}")
     rc = DetectorPreset(**{
         **rc.__dict__, "crystal": old_rc,
-        "aliases": ("radiacode-10", "radiacode 10", "radiacode"),
+        "aliases": ("radiacode-102 fitted",),  # device names keep the physics class (existing behaviour)
         "fitted_on": "one RadiaCode-102 Am-241 check-source spectrum (ckuethe/radiacode-tools test data, MIT), "
                      "613 s, background not subtracted (smooth terms)",
         "notes": "only the 59.5 keV region is constrained: low-energy width (a), non-proportionality slope, "
