@@ -7,6 +7,13 @@ scaled by live time, is subtracted from each source spectrum (its variance kept)
 continuum terms stand in for it. The result is a YAML preset file the agent loads at run time
 (``CEDGE_DETECTOR_FILE=my_detector.yaml`` or :func:`agent.spectral.presets.load_detector_file`), then
 ``--detector "<name>"`` or the device's reported name (via ``aliases``) selects it.
+
+``--dose-rate NUCLIDE=USV_H`` (repeat; ``background=USV_H`` for the background measurement) gives the
+dose rate at the detector during that measurement (net of background for a source when ``--background``
+is given, else the total during the measurement, since the spectrum is then used as measured), as read from
+a calibrated reference instrument or the source certificate at that distance. The preset file then also
+carries a G(E) spectrum-to-dose function fitted to those sensitivities (:mod:`agent.spectral.dose_fit`:
+the start model's G(E) times a smooth correction), which ``dose_weighting()`` uses for this preset.
 """
 
 from __future__ import annotations
@@ -30,6 +37,17 @@ def _parse_source(text: str) -> tuple[str, Path]:
     return nuclide.strip(), Path(path.strip())
 
 
+def _parse_dose_rate(text: str) -> tuple[str, float]:
+    nuclide, sep, value = text.partition("=")
+    try:
+        dose = float(value)
+    except ValueError:
+        dose = float("nan")
+    if not sep or not nuclide.strip() or not dose > 0 or dose == float("inf"):
+        raise typer.BadParameter(f"--dose-rate must be NUCLIDE=USV_H with a dose rate > 0, got {text!r}")
+    return nuclide.strip(), dose
+
+
 def fit_detector(
     source: list[str] = typer.Option(..., "--source", "-s", help="NUCLIDE=FILE, one per check source (repeat)"),
     preset: str = typer.Option("NaI 2x2 in", "--preset", help="preset or detector model to start from"),
@@ -39,6 +57,9 @@ def fit_detector(
     alias: list[str] = typer.Option([], "--alias", help="device/file names that should select it (repeat)"),
     min_energy_kev: float | None = typer.Option(None, help="lowest energy fitted (default: 15 keV below the rise)"),
     max_nfev: int = typer.Option(80, help="maximum model evaluations of the least-squares fit"),
+    dose_rate: list[str] = typer.Option([], "--dose-rate", help="NUCLIDE=USV_H: H*(10) rate at the detector during"
+                                        " that source's measurement, net of background ('background=USV_H' for"
+                                        " the background); fits the preset's G(E) dose weighting (repeat)"),
 ) -> None:
     """Fit a detector preset to check-source spectra of your own unit and write a loadable preset file."""
     import numpy as np
@@ -52,6 +73,12 @@ def fit_detector(
     from agent.spectral_files import SpectrumFileError, read_spectrum_file
 
     pairs = [_parse_source(s) for s in source]
+    doses = dict(_parse_dose_rate(d) for d in dose_rate)
+    for n in doses:
+        if n == "background" and background is None:
+            raise typer.BadParameter("--dose-rate background=... needs --background")
+        if n != "background" and n not in {nuc for nuc, _ in pairs}:
+            raise typer.BadParameter(f"--dose-rate {n}: no --source {n}=FILE")
 
     def source_lines(n: str) -> tuple:
         s = source_of(n)
@@ -111,18 +138,61 @@ def fit_detector(
     for label, (c, l1) in res.fom.items():
         typer.echo(f"{label[:34]:34} {res.start_fom[label][0]:15.2f} {c:16.2f} {l1:10.3f}")
     p = res.preset
+    dose_g = _fit_dose(model, measured, bg, doses, name) if doses else {}
     p = DetectorPreset(**{
         **p.__dict__,
         "fitted_on": f"{', '.join(f'{n}={path.name}' for n, path in pairs)}"
                      + (f"; background {background.name}" if background else "; no background (smooth terms)"),
         "notes": f"fitted by cedge spectrum fit-detector from {preset!r}; free: {', '.join(free)}",
         "fom": {label: round(c, 3) for label, (c, _) in res.fom.items()},
+        "dose_weighting": dose_g,
     })
     write_preset_file([p], out, "Detector preset fitted by `cedge spectrum fit-detector` (agent/spectral/drf_fit.py).\n"
                       "Load it with CEDGE_DETECTOR_FILE=<this file> (or agent.spectral.presets.load_detector_file).")
     read_preset_file(out)  # what was written must load
     typer.echo(f"FWHM {float(np.asarray(detector_model_fwhm(p, 662.0))):.1f} keV at 662 keV, threshold "
                f"{p.threshold_kev:.1f} keV; wrote {out} (preset {p.name!r}; CEDGE_DETECTOR_FILE={out})")
+
+
+def _fit_dose(model, measured: list, bg, doses: dict[str, float], name: str) -> dict:
+    """The preset's ``dose_weighting`` mapping fitted to the given dose rates (prints read/true per source)."""
+    import numpy as np
+
+    from agent.cli_output import error_line
+    from agent.spectral.dose import dose_weighting
+    from agent.spectral.dose_fit import DoseSource, fit_dose_weighting, sensitivity_from_counts
+    from agent.spectral.library import LibraryError
+
+    sources = []
+    for m in measured:
+        if m.source in doses and m.source not in {s.name for s in sources}:
+            s = sensitivity_from_counts(m.counts, m.live_time_s, doses[m.source])
+            sources.append(DoseSource(m.source, m.counts, m.calibration, s))
+    if "background" in doses:
+        bc = np.asarray(bg.counts, dtype=float)
+        sources.append(DoseSource("background", bc, bg.calibration,
+                                  sensitivity_from_counts(bc, bg.live_time_s, doses["background"])))
+    try:
+        base = dose_weighting(model)
+        fit = fit_dose_weighting(base, sources, name)
+    except (LibraryError, ValueError) as err:
+        error_line(f"dose weighting fit failed: {err}")
+        raise typer.Exit(code=1) from err
+    typer.echo(f"{'dose source':34} {'S cps/(uSv/h)':>14} {'read/true base':>15} {'read/true fitted':>17}")
+    for s in sources:
+        typer.echo(f"{s.name[:34]:34} {s.sensitivity_cps_per_usv_h:14.1f} {fit.ratio_before[s.name]:15.3f}"
+                   f" {fit.ratio_after[s.name]:17.3f}" + ("  (inconsistent: down-weighted)"
+                                                          if fit.robust_weights[s.name] < 0.5 else ""))
+    w = fit.weighting
+    return {
+        "coefficients": [float(x) for x in w.coefficients],
+        "e_min_keV": float(w.e_min_kev),
+        "e_max_keV": float(w.e_max_kev),
+        "base": base.model,
+        "correction": [round(float(x), 6) for x in fit.correction],
+        "fitted_on": ", ".join(f"{s.name}={doses[s.name]:g} uSv/h" for s in sources),
+        "read_over_true": {s.name: round(fit.ratio_after[s.name], 4) for s in sources},
+    }
 
 
 def detector_model_fwhm(p, energy_kev: float) -> float:

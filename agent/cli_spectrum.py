@@ -6,7 +6,9 @@ prints, per file, the identified nuclides with confidence, the H*(10) rate from 
 gross count rate (``--json``: one JSON object per run with a list of files, each with
 ``detector_assumed``). A file's own Background measurement(s), or ``--background FILE``, is used as
 background; without one the natural K/U/Th lines are modelled as background and not reported. The
-detector model comes from ``--detector``, else from the file, else the default with a warning on stderr.
+detector model comes from ``--detector``, else from the file, else the default with a warning on stderr;
+``--detector-file FILE`` first loads the presets of a file written by ``fit-detector`` (its fitted
+resolution/response and, if fitted with ``--dose-rate``, its G(E)).
 
 ``simulate`` writes an N42 file (foreground + background measurement + our analysis) from the
 simulator; it is the only command that needs ``hal_sim``, imported inside it.
@@ -76,6 +78,8 @@ def analyze(
     background: Path | None = typer.Option(None, "--background", help="background spectrum file"),
     detector: str | None = typer.Option(None, "--detector", help="detector model (e.g. 'NaI 3x3 in'); default:"
                                         " the file's, else 'NaI 2x2 in' with a warning"),
+    detector_file: list[Path] = typer.Option([], "--detector-file", help="detector preset file (YAML, from `cedge"
+                                             " spectrum fit-detector`) whose presets --detector may name (repeat)"),
 ) -> None:
     """Identify nuclides, dose rate and gross count rate of each FILE.
 
@@ -86,7 +90,13 @@ def analyze(
     from agent.cli_output import error_line, fail
     from agent.spectral.detector import detector_model, detector_models
     from agent.spectral.library import LibraryError
+    from agent.spectral.presets import load_detector_file
 
+    for f in detector_file:
+        try:
+            load_detector_file(f)
+        except LibraryError as err:
+            fail(f"--detector-file {f}: {err}", 2)
     if detector is not None:
         try:
             detector_model(detector, fallback=None)

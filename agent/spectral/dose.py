@@ -9,6 +9,11 @@ Saito (2017) derive such spectrum-dose operators for NaI(Tl) and CsI(Tl) survey 
 The fit (``cedge/spectral_tools/fit_dose_weighting.py``) writes ``data/dose_weighting.csv``: G(E) = sum_k a_k x^k with
 x = ln(E / 1000 keV), valid between e_min (above the discriminator) and e_max.
 
+A real unit's G(E) is fitted to measured sensitivities (cps per uSv/h of check sources of known dose
+rate, :mod:`agent.spectral.dose_fit`): the "NaI generic (RASE)" row of the CSV
+(``cedge/spectral_tools/fit_dose_rase.py``) and the ``dose_weighting`` of preset files written by
+``cedge spectrum fit-detector --dose-rate``; :func:`dose_weighting` prefers those.
+
 Photons below the discriminator (e.g. the 14-21 keV Np L x-rays of Am-241) are not seen and not
 counted; above ~30 keV H*(10) is reproduced to within a few per cent.
 """
@@ -73,15 +78,29 @@ def dose_weightings() -> dict[str, DoseWeighting]:
     return out
 
 
+@functools.lru_cache(maxsize=32)
+def preset_dose_weighting(name: str, coefficients: tuple[float, ...], e_min_kev: float,
+                          e_max_kev: float) -> DoseWeighting:
+    """One object per distinct G(E) of a preset file (so the channel-weight cache keeps working)."""
+    return DoseWeighting(name, np.asarray(coefficients, dtype=float), e_min_kev, e_max_kev)
+
+
 def dose_weighting(model: DetectorModel) -> DoseWeighting:
-    """The fitted G(E) of ``model`` (a preset uses its base crystal's G(E): the preset corrections change
-    the peak shapes, hardly the counts-per-dose); an error naming the fitted models if there is none."""
+    """The G(E) of ``model``, first found of: the preset's own ``dose_weighting`` (a user file from
+    ``cedge spectrum fit-detector --dose-rate``), a dose_weighting.csv row with the model's name (a
+    physics model, or a preset fitted to measured sensitivities), the preset's base crystal's row (the
+    preset corrections change the peak shapes more than the counts-per-dose); else an error naming the
+    fitted models."""
     from agent.spectral.presets import presets
 
     table = dose_weightings()
+    preset = presets().get(model.name)
+    if preset is not None and preset.dose_weighting:
+        g = preset.dose_weighting
+        return preset_dose_weighting(model.name, tuple(float(x) for x in g["coefficients"]),
+                                     float(g["e_min_keV"]), float(g["e_max_keV"]))
     if model.name in table:
         return table[model.name]
-    preset = presets().get(model.name)
     if preset is not None and preset.base in table:
         return table[preset.base]
     raise LibraryError(f"no fitted G(E) dose weighting for detector {model.name!r} (have: {', '.join(table)})")

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -73,9 +74,15 @@ class DetectorPreset:
     fitted_on: str = ""
     notes: str = ""
     fom: dict[str, float] = field(default_factory=dict)
+    # G(E) fitted to measured dose rates (``fit-detector --dose-rate``): {coefficients: [a_k of
+    # G = sum a_k ln(E/1000 keV)^k, (uSv/h) per (count/s)], e_min_keV:, e_max_keV:, fitted_on:, ...};
+    # empty: the base crystal's G(E) (agent.spectral.dose.dose_weighting)
+    dose_weighting: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        if not d["dose_weighting"]:
+            del d["dose_weighting"]  # files without a G(E) stay as they were
         for k in _TUPLE_FIELDS:
             d[k] = [float(x) if not isinstance(x, str) else x for x in d[k]]
         return d
@@ -92,11 +99,27 @@ def preset_from_dict(d: dict) -> DetectorPreset:
     if not d.get("name") or not d.get("base"):
         raise LibraryError(f"detector preset needs 'name' and 'base', got {d!r}")
     kw = dict(d)
+    kw["dose_weighting"] = _check_dose_weighting(d["name"], kw.get("dose_weighting"))
     for k in _TUPLE_FIELDS:
         if k in kw and kw[k] is not None:
             kw[k] = tuple(kw[k])
     kw["fom"] = dict(kw.get("fom") or {})
     return DetectorPreset(**kw)
+
+
+def _check_dose_weighting(name: str, g: object) -> dict:
+    """A preset's ``dose_weighting`` mapping, validated (numbers, e_min < e_max); {} if absent."""
+    if not g:
+        return {}
+    try:
+        coef = [float(x) for x in g["coefficients"]]  # type: ignore[index]
+        e_min, e_max = float(g["e_min_keV"]), float(g["e_max_keV"])  # type: ignore[index]
+    except (TypeError, KeyError, ValueError) as err:
+        raise LibraryError(f"detector preset {name!r}: dose_weighting needs numeric 'coefficients', 'e_min_keV',"
+                           f" 'e_max_keV' ({err!r})") from err
+    if not coef or not np.all(np.isfinite(coef)) or not 0 < e_min < e_max:
+        raise LibraryError(f"detector preset {name!r}: invalid dose_weighting {g!r}")
+    return {**dict(g), "coefficients": coef, "e_min_keV": e_min, "e_max_keV": e_max}  # type: ignore[call-overload]
 
 
 def read_preset_file(path: Path | str) -> list[DetectorPreset]:
@@ -107,9 +130,14 @@ def read_preset_file(path: Path | str) -> list[DetectorPreset]:
     except (OSError, yaml.YAMLError) as err:
         raise LibraryError(f"cannot read detector preset file {p}: {err}") from err
     items = data.get("presets", [data]) if isinstance(data, dict) else data
-    if not isinstance(items, list):
-        raise LibraryError(f"{p}: expected a list of presets")
-    return [preset_from_dict(x) for x in items]
+    if not isinstance(items, list) or not all(isinstance(x, dict) for x in items):
+        raise LibraryError(f"{p}: expected a list of presets (mappings)")
+    try:
+        return [preset_from_dict(x) for x in items]
+    except LibraryError as err:
+        raise LibraryError(f"{p}: {err}") from err
+    except (TypeError, ValueError) as err:
+        raise LibraryError(f"{p}: invalid detector preset: {err}") from err
 
 
 def write_preset_file(presets: list[DetectorPreset], path: Path | str, header: str = "") -> None:
@@ -137,10 +165,14 @@ def presets() -> dict[str, DetectorPreset]:
 
 def clear_caches() -> None:
     """Forget derived models/tables/templates (after presets changed)."""
-    from agent.spectral import detector, response
+    from agent.spectral import detector, dose, response
 
     _builtin_and_env.cache_clear()
     detector.detector_models.cache_clear()
+    dose.preset_dose_weighting.cache_clear()
+    pipeline = sys.modules.get("agent.spectral.pipeline")  # its per-model G(E) cache, if loaded
+    if pipeline is not None and hasattr(getattr(pipeline, "_weighting", None), "cache_clear"):
+        pipeline._weighting.cache_clear()
     preset_table_cached.cache_clear()
     response.templates_for.cache_clear()
 

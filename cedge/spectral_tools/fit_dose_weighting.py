@@ -69,11 +69,17 @@ def main(argv: list[str] | None = None) -> None:
         "# monoenergetic error.",
         ",".join(fields),
     ]
-    for m in args.models or physics_models():
+    models = args.models or physics_models()
+    # rows this run does not refit (e.g. a preset fitted to measured sensitivities by fit_dose_rase.py)
+    # are kept with their "# <name>:" comment lines
+    old = args.out.read_text(encoding="utf-8").splitlines() if args.out.exists() else []
+    others = {line.split(",", 1)[0] for line in old if line and not line.startswith(("#", "detector,"))} - set(models)
+    for m in models:
         row, err = fit_model(m, args.degree)
         row["max_rel_error"] = err
         print(f"{m}: worst monoenergetic relative error {err:.3f}")
         lines.append(",".join(f"{row[f]:.8g}" if isinstance(row[f], float) else str(row[f]) for f in fields))
+    lines += [line for line in old if any(line.startswith((f"{o},", f"# {o}:")) for o in others)]
     args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"wrote {args.out}")
 
