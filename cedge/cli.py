@@ -92,6 +92,7 @@ def bench_rase(
     sensitivity: list[str] = typer.Option([], help="NUCLIDE=CPS_PER_USVH where a file has no RASE_Sensitivity."),
     simulate: bool = typer.Option(True, "--simulate/--no-simulate", help="Also run the grid on simulated spectra."),
     out: Path | None = typer.Option(None, help="Directory for the JSON and the PNG figure."),
+    seed: int | None = typer.Option(None, help="Random seed (default: the benchmark seed; tune on another)."),
 ) -> None:
     """Identification on real base spectra, RASE-style (PID, false IDs, SNM alarms, unknowns, dose, speed)."""
     from agent.cli_output import fail
@@ -106,7 +107,7 @@ def bench_rase(
             fail(f"--sensitivity wants NUCLIDE=CPS_PER_USVH, got {item!r}", 2)
     try:
         result = run_bench(base_dir, detector, json_out=json_out, quick=quick, out_dir=out, trials=trials,
-                           sensitivities=sens, simulate=simulate)
+                           sensitivities=sens, simulate=simulate, **({"seed": seed} if seed is not None else {}))
     except (FileNotFoundError, NotADirectoryError) as err:
         fail(err, 1)
     if json_out:

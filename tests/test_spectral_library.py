@@ -19,7 +19,7 @@ ISSUE_LIBRARY = ["Co-60", "Cs-137", "Ir-192", "Se-75", "Am-241", "Ba-133", "Eu-1
                  "U-238", "Pu-239"]
 # ANSI N42.34 identification list (medical, SNM) and every nuclide of the RASE NaI base-spectrum set
 N42_34_AND_RASE = ["I-123", "I-125", "In-111", "Xe-133", "Cr-51", "Sm-153", "Pd-103", "U-233", "Np-237",
-                   "Eu-154", "Yb-169", "Cf-252", "Cm-244", "Sr-90"]
+                   "Eu-154", "Yb-169", "Cf-252", "Cm-244", "Cm-243", "Sr-90"]
 
 
 def test_library_has_the_n42_34_and_rase_sources_with_labels() -> None:

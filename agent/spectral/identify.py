@@ -41,9 +41,10 @@ from agent.spectral.detector import DetectorModel
 from agent.spectral.fitting import fit_many, fit_nonneg_prior, poisson_loglik
 from agent.spectral.library import NuclideLibrary, default_library
 from agent.spectral.line_check import unconfirmed_secondaries
-from agent.spectral.residual_lines import strongest_unexplained
+from agent.spectral.residual_lines import lines_consistent, own_line_seen, strongest_unexplained
 from agent.spectral.response import DEFAULT_SHIELDS, TemplateSet, build_templates, response_table
-from agent.spectral.snm_check import SNM_NAMES, snm_confirmed
+from agent.spectral.snm_check import SNM_NAMES
+from agent.spectral.unidentified_peaks import NetPeak, net_peaks, unidentified
 
 NORM_SOURCES = ("K-40", "Ra-226", "Th-232")
 # Sources seen only as a continuum (bremsstrahlung, fission gammas): no line can confirm them, and a smooth
@@ -86,12 +87,16 @@ class IdentifierSettings:
     # (agent.spectral.line_check); None disables the check
     confirm_secondary_min_snr: float | None = 3.0
     excess_continuum_sigma: float = 1.0
-    # "knows when it does not know" (agent.spectral.residual_lines): an unexplained line of at least
-    # unknown_min_z over the final model, with the model uncertain by residual_systematic (relative),
-    # makes the outcome "unknown / unidentified lines"; SNM needs a net line of snm_min_z of its own
+    # "knows when it does not know": a net peak no named nuclide explains makes the outcome "unknown /
+    # unidentified lines" (agent.spectral.unidentified_peaks); a second source, and SNM always, needs a net
+    # line of its own over the model without it (agent.spectral.residual_lines), the model uncertain by
+    # residual_systematic (relative)
     residual_systematic: float = 0.10
-    unknown_min_z: float = 6.0
+    unknown_peak_snr: float = 6.0  # net peak significance that must be explained
+    unknown_tolerance_fwhm: float = 1.0  # how far from an expected feature a peak may sit
+    unknown_min_share: float = 0.01  # of the net counts: ignore tiny peaks on strong sources (sum peaks, edges)
     snm_min_z: float = 5.0
+    secondary_min_z: float = 4.0  # a second source's own line over the model without it
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,9 +119,11 @@ class IdentificationResult:
     reduced_chi2: float  # Pearson chi2 / dof of the best model, a goodness-of-fit check
     log_likelihood: float = 0.0  # of the best model (weighted Poisson + priors), for comparisons
     candidates: tuple[tuple[str, float], ...] = field(default=())  # (name, confidence) of all examined
-    unknown: bool = False  # an unexplained line remains: "unknown / unidentified lines"
-    unexplained_kev: float | None = None  # energy of the strongest unexplained line
-    unexplained_z: float = 0.0  # its significance (model uncertainty counted)
+    unknown: bool = False  # a net peak no named nuclide explains: "unknown / unidentified lines"
+    unexplained_kev: float | None = None  # energy of the most significant unidentified peak
+    unexplained_z: float = 0.0  # strongest line-like fit residual (diagnostic; model uncertainty counted)
+    unexplained_share: float = 0.0  # its net counts over the net (non-background) counts of the spectrum
+    unidentified_kev: tuple[float, ...] = ()  # net peaks no named nuclide accounts for
     snm_rejected: tuple[str, ...] = ()  # SNM the fit wanted but whose own lines are not seen
 
     @property
@@ -394,26 +401,58 @@ class Identifier:
                                                s.confirm_secondary_min_snr))
             drop |= {r.name for r in reported[1:] if r.name in CONTINUUM_SOURCES}
             reported = [r for r in reported if r.name not in drop]
-        # SNM only on its own lines: the residual of the best model without the SNM's templates
+        # Own lines: a second source, and SNM even alone, must show a net line of its own over the best
+        # model without it (agent.spectral.residual_lines); then "unknown" if the final model leaves a line
         part = {src: sum(best_x[n_base + k] * self._tmpl[t] for k, (c_src, t) in enumerate(best_comps)
                          if c_src == src) for src in best_srcs}
         centers = self.bins.centers_kev
-        snm_rejected = []
-        for r in list(reported):
-            if r.name not in SNM_NAMES:
+        e_lo, e_hi = float(edges[0]), float(edges[-1])
+        snm_rejected: list[str] = []
+        confirmed: list[NuclideID] = []
+        for i, r in enumerate(reported):
+            is_snm = r.name in SNM_NAMES
+            if i == 0 and not is_snm:
+                confirmed.append(r)
                 continue
             src = self.library.index(r.name)
-            mu_without = mu - part.get(src, 0.0)
-            others = [o.name for o in reported if o.name != r.name]
-            if not snm_confirmed(r.name, others, n_raw, mu_without, centers, self.library, self.model,
-                                 s.residual_systematic, s.snm_min_z, float(edges[0]), float(edges[-1])):
-                reported.remove(r)
+            others = [o.name for o in reported if o.name != r.name and o.name not in CONTINUUM_SOURCES]
+            if src not in part:
+                ok = False
+            elif is_snm:  # every line the template says must show, does
+                ok = lines_consistent(r.name, others, n_raw, mu - part[src], part[src], centers, self.library,
+                                      self.model, s.residual_systematic, s.snm_min_z, e_lo, e_hi)
+            else:
+                ok = own_line_seen(r.name, others, n_raw, mu - part[src], centers, self.library, self.model,
+                                   s.residual_systematic, s.secondary_min_z, e_lo, e_hi)
+            if ok:
+                confirmed.append(r)
+            elif is_snm:
                 snm_rejected.append(r.name)
-        # unknown: a line the final model (best model less what was not confirmed) leaves unexplained
+        reported = confirmed
+
+        # "unknown / unidentified lines": a significant net peak that no named nuclide (nor, without a
+        # measured background, the modelled K/U/Th) accounts for (agent.spectral.unidentified_peaks)
+        net_counts = max(float(n_raw.sum() - (base_raw.T @ best_x[:n_base]).sum()), 1.0)
+        bg_counts = None if background_cps is None else np.asarray(background_cps, dtype=float) * live_time_s
+        peaks = net_peaks(c, bg_counts, self.calibration, self.model, s.unknown_peak_snr, e_lo, e_hi)
+        norm = [] if background_cps is not None else [self.library.sources[i].name for i in self._norm_idx]
+        xray = response_table(self.model).xray_escape_kev
+
+        def lost(names: list[str]) -> list[NetPeak]:
+            names = [n for n in names if n not in CONTINUUM_SOURCES]  # no peaks: they explain none
+            return unidentified(peaks, names + norm, self.library, self.model, xray, s.unknown_tolerance_fwhm,
+                                s.unknown_min_share, net_counts)
+
+        missing = lost([r.name for r in reported])
+        if missing and any(r.name in SNM_NAMES for r in reported):
+            # lines the library cannot explain: the spectrum is not understood, so no SNM is named from it
+            snm_rejected += [r.name for r in reported if r.name in SNM_NAMES]
+            reported = [r for r in reported if r.name not in SNM_NAMES]
+            missing = lost([r.name for r in reported])
+        unknown = bool(missing)
         kept = {self.library.index(r.name) for r in reported}
-        mu_final = mu - sum((v for k, v in part.items() if k not in kept), np.zeros_like(mu))
-        worst = strongest_unexplained(n_raw, mu_final, centers, s.residual_systematic)
-        unknown = worst.z >= s.unknown_min_z
+        worst = strongest_unexplained(n_raw, mu - sum((v for k, v in part.items() if k not in kept),
+                                                      np.zeros_like(mu)), centers, s.residual_systematic)
         return IdentificationResult(
             nuclides=tuple(reported),
             background_only=not reported,
@@ -422,9 +461,11 @@ class Identifier:
             reduced_chi2=chi2,
             log_likelihood=float(models[best_i][2]),
             candidates=tuple((self.library.sources[i].name, float(conf[i])) for i in order),
-            unknown=bool(unknown),
-            unexplained_kev=worst.energy_kev if unknown else None,
+            unknown=unknown,
+            unexplained_kev=max(missing, key=lambda p: p.net_snr).energy_kev if missing else None,
             unexplained_z=worst.z,
+            unexplained_share=worst.net_counts / net_counts,
+            unidentified_kev=tuple(round(p.energy_kev, 1) for p in missing),
             snm_rejected=tuple(snm_rejected),
         )
 

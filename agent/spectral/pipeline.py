@@ -144,9 +144,11 @@ class SpectrumPipeline:
         peak_min_snr: float = 5.0,
         anomaly: AnomalyDetector | None = None,
         library_exclude: tuple[str, ...] = (),
+        learn: bool = True,
     ) -> None:
         self.settings = settings or IdentifierSettings()
         self.library_exclude = tuple(library_exclude)  # sources treated as absent from the library
+        self.learn = learn  # False: spectra never update background or gain (benchmarks, re-analysis)
         self.background_tau_s = background_tau_s
         self.min_background_s = min_background_s
         self.gain_accumulate_s = gain_accumulate_s
@@ -242,7 +244,7 @@ class SpectrumPipeline:
             peaks = tuple(peak_search_for(calibration, model, reading.n_channels).find(counts, self.peak_min_snr))
 
         anomaly = self.anomaly.update(counts) if self.anomaly is not None else None
-        if result.background_only and not (anomaly is not None and anomaly.alarm):
+        if self.learn and result.background_only and not (anomaly is not None and anomaly.alarm):
             bkg.add(counts, reading.live_time_s)
             tracker.update(counts, reading.live_time_s)
         return SpectrumAnalysis(
