@@ -151,8 +151,8 @@ def test_strong_shielded_cs137_does_not_also_name_cs134(sim) -> None:
     unchecked = Identifier(model, sim.calibration, sim.n_channels,
                            settings=IdentifierSettings(confirm_secondary_min_snr=None, secondary_min_z=-np.inf)
                            ).identify(counts, live, bg)
-    # what the checks (peak search, own net line) are there for: without them a second source soaks up the misfit (Cs-134 by
-    # its 605 keV line, or the smooth Sr-90 bremsstrahlung template)
+    # what the checks (peak search, own net line) are there for: without them a second source soaks up the
+    # misfit (Cs-134 by its 605 keV line, or the smooth Sr-90 bremsstrahlung template)
     assert len(unchecked.names()) > 1 and unchecked.names()[0] == "Cs-137"
 
 

@@ -145,32 +145,28 @@ def load_base_set(base_dir: Path, sensitivities: dict[str, float] | None = None)
 def simulated_base_set(real: BaseSet, model: str) -> BaseSet:
     """The project's simulator's spectra of the same nuclides and detector, in the real files' channels.
 
-    Each simulated source spectrum (1 MBq at 1 m, unshielded) and the simulated natural background
-    are re-binned onto the real base spectrum's energy calibration and given the real file's
-    sensitivity, so real and simulated samples carry the same counts and differ only in shape.
+    Each simulated source spectrum (1 MBq at 1 m, unshielded; ``hal_sim.gamma.simulated_base_spectrum``
+    of the detector preset) and the simulated natural background are put on the real base spectrum's
+    energy calibration and given the real file's sensitivity, so real and simulated samples carry the
+    same counts and differ only in shape.
     """
-    from hal_sim.gamma import DetectorResponse
-
-    resp = DetectorResponse.for_model(model)
-    sim_edges = resp.calibration.edges_kev(resp.n_channels)
-
-    def rebin(rate: np.ndarray, cal: EnergyCalibration, n: int) -> np.ndarray:
-        cum = np.concatenate([[0.0], np.cumsum(rate)])
-        edges = cal.edges_kev(n)
-        return np.diff(np.interp(edges, sim_edges, cum))
+    from hal_sim.gamma import DetectorResponse, simulated_base_spectrum
+    from hal_sim.gamma.response import rebin_to_calibration
 
     skipped: dict[str, str] = {}
     sources = {}
     for nuc, base in real.sources.items():
         try:
-            rate = resp.source_rate_spectrum(nuc, 1e6, 1.0, [])
+            counts = simulated_base_spectrum(nuc, model, base.calibration, base.counts.size)
         except (KeyError, ValueError) as err:
             skipped[nuc] = f"not in the simulator: {err}"
             continue
-        counts = rebin(rate, base.calibration, base.counts.size)
         sources[nuc] = BaseSpectrum(nuc, counts, 1.0, base.sensitivity_cps_per_usv_h, base.calibration, "simulated")
     bgr = real.background
-    bg = rebin(resp.background_rate_spectrum(BACKGROUND_USV_H), bgr.calibration, bgr.counts.size)
+    top_kev = float(np.clip(float(bgr.calibration.edges_kev(bgr.counts.size)[-1]) * 1.02, 100.0, 20000.0))
+    resp = DetectorResponse.for_model(model, n_channels=2048, max_energy_kev=top_kev)
+    bg = np.maximum(rebin_to_calibration(resp, resp.background_rate_spectrum(BACKGROUND_USV_H), bgr.calibration,
+                                         bgr.counts.size), 0.0)
     background = BaseSpectrum("background", bg, 1.0, bgr.sensitivity_cps_per_usv_h, bgr.calibration, "simulated")
     return BaseSet(sources, background, skipped)
 
@@ -469,14 +465,14 @@ def run_bench(base_dir: Path | None = None, detector: str | None = None, json_ou
         grid = run_grid(bases, model, n, seed, lib, progress, "real", True, background_trials=5 * n)
         result.update(summarise(grid))
         if simulate:
-            sim_bases = simulated_base_set(bases, _sim_model(model))
+            sim_bases = simulated_base_set(bases, model)
             sgrid = run_grid(sim_bases, model, n, seed + 1, lib, progress, "simulated", False,
                              background_trials=0)
             s = summarise(sgrid)
             common = [c for c in grid["cells"] if c["in_library"] and c["dose_usv_h"] >= 0.3
                       and c["nuclide"] in sim_bases.sources]
             result["sim"] = {"pid_by_nuclide": s["pid_by_nuclide"], "confusions": s["confusions"],
-                             "skipped": sim_bases.skipped, "simulator_model": _sim_model(model)}
+                             "skipped": sim_bases.skipped, "simulator_model": model}
             result["sim_pid_in_library"] = s["pid_in_library"]
             real_common = _rate(sum(c["correct"] for c in common), sum(c["trials"] for c in common))
             result["real_pid_in_library_common"] = real_common
@@ -500,14 +496,3 @@ def _default_detector() -> str | None:
         if "rase" in name.lower():
             return name
     return None
-
-
-def _sim_model(model: str) -> str:
-    """The simulator's detector for an analysis model name (a fitted preset maps to its crystal)."""
-    try:
-        from hal_sim.gamma import DetectorResponse
-
-        DetectorResponse.for_model(model)
-        return model
-    except (KeyError, ValueError):
-        return "NaI 2x2 in"
