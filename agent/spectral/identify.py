@@ -44,7 +44,7 @@ from agent.spectral.line_check import unconfirmed_secondaries
 from agent.spectral.residual_lines import lines_consistent, own_line_seen, strongest_unexplained
 from agent.spectral.response import DEFAULT_SHIELDS, TemplateSet, build_templates, response_table
 from agent.spectral.snm_check import SNM_NAMES
-from agent.spectral.unidentified_peaks import NetPeak, net_peaks, unidentified
+from agent.spectral.unidentified_peaks import NetPeak, escape_peaks_kev, net_peaks, unidentified
 
 NORM_SOURCES = ("K-40", "Ra-226", "Th-232")
 # Sources seen only as a continuum (bremsstrahlung, fission gammas): no line can confirm them, and a smooth
@@ -95,8 +95,9 @@ class IdentifierSettings:
     unknown_peak_snr: float = 6.0  # net peak significance that must be explained
     unknown_tolerance_fwhm: float = 1.0  # how far from an expected feature a peak may sit
     unknown_min_share: float = 0.01  # of the net counts: ignore tiny peaks on strong sources (sum peaks, edges)
-    snm_min_z: float = 5.0
+    snm_min_z: float = 4.0
     secondary_min_z: float = 4.0  # a second source's own line over the model without it
+    quasi_likelihood: bool = False  # scale likelihood differences by the best fit's dispersion (see identify)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +120,7 @@ class IdentificationResult:
     reduced_chi2: float  # Pearson chi2 / dof of the best model, a goodness-of-fit check
     log_likelihood: float = 0.0  # of the best model (weighted Poisson + priors), for comparisons
     candidates: tuple[tuple[str, float], ...] = field(default=())  # (name, confidence) of all examined
+    dispersion: float = 1.0  # quasi-likelihood scale the posterior used (1: the fit is as good as counting allows)
     unknown: bool = False  # a net peak no named nuclide explains: "unknown / unidentified lines"
     unexplained_kev: float | None = None  # energy of the most significant unidentified peak
     unexplained_z: float = 0.0  # strongest line-like fit residual (diagnostic; model uncertainty counted)
@@ -349,7 +351,15 @@ class Identifier:
             1: np.log(s.prior_single / n_eff),
             2: np.log(s.prior_pair / max(n_eff * (n_eff - 1) / 2, 1)),
         }
-        scores = np.array([ll - 0.5 * s.penalty * len(srcs) + log_prior[len(srcs)] for srcs, _, ll, _ in models])
+        # Quasi-likelihood: when even the best-fitting model misses the data by more than counting noise and
+        # the templates' stated uncertainty allow (a real detector's response, cargo scatter), likelihood
+        # differences are worth less. Dividing them by the dispersion phi = Pearson chi2/dof of the best
+        # fit (McCullagh & Nelder, Generalized Linear Models, 2nd ed., sec. 4.5; QAIC, Burnham & Anderson
+        # 2002) keeps the confidences of such fits from saturating at 1 for every second name.
+        phi = (self._dispersion(n_raw, base_raw, max(models, key=lambda m: m[2]), n_base, f_sys)
+               if s.quasi_likelihood else 1.0)
+        scores = np.array([ll / phi - 0.5 * s.penalty * len(srcs) + log_prior[len(srcs)]
+                           for srcs, _, ll, _ in models])
         w = np.exp(scores - scores.max())
         w /= w.sum()
         conf = np.zeros(n_src)
@@ -407,27 +417,33 @@ class Identifier:
                          if c_src == src) for src in best_srcs}
         centers = self.bins.centers_kev
         e_lo, e_hi = float(edges[0]), float(edges[-1])
+        # the measured background's share of the model: known to ~1 %, unlike the templates
+        measured = base_raw[0] * best_x[0] if (background_cps is not None and bg_rows) else None
         snm_rejected: list[str] = []
-        confirmed: list[NuclideID] = []
-        for i, r in enumerate(reported):
-            is_snm = r.name in SNM_NAMES
-            if i == 0 and not is_snm:
-                confirmed.append(r)
+
+        def others_of(name: str, names: list[NuclideID]) -> list[str]:
+            return [o.name for o in names if o.name != name and o.name not in CONTINUUM_SOURCES]
+
+        # SNM first, against everything else named; then second sources, against what remains
+        for r in list(reported):
+            if r.name not in SNM_NAMES:
                 continue
             src = self.library.index(r.name)
-            others = [o.name for o in reported if o.name != r.name and o.name not in CONTINUUM_SOURCES]
-            if src not in part:
-                ok = False
-            elif is_snm:  # every line the template says must show, does
-                ok = lines_consistent(r.name, others, n_raw, mu - part[src], part[src], centers, self.library,
-                                      self.model, s.residual_systematic, s.snm_min_z, e_lo, e_hi)
-            else:
-                ok = own_line_seen(r.name, others, n_raw, mu - part[src], centers, self.library, self.model,
-                                   s.residual_systematic, s.secondary_min_z, e_lo, e_hi)
-            if ok:
-                confirmed.append(r)
-            elif is_snm:
+            # every line the template says must show, does
+            if src not in part or not lines_consistent(
+                    r.name, others_of(r.name, reported), n_raw, mu - part[src], part[src], centers, self.library,
+                    self.model, s.residual_systematic, s.snm_min_z, e_lo, e_hi, measured=measured):
+                reported.remove(r)
                 snm_rejected.append(r.name)
+        confirmed: list[NuclideID] = reported[:1]
+        for r in reported[1:]:
+            src = self.library.index(r.name)
+            others = others_of(r.name, reported)
+            avoid = escape_peaks_kev(others, self.library, response_table(self.model).xray_escape_kev)
+            if src in part and own_line_seen(r.name, others, n_raw, mu - part[src], centers, self.library,
+                                             self.model, s.residual_systematic, s.secondary_min_z, e_lo, e_hi,
+                                             avoid, measured):
+                confirmed.append(r)
         reported = confirmed
 
         # "unknown / unidentified lines": a significant net peak that no named nuclide (nor, without a
@@ -452,13 +468,15 @@ class Identifier:
         unknown = bool(missing)
         kept = {self.library.index(r.name) for r in reported}
         worst = strongest_unexplained(n_raw, mu - sum((v for k, v in part.items() if k not in kept),
-                                                      np.zeros_like(mu)), centers, s.residual_systematic)
+                                                      np.zeros_like(mu)), centers, s.residual_systematic,
+                                     measured)
         return IdentificationResult(
             nuclides=tuple(reported),
             background_only=not reported,
             best_model=tuple(self.library.sources[i].name for i in best_srcs),
             posterior_background_only=float(w[0]),
             reduced_chi2=chi2,
+            dispersion=phi,
             log_likelihood=float(models[best_i][2]),
             candidates=tuple((self.library.sources[i].name, float(conf[i])) for i in order),
             unknown=unknown,
@@ -470,6 +488,14 @@ class Identifier:
         )
 
     # ------------------------------------------------------------------ helpers
+    def _dispersion(self, n_raw: np.ndarray, base_raw: np.ndarray, model: tuple, n_base: int, f_sys: float) -> float:
+        """Pearson chi2/dof of ``model`` with the templates' relative uncertainty in the variance (>= 1)."""
+        _, comps, _, x = model
+        design = np.vstack([base_raw] + [self._tmpl[t][None, :] for _, t in comps]) if comps else base_raw
+        mu = np.maximum(design.T @ x[: design.shape[0]], 1.0)
+        dof = max(n_raw.size - design.shape[0], 1)
+        return max(1.0, float(np.sum((n_raw - mu) ** 2 / (mu + (f_sys * mu) ** 2)) / dof))
+
     @staticmethod
     def _screen(n: np.ndarray, mu0: np.ndarray, base: np.ndarray, tmpl: np.ndarray,
                 prior_prec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -38,12 +38,21 @@ class ResidualLine:
     net_counts: float  # excess counts in the 3-bin window above the side bands
 
 
-def line_statistic(counts: np.ndarray, mu: np.ndarray, rel_sigma: float) -> tuple[np.ndarray, np.ndarray]:
-    """Filter output (net excess counts) and its z per bin; bins too near the edges get z = 0."""
+MEASURED_REL_SIGMA = 0.01  # a measured background's shape: known far better than any template
+
+
+def line_statistic(counts: np.ndarray, mu: np.ndarray, rel_sigma: float,
+                   measured: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Filter output (net excess counts) and its z per bin; bins too near the edges get z = 0.
+
+    ``measured`` is the part of ``mu`` that comes from a measured background: the relative model
+    uncertainty ``rel_sigma`` applies to the rest (templates, continuum terms), 1 % to it.
+    """
     n = np.asarray(counts, dtype=float)
     m = np.maximum(np.asarray(mu, dtype=float), 1e-9)
     r = n - m
-    var = m + (rel_sigma * m) ** 2
+    meas = np.zeros_like(m) if measured is None else np.clip(np.asarray(measured, dtype=float), 0.0, m)
+    var = m + (rel_sigma * (m - meas)) ** 2 + (MEASURED_REL_SIGMA * meas) ** 2
     k = np.concatenate([np.full(_SIDE, -0.5 * (2 * _CENTRE + 1) / _SIDE),
                         np.ones(2 * _CENTRE + 1), np.full(_SIDE, -0.5 * (2 * _CENTRE + 1) / _SIDE)])
     s = np.correlate(r, k, mode="same")
@@ -56,17 +65,17 @@ def line_statistic(counts: np.ndarray, mu: np.ndarray, rel_sigma: float) -> tupl
 
 
 def strongest_unexplained(counts: np.ndarray, mu: np.ndarray, centers_kev: np.ndarray,
-                          rel_sigma: float) -> ResidualLine:
+                          rel_sigma: float, measured: np.ndarray | None = None) -> ResidualLine:
     """The most significant unexplained line-like excess of the spectrum."""
-    s, z = line_statistic(counts, mu, rel_sigma)
+    s, z = line_statistic(counts, mu, rel_sigma, measured)
     i = int(np.argmax(z))
     return ResidualLine(float(centers_kev[i]), float(z[i]), float(s[i]))
 
 
 def line_z_at(counts: np.ndarray, mu: np.ndarray, centers_kev: np.ndarray, rel_sigma: float,
-              energies_kev: np.ndarray) -> np.ndarray:
+              energies_kev: np.ndarray, measured: np.ndarray | None = None) -> np.ndarray:
     """Best z within +-1 bin of each energy (a line centred on a bin edge straddles two bins)."""
-    _, z = line_statistic(counts, mu, rel_sigma)
+    _, z = line_statistic(counts, mu, rel_sigma, measured)
     idx = np.clip(np.searchsorted(centers_kev, np.asarray(energies_kev, dtype=float)), 0, z.size - 1)
     out = np.empty(idx.size)
     for j, i in enumerate(idx):
@@ -76,24 +85,34 @@ def line_z_at(counts: np.ndarray, mu: np.ndarray, centers_kev: np.ndarray, rel_s
 
 def own_line_seen(name: str, others: Sequence[str], counts_binned: np.ndarray, mu_without: np.ndarray,
                   centers_kev: np.ndarray, library: NuclideLibrary, model: DetectorModel, rel_sigma: float,
-                  min_z: float, e_min_kev: float, e_max_kev: float) -> bool:
+                  min_z: float, e_min_kev: float, e_max_kev: float, avoid_kev: np.ndarray | None = None,
+                  measured: np.ndarray | None = None) -> bool:
     """True when one of ``name``'s distinctive lines stands out over the model without it.
 
     Distinctive: at least 10 % of the nuclide's strongest line in the analysed range and more than
-    1.5 FWHM from every line of the ``others`` (agent.spectral.line_check). A nuclide without such a
-    line cannot be confirmed and is not.
+    1 FWHM from every line of the ``others`` (agent.spectral.line_check) and from the ``avoid_kev``
+    energies (the others' escape and back-scatter peaks). A nuclide all of whose lines are shared
+    with another named source cannot be checked and is kept (line_check's rule); one whose free lines
+    all sit on the others' escape or back-scatter peaks is not.
     """
     lines = distinctive_lines_kev(name, list(others), library, model, e_min_kev, e_max_kev,
-                                  min_rel_yield=0.1, separation_fwhm=1.5)
+                                  min_rel_yield=0.1, separation_fwhm=1.0)
     if lines.size == 0:
-        return False
-    return bool(np.any(line_z_at(counts_binned, mu_without, centers_kev, rel_sigma, lines) >= min_z))
+        return True  # every line shared with another named source: cannot be checked, kept (a true mixture)
+    if avoid_kev is not None and np.size(avoid_kev):
+        # its free lines must not sit on the others' escape and back-scatter peaks, which a template may
+        # get a few per cent wrong: a nuclide seen only there is an artefact of the others
+        gap = np.abs(lines[:, None] - np.asarray(avoid_kev)[None, :]).min(axis=1)
+        lines = lines[gap > 1.0 * np.asarray(model.fwhm_kev(lines))]
+        if lines.size == 0:
+            return False
+    return bool(np.any(line_z_at(counts_binned, mu_without, centers_kev, rel_sigma, lines, measured) >= min_z))
 
 
 def lines_consistent(name: str, others: Sequence[str], counts_binned: np.ndarray, mu_without: np.ndarray,
                      own_part: np.ndarray, centers_kev: np.ndarray, library: NuclideLibrary, model: DetectorModel,
                      rel_sigma: float, min_z: float, e_min_kev: float, e_max_kev: float,
-                     min_fraction: float = 0.3) -> bool:
+                     min_fraction: float = 0.3, measured: np.ndarray | None = None) -> bool:
     """Stricter than :func:`own_line_seen`: *every* distinctive line the fitted template predicts to be
     clearly visible (expected z >= 2 ``min_z``) must be seen at ``min_fraction`` of its expected z, at
     least one at ``min_z``, and with the nuclide's template added no line-like residual of ``min_z`` may
@@ -101,17 +120,17 @@ def lines_consistent(name: str, others: Sequence[str], counts_binned: np.ndarray
     4.6 keV from Np-237's (Pa-233) 311.9 keV, but Np-237 would also show 86-98 keV lines Ir-192 lacks.
     """
     lines = distinctive_lines_kev(name, list(others), library, model, e_min_kev, e_max_kev,
-                                  min_rel_yield=0.1, separation_fwhm=1.5)
+                                  min_rel_yield=0.1, separation_fwhm=1.0)
     if lines.size == 0:
         return False
-    z_obs = line_z_at(counts_binned, mu_without, centers_kev, rel_sigma, lines)
-    z_exp = line_z_at(mu_without + own_part, mu_without, centers_kev, rel_sigma, lines)
+    z_obs = line_z_at(counts_binned, mu_without, centers_kev, rel_sigma, lines, measured)
+    z_exp = line_z_at(mu_without + own_part, mu_without, centers_kev, rel_sigma, lines, measured)
     clear = z_exp >= 2 * min_z
     if not (np.any(z_obs >= min_z) and np.all(z_obs[clear] >= min_fraction * z_exp[clear])):
         return False
     # and with the nuclide in, its lines' neighbourhoods (+-1.5 FWHM) are explained: a stand-in for a
     # different nuclide (Np-237's 300/312 keV doublet for Ir-192's 296/308/316 keV triplet) leaves structure
-    _, z_with = line_statistic(counts_binned, mu_without + own_part, rel_sigma)
+    _, z_with = line_statistic(counts_binned, mu_without + own_part, rel_sigma, measured)
     half = 1.5 * np.asarray(model.fwhm_kev(lines))
     near = np.any(np.abs(centers_kev[:, None] - lines[None, :]) <= half[None, :], axis=1)
     return bool(np.max(np.abs(z_with[near]), initial=0.0) < min_z)

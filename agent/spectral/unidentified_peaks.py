@@ -64,18 +64,21 @@ def net_peaks(counts: np.ndarray, background_counts: np.ndarray | None, calibrat
 
 
 def expected_features_kev(names: Sequence[str], library: NuclideLibrary, xray_escape_kev: float,
-                          min_rel_yield: float = 0.01) -> np.ndarray:
-    """Energies where the named nuclides put a peak-like feature (see module docstring)."""
+                          min_rel_yield: float = 0.01, lines: bool = True) -> np.ndarray:
+    """Energies where the named nuclides put a peak-like feature (see module docstring); with
+    ``lines=False`` only the secondary features (escape, back-scatter, Pb x-rays) of their lines."""
     feats: list[float] = []
     any_hard = False
     for name in names:
         src = library[name]
         keep = src.yields >= min_rel_yield * src.yields.max()
-        lines = src.energies_kev[keep]
-        feats += list(lines)
-        feats += list(lines[lines > xray_escape_kev + 5] - xray_escape_kev)
-        feats += list(lines / (1 + 2 * lines / ME_C2_KEV))
-        any_hard |= bool(np.any(lines > 88.0))
+        energies = src.energies_kev[keep]
+        if lines:
+            feats += list(energies)
+        lines_e = energies
+        feats += list(lines_e[lines_e > xray_escape_kev + 5] - xray_escape_kev)
+        feats += list(lines_e / (1 + 2 * lines_e / ME_C2_KEV))
+        any_hard |= bool(np.any(lines_e > 88.0))
     if any_hard:
         feats += list(PB_K_XRAYS_KEV)
     return np.asarray(sorted(feats))
@@ -94,3 +97,21 @@ def unidentified(peaks: Sequence[NetPeak], names: Sequence[str], library: Nuclid
         if feats.size == 0 or np.min(np.abs(feats - p.energy_kev)) > tol:
             out.append(p)
     return out
+
+
+def escape_peaks_kev(names: Sequence[str], library: NuclideLibrary, xray_escape_kev: float,
+                     min_rel_yield: float = 0.1, max_line_kev: float = 250.0) -> np.ndarray:
+    """K x-ray escape peaks of the named nuclides' strong low-energy lines (E - E_K).
+
+    Escape is only likely where photons stop near the crystal's face, below ~250 keV in NaI/CsI
+    (Knoll 4th ed. sec. 10.III.C); there a template's escape fraction a few per cent off leaves a
+    line-like residual another nuclide could be named for (Co-57's 136 keV line escapes to 107 keV,
+    where Sm-153 has its 103 keV line).
+    """
+    out: list[float] = []
+    for name in names:
+        src = library[name]
+        keep = (src.yields >= min_rel_yield * src.yields.max()) & (src.energies_kev <= max_line_kev)
+        e = src.energies_kev[keep]
+        out += list(e[e > xray_escape_kev + 5] - xray_escape_kev)
+    return np.asarray(sorted(out))
