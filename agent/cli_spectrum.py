@@ -119,7 +119,11 @@ def analyze(
             continue
         if json_out:
             continue
-        names = ", ".join(f"{n['label']} {100 * n['confidence']:.0f}%" for n in r["nuclides"]) or "background only"
+        names = ", ".join(f"{n['label']} {100 * n['confidence']:.0f}%" for n in r["nuclides"])
+        if r.get("unknown"):
+            lines = ", ".join(f"{e:g}" for e in r.get("unidentified_kev", []))
+            names = (names + "; " if names else "") + f"unknown / unidentified lines at {lines} keV"
+        names = names or "background only"
         dose = f"{r['dose_rate_usv_h']:.3g} uSv/h" if r["dose_rate_usv_h"] is not None else "n/a"
         typer.echo(
             f"{r['file']}: {names} | H*(10) {dose} | gross {r['gross_cps']:.1f} cps"

@@ -66,6 +66,9 @@ class SpectrumAnalysis:
             "dose_rate_sigma_usv_h": self.dose_rate_sigma_usv_h,
             "background_dose_rate_usv_h": self.background_dose_rate_usv_h,
             "background_only": self.identification.background_only,
+            "unknown": self.identification.unknown,  # "unknown / unidentified lines"
+            "unidentified_kev": list(self.identification.unidentified_kev),
+            "snm_rejected": list(self.identification.snm_rejected),
             "nuclides": [
                 {
                     "name": n.name,

@@ -418,7 +418,7 @@ def write_figure(result: dict[str, Any], out_dir: Path) -> str:
     sim = result.get("sim", {}).get("pid_by_nuclide", {})
     names = sorted(real)
     keys = [f"{d:g}uSv_{t:g}s" for d in DOSE_RATES_USV_H for t in DWELLS_S]
-    fig, ax = plt.subplots(figsize=(11, 4.8))
+    fig, ax = plt.subplots(figsize=(11, 5.4))
     x = np.arange(len(names))
     for k, key in enumerate(keys):
         vals = [real[n].get(key) or 0.0 for n in names]
@@ -431,7 +431,7 @@ def write_figure(result: dict[str, Any], out_dir: Path) -> str:
     ax.set_ylim(0, 1.05)
     ax.set_title(f"RASE benchmark, {result['detector']}: PID in library (>= 0.3 uSv/h) "
                  f"{result['pid_in_library']}, sim {result.get('sim_pid_in_library')}")
-    ax.legend(fontsize=7, ncol=4, loc="lower left")
+    ax.legend(fontsize=7, ncol=7, loc="upper center", bbox_to_anchor=(0.5, -0.28))
     fig.tight_layout()
     path = out_dir / "rase_pid.png"
     fig.savefig(path, dpi=110)
