@@ -281,13 +281,16 @@ class AnomalyDetector:
 
 def mobile_templates(model_name: str, bins: AnalysisBins) -> np.ndarray:
     """Unit-sum unshielded library templates in ``bins``, without the natural (NORM) sources,
-    which a moving unit sees everywhere and which the background basis already spans."""
-    from agent.spectral.identify import NORM_SOURCES
+    which a moving unit sees everywhere and which the background basis already spans, and without
+    the continuum-only sources (Sr-90 bremsstrahlung, Cf-252 fission gammas): a smooth template is a
+    direction background changes take too, so it adds false alarms, not detections (those sources
+    still raise the gross-count alarm)."""
+    from agent.spectral.identify import CONTINUUM_SOURCES, NORM_SOURCES
     from agent.spectral.library import default_library
     from agent.spectral.response import templates_for
 
     t = templates_for(model_name, (("none", 0.0),)).binned(bins)
-    keep = [i for i, n in enumerate(default_library().names) if n not in NORM_SOURCES]
+    keep = [i for i, n in enumerate(default_library().names) if n not in NORM_SOURCES + CONTINUUM_SOURCES]
     t = t[keep]
     return t / t.sum(axis=1, keepdims=True)
 
