@@ -59,6 +59,20 @@ def _wait_stored(fleet: Fleet, at_least: int, timeout_s: float = 60.0) -> int:
     return n
 
 
+def _wait_new_boot_sending(fleet: Fleet, unit_id: str, old_boot: str, timeout_s: float) -> bool:
+    """True once ``unit_id`` runs a boot other than ``old_boot`` and its link has sent messages."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            st = json.loads((fleet.state_dir(unit_id) / "status.json").read_text())
+            if st["boot_id"] != old_boot and st["link"].get("sequenced_sent", 0) >= 5:
+                return True
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.5)
+    return False
+
+
 def _outbox_rows(fleet: Fleet, unit_id: str) -> list[tuple[str, int]]:
     path = fleet.state_dir(unit_id) / "outbox.sqlite"
     if not path.exists():
@@ -127,6 +141,9 @@ def test_sigkill_agent_mid_run_and_restart(fleet: Fleet) -> None:
     # what the killed boot had produced but not yet got acknowledged is still in its outbox
     pending = [s for b, s in _outbox_rows(fleet, victim) if b == boot]
     fleet.start_agent(victim)
+    # the restarted agent warms its analysis up (5-15 s, more on a loaded machine) before it connects:
+    # wait until its new boot is live and has sent, so the test does not depend on the machine's speed
+    assert _wait_new_boot_sending(fleet, victim, boot, timeout_s=240.0), "restarted agent never got going"
     _wait_stored(fleet, 450)
     _stop_and_drain(fleet)
     counts = _assert_exactly_once(fleet, {(victim, boot): max(pending, default=0)})
