@@ -64,18 +64,15 @@ def net_peaks(counts: np.ndarray, background_counts: np.ndarray | None, calibrat
 
 
 def expected_features_kev(names: Sequence[str], library: NuclideLibrary, xray_escape_kev: float,
-                          min_rel_yield: float = 0.01, lines: bool = True) -> np.ndarray:
-    """Energies where the named nuclides put a peak-like feature (see module docstring); with
-    ``lines=False`` only the secondary features (escape, back-scatter, Pb x-rays) of their lines."""
+                          min_rel_yield: float = 0.01) -> np.ndarray:
+    """Energies where the named nuclides put a peak-like feature (see module docstring)."""
     feats: list[float] = []
     any_hard = False
     for name in names:
         src = library[name]
         keep = src.yields >= min_rel_yield * src.yields.max()
-        energies = src.energies_kev[keep]
-        if lines:
-            feats += list(energies)
-        lines_e = energies
+        lines_e = src.energies_kev[keep]
+        feats += list(lines_e)
         feats += list(lines_e[lines_e > xray_escape_kev + 5] - xray_escape_kev)
         feats += list(lines_e / (1 + 2 * lines_e / ME_C2_KEV))
         any_hard |= bool(np.any(lines_e > 88.0))

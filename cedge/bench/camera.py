@@ -49,6 +49,8 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from cedge.bench.results import save_results
+
 BENCH_SEED = 20_261_127
 TUNE_SEED = 7_100_000
 TONES = (1, 2, 3, 4, 5, 6)
@@ -545,11 +547,8 @@ def run_bench(json_out: bool = False, quick: bool = False, out_dir: str | Path |
     result["speed_conditions"] = core_note
     result["seconds_total"] = round(time.perf_counter() - t0, 1)
     if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        result["figures"] = write_figures(result, clips, out)
-        (out / "bench_camera.json").write_text(json.dumps(result, indent=1, default=float), encoding="utf-8")
-        (out / "bench_camera_clips.json").write_text(json.dumps(clips, default=float), encoding="utf-8")
+        saved = save_results(result, out_dir, "camera", lambda out: write_figures(result, clips, out))
+        (saved.parent / "bench_camera_clips.json").write_text(json.dumps(clips, default=float), encoding="utf-8")
     if not json_out:
         console.print({k: v for k, v in result.items() if not isinstance(v, list)})
     return result

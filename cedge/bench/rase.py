@@ -33,16 +33,17 @@ Nuclide names come from the file name (RASE's ``<detector>_<nuclide>.n42``: ``VA
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from agent.hal.interfaces import EnergyCalibration, SpectrumReading
+from cedge.bench.results import save_results
 
 SEED = 20_261_207  # benchmark seed; identifier settings were tuned on TUNE_SEED only
 TUNE_SEED = 7_770_001
@@ -58,7 +59,7 @@ ACCEPTED_NAMES = {"Cm-244": frozenset({"Cm-243"})}
 # either): the RASE Eu-154 spectrum has Eu-152's own 344, 779, 964, 1112 and 1408 keV peaks.
 COMPANIONS = {"Eu-154": frozenset({"Eu-152"})}
 DEFAULT_BASE_DIR = Path(__file__).resolve().parents[3] / "shared" / "spectra" / "rase_generic_nai"
-_EPOCH = __import__("datetime").datetime(2026, 1, 1, tzinfo=__import__("datetime").UTC)
+_EPOCH = datetime(2026, 1, 1, tzinfo=UTC)  # sample times do not matter to the analysis
 
 
 # =========================================================================== base spectra
@@ -488,10 +489,7 @@ def run_bench(base_dir: Path | None = None, detector: str | None = None, json_ou
             result["sim_dose_rel_error_p90"] = s["dose_rel_error_p90"]
     result["seconds_total"] = round(time.perf_counter() - t0, 1)
     if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        result["figure"] = write_figure(result, out)
-        (out / "bench_rase.json").write_text(json.dumps(result, indent=1, default=float), encoding="utf-8")
+        save_results(result, out_dir, "rase", lambda out: write_figure(result, out), figures_key="figure")
     return result
 
 

@@ -19,7 +19,6 @@ from here. Sections:
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +27,8 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from cedge.bench.results import save_results
 
 SEED = 20_261_127
 ID_MODEL = "NaI 2x2 in"
@@ -727,10 +728,7 @@ def run_bench(json_out: bool = False, quick: bool = False, out_dir: str | Path |
             result[f"seconds_{name}"] = round(time.perf_counter() - t_sec, 1)
     result["seconds_total"] = round(time.perf_counter() - t0, 1)
     if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        result["figures"] = write_figures(result, out)
-        (out / "bench_spectra.json").write_text(json.dumps(result, indent=1, default=float), encoding="utf-8")
+        save_results(result, out_dir, "spectra", lambda out: write_figures(result, out))
     if not json_out:
         Console(stderr=True).print({k: v for k, v in result.items() if not isinstance(v, (list, dict))})
     return result
