@@ -204,13 +204,28 @@ class DispatchTask(_Strict):
 
 
 class Command(_Strict):
+    """A controller -> unit command.
+
+    The last five fields make it a signed command (agent.command_auth): ``key_id`` names the
+    controller key, ``nonce`` is 16 random bytes in hex, ``t_issued_utc``/``t_expires_utc`` bound
+    when it may be obeyed, and ``signature`` is the Ed25519 signature (hex) over
+    ``agent.command_auth.canonical_command_bytes`` (every other field).  They are optional in the
+    schema only so that a unit configured with ``require_signed_commands: false`` can still parse
+    an unsigned command; by default the unit refuses it.
+    """
+
     schema_: Literal[1] = Field(alias="schema", default=SCHEMA_VERSION)
-    cmd_id: str
+    cmd_id: str = Field(min_length=1, max_length=128)
     unit_id: str = Field(pattern=UNIT_ID_PATTERN)
     command: Literal["dispatch", "cancel", "ping"]
-    t_utc: str
+    t_utc: str = Field(max_length=40)
     task: DispatchTask | None = None
-    task_id: str | None = None  # for cancel
+    task_id: str | None = Field(default=None, max_length=128)  # for cancel
+    key_id: str | None = Field(default=None, pattern=r"^[0-9a-f]{8,64}$")
+    nonce: str | None = Field(default=None, pattern=r"^[0-9a-f]{32,128}$")
+    t_issued_utc: str | None = Field(default=None, max_length=40)
+    t_expires_utc: str | None = Field(default=None, max_length=40)
+    signature: str | None = Field(default=None, pattern=r"^[0-9a-f]{128}$")
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
