@@ -145,6 +145,13 @@ class Birth(_Strict):
     sensors: dict[str, SensorHealth] = Field(max_length=32)
     devices: list[dict[str, Any]] = Field(default_factory=list, max_length=32)
     pending_backfill: NonNegCount = 0
+    # Sequence integrity (controller.sequence_guard): the last seq this boot had consumed when the
+    # birth was built, and the previous boot of this unit with its last seq, so the controller
+    # knows where each boot ends (a loss at the end of a boot shows as a gap) and that the previous
+    # boot's backlog, still in the outbox, is this unit's.
+    last_seq: int = Field(default=0, ge=0, lt=MAX_SEQ)
+    prev_boot_id: str | None = Field(default=None, pattern=r"^[\x21-\x7e]{8,64}$")
+    prev_boot_last_seq: int | None = Field(default=None, ge=0, lt=MAX_SEQ)
 
 
 class Death(_Strict):
@@ -162,6 +169,7 @@ class Health(_Strict):
     position: Position | None = None
     available: bool = True  # handhelds: free to take a task
     task_id: WireId | None = None
+    commands_rejected: NonNegCount = 0  # commands refused by the unit's gate since start (agent.runtime.command_gate)
 
 
 class Measurement(_Strict):
