@@ -270,7 +270,7 @@ class Envelope(_Strict):
     schema_: Literal[1] = Field(alias="schema", default=SCHEMA_VERSION)
     kind: Literal["birth", "death", "health", "measurement", "alarm", "task_event", "vitals"]
     unit_id: str = Field(pattern=UNIT_ID_PATTERN)
-    boot_id: str = Field(pattern=r"^[\x21-\x7e]{8,64}$")  # printable ASCII (the agent sends a uuid4 hex)
+    boot_id: str = Field(min_length=8, max_length=64, pattern=r"^[\x21-\x7e]+$")  # printable ASCII (a uuid4 hex)
     seq: int = Field(ge=0, lt=MAX_SEQ)
     t_utc: UtcTime  # ISO-8601 UTC, e.g. 2026-11-27T19:00:00.000Z; range checked at decode when clock_valid
     t_mono_s: float = Field(ge=-MAX_DURATION_S, le=MAX_DURATION_S)

@@ -18,7 +18,6 @@ fill the log nor stop the receiver.
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 from collections import Counter
@@ -26,19 +25,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from agent.hal.interfaces import Clock, utc_iso
 from agent.hal.system_clock import SystemClock
 from agent.wire_schema import (
-    BODY_TYPES,
-    SCHEMA_VERSION,
-    SESSION_KINDS,
+    MAX_UPLINK_BYTES,
+    WIRE_REASONS,
     Envelope,
     WireError,
     decode_uplink,
-    parse_uplink_topic,
 )
+from controller.rate_limited_log import RateLimitedLog
 from controller.store import Store
 
 __all__ = ["IngestOutcome", "IngestStats", "Ingestor", "MAX_PAYLOAD_BYTES", "classify_reject"]
@@ -46,46 +44,20 @@ __all__ = ["IngestOutcome", "IngestStats", "Ingestor", "MAX_PAYLOAD_BYTES", "cla
 log = logging.getLogger(__name__)
 
 IngestOutcome = Literal["stored", "duplicate", "rejected", "retry"]
-MAX_PAYLOAD_BYTES = 1024 * 1024
-REJECT_CODES = (
-    "oversized",
-    "bad_topic",
-    "unknown_kind",
-    "not_json",
-    "not_object",
-    "bad_schema",
-    "envelope_invalid",
-    "topic_mismatch",
-    "bad_seq",
-    "body_invalid",
-    "internal_error",
-)
+MAX_PAYLOAD_BYTES = MAX_UPLINK_BYTES
+#: Every reason a message can be rejected for: the wire schema's (each failure it can classify has
+#: its own code: too_deep, non_finite, bad_time, seq_range, bad_unit_id, negative_count, ...) and
+#: ``internal_error``, kept for our own bugs only.
+REJECT_CODES = (*WIRE_REASONS, "internal_error")
 
 
-def classify_reject(topic: str, payload: bytes) -> str:
-    """Reason code for a payload that :func:`decode_uplink` refused (walks the same stages)."""
+def classify_reject(topic: str, payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> str | None:
+    """Reason code :func:`decode_uplink` gives ``payload``, or None if it is valid."""
     try:
-        unit_id, kind = parse_uplink_topic(topic)
-    except WireError:
-        parts = topic.split("/")
-        return "unknown_kind" if len(parts) == 5 and parts[4] not in BODY_TYPES else "bad_topic"
-    try:
-        raw = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return "not_json"
-    if not isinstance(raw, dict):
-        return "not_object"
-    if raw.get("schema") != SCHEMA_VERSION:
-        return "bad_schema"
-    try:
-        env = Envelope.model_validate(raw)
-    except ValidationError:
-        return "envelope_invalid"
-    if env.unit_id != unit_id or env.kind != kind:
-        return "topic_mismatch"
-    if (kind in SESSION_KINDS) != (env.seq == 0):
-        return "bad_seq"
-    return "body_invalid"
+        decode_uplink(topic, payload, max_bytes=max_bytes)
+    except WireError as err:
+        return err.reason
+    return None
 
 
 @dataclass
@@ -106,26 +78,6 @@ class IngestStats:
         }
 
 
-class _RateLimitedLog:
-    """At most one log line per key per interval; the next one says how many were suppressed."""
-
-    def __init__(self, clock: Clock, interval_s: float):
-        self._clock = clock
-        self._interval_s = interval_s
-        self._last: dict[str, float] = {}
-        self._suppressed: Counter[str] = Counter()
-
-    def warning(self, key: str, msg: str, *args: object) -> None:
-        now = self._clock.monotonic_s()
-        last = self._last.get(key)
-        if last is not None and now - last < self._interval_s:
-            self._suppressed[key] += 1
-            return
-        self._last[key] = now
-        n = self._suppressed.pop(key, 0)
-        log.warning(msg + (f" (+{n} similar suppressed)" if n else ""), *args)
-
-
 class Ingestor:
     """Decode, validate and store uplinks; ``on_event(env, body)`` runs after each stored one."""
 
@@ -142,44 +94,48 @@ class Ingestor:
         self.clock = clock or SystemClock()
         self.max_payload_bytes = max_payload_bytes
         self.stats = IngestStats()
-        self._rlog = _RateLimitedLog(self.clock, reject_log_interval_s)
+        self._rlog = RateLimitedLog(self.clock, reject_log_interval_s, log)
 
-    def handle(self, topic: str, payload: bytes, received_utc: str | None = None) -> IngestOutcome:
-        """Never raises: every failure becomes an outcome (see module doc)."""
+    def handle(self, topic: str, payload: bytes, received_utc: str | None = None,
+               payload_bytes: int | None = None) -> IngestOutcome:
+        """Never raises: every failure becomes an outcome (see module doc).
+
+        ``payload_bytes``: the size the message had on the wire when the MQTT layer kept only an
+        excerpt of an oversized one (so a 10 MB flood never sits in memory, issue 14 row 13).
+        """
         received_utc = received_utc or utc_iso(self.clock.utc_now())
         try:
-            outcome = self._handle(topic, payload, received_utc)
+            outcome = self._handle(topic, payload, received_utc, payload_bytes)
         except sqlite3.IntegrityError as err:  # constraint broken: retrying cannot help
             self.stats.errors[type(err).__name__] += 1
-            log.error("integrity error storing %s: %s", topic, err)
+            self._rlog.error("integrity", "integrity error storing %s: %s", topic[:200], err)
             outcome = self._reject(topic, payload, received_utc, "internal_error", f"IntegrityError: {err}")
         except sqlite3.Error as err:  # storage trouble: keep the message, try again later
             self.stats.errors[type(err).__name__] += 1
-            self._rlog.warning("store-error", "cannot store %s now (%s); will retry", topic, err)
+            self._rlog.warning("store-error", "cannot store %s now (%s); will retry", topic[:200], err)
             outcome = "retry"
         except Exception as err:  # a bug must not stop the receiver; keep evidence in rejects
             self.stats.errors[type(err).__name__] += 1
-            log.exception("internal error handling %s", topic)
-            outcome = self._reject(topic, payload, received_utc, "internal_error", f"{type(err).__name__}: {err}")
+            # one traceback per exception type and interval: a message that trips a bug, sent in a
+            # loop, must not turn into a 15-line traceback per message (issue 14, row 11)
+            self._rlog.exception(f"internal:{type(err).__name__}", "internal error handling %s", topic[:200])
+            outcome = self._reject(topic, payload, received_utc, "internal_error",
+                                   f"{type(err).__name__}: {str(err)[:500]}")
         self.stats.outcomes[outcome] += 1
         return outcome
 
-    def _handle(self, topic: str, payload: bytes, received_utc: str) -> IngestOutcome:
+    def _handle(self, topic: str, payload: bytes, received_utc: str, payload_bytes: int | None = None) -> IngestOutcome:
         if not isinstance(payload, bytes | bytearray | memoryview):
             return self._reject(topic, b"", received_utc, "not_json", f"payload is {type(payload).__name__}")
         payload = bytes(payload)
-        if len(payload) > self.max_payload_bytes:
-            return self._reject(
-                topic,
-                payload,
-                received_utc,
-                "oversized",
-                f"{len(payload)} bytes > limit {self.max_payload_bytes}",
-            )
+        size = max(len(payload), payload_bytes or 0)
+        if size > self.max_payload_bytes:
+            return self._reject(topic, payload, received_utc, "oversized",
+                                f"{size} bytes > limit {self.max_payload_bytes}", size)
         try:
-            env, body = decode_uplink(topic, payload)
+            env, body = decode_uplink(topic, payload, max_bytes=self.max_payload_bytes, now_utc=self.clock.utc_now())
         except WireError as err:
-            return self._reject(topic, payload, received_utc, classify_reject(topic, payload), str(err))
+            return self._reject(topic, payload, received_utc, err.reason, str(err))
         outcome = self.store.store_uplink(env, body, received_utc)
         if outcome == "duplicate":
             self.store.bump_counter("duplicate", env.unit_id)
@@ -191,14 +147,15 @@ class Ingestor:
                 self.on_event(env, body)
             except Exception:  # the message is stored; a broken listener must not undo that
                 self.stats.errors["on_event"] += 1
-                log.exception("event handler failed for %s", topic)
+                self._rlog.exception("on_event", "event handler failed for %s", topic[:200])
         return "stored"
 
-    def _reject(self, topic: str, payload: bytes, received_utc: str, code: str, reason: str) -> IngestOutcome:
+    def _reject(self, topic: str, payload: bytes, received_utc: str, code: str, reason: str,
+                payload_bytes: int | None = None) -> IngestOutcome:
         self.stats.rejects[code] += 1
         self._rlog.warning(f"reject:{code}", "rejected %s: %s: %s", topic[:200], code, reason[:300])
         try:
-            self.store.record_reject(received_utc, topic, code, reason, payload)
+            self.store.record_reject(received_utc, topic, code, reason, payload, payload_bytes=payload_bytes)
         except sqlite3.Error as err:  # the reject is counted and logged even if the store is down
             self.stats.errors[type(err).__name__] += 1
         return "rejected"

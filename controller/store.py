@@ -27,6 +27,7 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -48,7 +49,7 @@ from agent.wire_schema import (
 )
 from controller import liveness
 
-__all__ = ["Store", "StoreError", "StoreOutcome", "epoch_s", "iso_utc"]
+__all__ = ["RejectBudget", "Store", "StoreError", "StoreOutcome", "epoch_s", "iso_utc"]
 
 log = logging.getLogger(__name__)
 
@@ -333,6 +334,22 @@ _INDICES: list[tuple[str, tuple[str, ...], bool]] = [
     ("commands", ("task_id",), False),
 ]
 ACTIVE_TASK_STATES = ("open", "dispatched", "accepted", "on_site", "measuring")
+_DROPPED_PREFIX = "rejects_dropped."
+
+
+@dataclass(frozen=True)
+class RejectBudget:
+    """How much evidence of rejected messages is kept (issue 14, row 13: nothing bounded it).
+
+    At most ``max_rows`` rows (plus up to ``prune_every`` between prunes), none older than
+    ``max_age_s``, and ``excerpt_bytes`` of each payload: with the topic and reason capped too, a
+    row is < 2.5 kB, so the table stays under ~25 MB whatever arrives.
+    """
+
+    max_rows: int = 10_000
+    max_age_s: float = 7 * 86400.0
+    excerpt_bytes: int = 1024
+    prune_every: int = 100
 
 
 def _pos(p: Position | None) -> dict[str, Any]:
@@ -370,8 +387,11 @@ class Store:
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
         busy_timeout_ms: int = 30_000,
         create: bool = True,
+        reject_budget: RejectBudget | None = None,
     ):
         self.path = str(path)
+        self.reject_budget = reject_budget or RejectBudget()
+        self._rejects_since_prune = self.reject_budget.prune_every  # prune on the first reject
         if not create and (self.path == ":memory:" or not Path(self.path).exists()):
             raise StoreError(f"no controller database at {self.path}")
         if self.path != ":memory:":
@@ -730,19 +750,67 @@ class Store:
             },
         )
 
-    def record_reject(self, received_utc: str, topic: str, reason_code: str, reason: str, payload: bytes) -> None:
+    def record_reject(self, received_utc: str, topic: str, reason_code: str, reason: str, payload: bytes,
+                      payload_bytes: int | None = None) -> None:
+        """Keep evidence of one rejected message: an excerpt of its payload, within the reject budget.
+
+        ``payload_bytes``: the size on the wire, when ``payload`` is already only an excerpt.
+        """
+        budget = self.reject_budget
         with self.transaction():
             self._insert(
                 "rejects",
                 {
                     "received_utc": received_utc,
                     "topic": topic[:300],
-                    "reason_code": reason_code,
+                    "reason_code": reason_code[:64],
                     "reason": reason[:1000],
-                    "payload_excerpt": payload[:256].decode("utf-8", errors="replace"),
-                    "payload_bytes": len(payload),
+                    "payload_excerpt": payload[: budget.excerpt_bytes].decode("utf-8", errors="replace"),
+                    "payload_bytes": max(len(payload), payload_bytes or 0),
                 },
             )
+            self._rejects_since_prune += 1
+            if self._rejects_since_prune >= budget.prune_every:
+                self._prune_rejects(received_utc)
+
+    def _prune_rejects(self, now_utc: str) -> None:
+        """Drop rejects older than the budget's age or beyond its row count; count them per reason.
+
+        Why a budget: rejects are what an outsider can make us write. A flood of junk must neither
+        fill the disk nor hide the count of what it was: the dropped rows live on as counters
+        ``rejects_dropped.<reason>``, which :meth:`reject_counts` adds back.
+        """
+        budget = self.reject_budget
+        self._rejects_since_prune = 0
+        now_s = epoch_s(now_utc)
+        cutoff = iso_utc(datetime.fromtimestamp(now_s - budget.max_age_s, UTC)) if now_s is not None else None
+        newest_dropped = self._conn.execute(
+            "SELECT id FROM rejects ORDER BY id DESC LIMIT 1 OFFSET ?", (budget.max_rows,)
+        ).fetchone()
+        where, params = [], []
+        if cutoff is not None:
+            where.append("received_utc < ?")
+            params.append(cutoff)
+        if newest_dropped is not None:
+            where.append("id <= ?")
+            params.append(newest_dropped[0])
+        if not where:
+            return
+        cond = " OR ".join(where)
+        dropped = self._conn.execute(
+            f"SELECT reason_code, COUNT(*) FROM rejects WHERE {cond} GROUP BY reason_code", params
+        ).fetchall()
+        if not dropped:
+            return
+        self._conn.execute(f"DELETE FROM rejects WHERE {cond}", params)
+        for code, n in dropped:
+            self._conn.execute(
+                "INSERT INTO counters (name, unit_id, value) VALUES (?, '', ?) "
+                "ON CONFLICT(name, unit_id) DO UPDATE SET value = value + excluded.value",
+                (f"{_DROPPED_PREFIX}{code}", n),
+            )
+        log.info("rejects: %d old row(s) dropped (budget: %d rows, %.0f days); counted per reason",
+                 sum(n for _, n in dropped), budget.max_rows, budget.max_age_s / 86400)
 
     def bump_counter(self, name: str, unit_id: str = "", by: int = 1) -> None:
         with self.transaction():
@@ -985,10 +1053,15 @@ class Store:
         return {r["state"]: r["n"] for r in self._rows("SELECT state, COUNT(*) AS n FROM units GROUP BY state")}
 
     def reject_counts(self) -> dict[str, int]:
-        return {
-            r["reason_code"]: r["n"]
-            for r in self._rows("SELECT reason_code, COUNT(*) AS n FROM rejects GROUP BY reason_code ORDER BY n DESC")
-        }
+        """Rejects per reason since the database was made: rows kept plus rows the budget dropped."""
+        counts: dict[str, int] = {}
+        for r in self._rows("SELECT reason_code, COUNT(*) AS n FROM rejects GROUP BY reason_code"):
+            counts[r["reason_code"]] = r["n"]
+        for r in self._rows("SELECT name, value FROM counters WHERE name LIKE ? AND unit_id = ''",
+                            (f"{_DROPPED_PREFIX}%",)):
+            code = r["name"][len(_DROPPED_PREFIX):]
+            counts[code] = counts.get(code, 0) + r["value"]
+        return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
     def count(self, table: str) -> int:
         if table not in _TABLES:

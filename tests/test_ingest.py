@@ -109,6 +109,7 @@ BAD_BODIES = {
     "task_event": {"task_id": "T", "cmd_id": "c", "state": "teleported"},
     "vitals": {"heart_rate_bpm": 70},
 }
+BAD_BODY_CODES = {"measurement": "out_of_range"}  # interval_s 0: the first error is a range error
 
 
 def payload(of: str, n: int | None = None, unit: str = "mob-1", delivery: str = "live", **override) -> bytes:
@@ -155,7 +156,7 @@ def malformed_cases() -> list[tuple[str, str, bytes, str]]:
             (f"{kind}: no schema", topic, json.dumps({"kind": kind}).encode(), "bad_schema"),
             (f"{kind}: short boot id", topic, payload(kind, boot_id="b"), "envelope_invalid"),
             (f"{kind}: extra field", topic, payload(kind, colour="red"), "envelope_invalid"),
-            (f"{kind}: negative seq", topic, payload(kind, seq=-1), "envelope_invalid"),
+            (f"{kind}: negative seq", topic, payload(kind, seq=-1), "seq_range"),
             (f"{kind}: other unit", topic, payload(kind, unit_id="mob-2"), "topic_mismatch"),
             (
                 f"{kind}: other kind",
@@ -164,7 +165,7 @@ def malformed_cases() -> list[tuple[str, str, bytes, str]]:
                 "topic_mismatch",
             ),
             (f"{kind}: wrong seq", topic, payload(kind, seq=7 if seq_ok == 0 else 0), "bad_seq"),
-            (f"{kind}: bad body", topic, payload(kind, body=BAD_BODIES[kind]), "body_invalid"),
+            (f"{kind}: bad body", topic, payload(kind, body=BAD_BODIES[kind]), BAD_BODY_CODES.get(kind, "body_invalid")),
             (f"{kind}: body not object", topic, payload(kind, body=[1]), "envelope_invalid"),
         ]
     return cases
