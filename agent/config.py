@@ -11,9 +11,9 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from agent.safe_yaml import YamlError, load_yaml_file
 from agent.wire_schema import UNIT_ID_PATTERN
 
 
@@ -150,15 +150,12 @@ def format_validation_error(err: ValidationError, source: str) -> str:
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
+    """A configuration file's top-level mapping, loaded within bounds (size, alias expansion, depth)."""
     p = Path(path)
     try:
-        text = p.read_text()
-    except OSError as err:
-        raise ConfigError(f"{p}: cannot read ({err.strerror})") from err
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{p}: not valid YAML ({err})") from err
+        data = load_yaml_file(p)
+    except YamlError as err:
+        raise ConfigError(str(err)) from err
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: top level must be a mapping")
     return data

@@ -18,10 +18,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agent.config import ConfigError, SiteConfig, format_validation_error
+from agent.safe_yaml import YamlError, load_yaml_file
 from agent.wire_schema import UNIT_ID_PATTERN
 
 SCHEMA_VERSION = 1
@@ -291,13 +291,9 @@ def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario YAML; raises :class:`ScenarioError` naming the file and key."""
     p = Path(path)
     try:
-        text = p.read_text()
-    except OSError as err:
-        raise ScenarioError(f"{p}: cannot read scenario ({err.strerror})") from err
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ScenarioError(f"{p}: not valid YAML ({err})") from err
+        data = load_yaml_file(p)  # bounded: size, alias expansion, depth
+    except YamlError as err:
+        raise ScenarioError(str(err)) from err
     return scenario_from_dict(data, str(p))
 
 

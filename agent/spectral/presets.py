@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from agent.safe_yaml import YamlError, load_yaml_file
 from agent.spectral.library import LibraryError
 
 PRESET_FILE = Path(__file__).parent / "data" / "detector_presets.yaml"
@@ -126,9 +127,9 @@ def read_preset_file(path: Path | str) -> list[DetectorPreset]:
     """Presets in a YAML file: ``{presets: [ {name:, base:, ...}, ... ]}`` (or one mapping)."""
     p = Path(path)
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as err:
-        raise LibraryError(f"cannot read detector preset file {p}: {err}") from err
+        data = load_yaml_file(p)  # bounded: size, alias expansion, depth
+    except YamlError as err:
+        raise LibraryError(f"cannot read detector preset file: {err}") from err
     items = data.get("presets", [data]) if isinstance(data, dict) else data
     if not isinstance(items, list) or not all(isinstance(x, dict) for x in items):
         raise LibraryError(f"{p}: expected a list of presets (mappings)")
