@@ -48,11 +48,21 @@ class InboundMessage:
     qos: int
     dup: bool
     generation: int  # connection it arrived on (acks are only valid there)
+    size_bytes: int = -1  # size on the wire; > len(payload) when only an excerpt of an oversized one is kept
+
+
+#: Bytes of an oversized payload kept as evidence (the rest is dropped as it arrives).
+OVERSIZED_EXCERPT_BYTES = 1024
 
 
 class ControllerMqtt:
-    def __init__(self, config: ControllerBrokerConfig):
+    def __init__(self, config: ControllerBrokerConfig, max_payload_bytes: int | None = None):
         self.config = config
+        # Why here: the inbox holds up to receive_maximum messages (and any number of QoS-0 ones);
+        # 100 messages of 10 MB from a broker without message_size_limit would sit in memory as
+        # 1 GB (issue 14, row 13). Past the limit only an excerpt and the size are queued, and
+        # ingest rejects it as 'oversized' (counted, recorded, acknowledged).
+        self.max_payload_bytes = max_payload_bytes
         self.subscription = (
             shared_subscription(config.shared_subscription_group)
             if config.shared_subscription_group
@@ -179,13 +189,18 @@ class ControllerMqtt:
             topic = message.topic
         except UnicodeDecodeError:  # still queued (and so rejected + acked) rather than stuck un-acked
             topic = bytes(getattr(message, "_topic", b"")).decode("utf-8", errors="replace")
+        payload = message.payload
+        size = len(payload)
+        if self.max_payload_bytes is not None and size > self.max_payload_bytes:
+            payload = payload[:OVERSIZED_EXCERPT_BYTES]
         self.inbox.put(
             InboundMessage(
                 topic=topic,
-                payload=bytes(message.payload),
+                payload=bytes(payload),
                 mid=message.mid,
                 qos=message.qos,
                 dup=bool(message.dup),
                 generation=self._generation,
+                size_bytes=size,
             )
         )

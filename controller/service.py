@@ -32,6 +32,7 @@ from controller.dispatch import Dispatcher
 from controller.ingest import Ingestor
 from controller.liveness import LivenessMonitor
 from controller.mqtt_client import ControllerMqtt, InboundMessage
+from controller.rate_limited_log import RateLimitedLog
 from controller.store import ACTIVE_TASK_STATES, Store
 
 __all__ = ["ControllerService", "install_signal_handlers"]
@@ -68,7 +69,7 @@ class ControllerService:
         self.config = config
         self.clock = clock or create_clock(config.clock.driver, config.clock.params)
         self.store = Store(config.db_path, synchronous=config.db_synchronous)
-        self.link = link or ControllerMqtt(config.broker)
+        self.link = link or ControllerMqtt(config.broker, max_payload_bytes=config.ingest.max_payload_bytes)
         self.ingestor = Ingestor(
             self.store,
             clock=self.clock,
@@ -83,6 +84,7 @@ class ControllerService:
         self._retry_wait_s = 0.0
         self._retry_at_s = 0.0
         self._notifier = _Notifier()
+        self._rlog = RateLimitedLog(self.clock, config.ingest.reject_log_interval_s, log)
         self.acked = 0
 
     def _publish_command(self, unit_id: str, cmd: Command) -> None:
@@ -132,9 +134,9 @@ class ControllerService:
             if self.config.dispatch.enabled:
                 self.dispatcher.tick()
         except sqlite3.Error as err:
-            log.error("tick skipped, database error: %s", err)
-        except Exception:
-            log.exception("tick failed")
+            self._rlog.error("tick-db", "tick skipped, database error: %s", err)
+        except Exception as err:  # one traceback per error type and interval, not one per tick
+            self._rlog.exception(f"tick:{type(err).__name__}", "tick failed")
 
     def _drain(self, wait_s: float) -> list[InboundMessage]:
         batch: list[InboundMessage] = []
@@ -156,13 +158,14 @@ class ControllerService:
         try:
             with self.store.batch():
                 for m in batch:
-                    if self.ingestor.handle(m.topic, m.payload) == "retry":
+                    if self.ingestor.handle(m.topic, m.payload, payload_bytes=m.size_bytes) == "retry":
                         raise _RetryBatch
         except (_RetryBatch, sqlite3.Error) as err:
-            log.warning("batch of %d not committed (%s); storing one by one", len(batch), err or "retry")
+            self._rlog.warning("batch", "batch of %d not committed (%s); storing one by one", len(batch),
+                               err or "retry")
             done = []
             for m in batch:
-                if self.ingestor.handle(m.topic, m.payload) == "retry":
+                if self.ingestor.handle(m.topic, m.payload, payload_bytes=m.size_bytes) == "retry":
                     self._retry.append(m)
                 else:
                     done.append(m)
@@ -224,7 +227,7 @@ class ControllerService:
         try:  # anything that arrived during disconnect: store it (un-acked; the broker re-sends, we de-dup)
             while True:
                 m = self.link.inbox.get_nowait()
-                self.ingestor.handle(m.topic, m.payload)
+                self.ingestor.handle(m.topic, m.payload, payload_bytes=m.size_bytes)
         except queue.Empty:
             pass
         self.log_status()
