@@ -12,12 +12,17 @@ bomb in C++, out of reach of any Python check).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
 import numpy as np
 
 from agent.spectral_files.model import SpectrumFileError
 
 MAX_CHANNELS = 65_536
 MAX_FILE_BYTES = 64 * 1024 * 1024  # a 64 MB spectrum file is already a long list-mode-like log
+MAX_DURATION_S = 10 * 365.25 * 86400  # live/real time: ten years is longer than any measurement
 
 
 class SpectrumFileLimitError(SpectrumFileError):
@@ -64,3 +69,45 @@ def counted_zeroes_length(values: np.ndarray, source: str) -> int:
     total = values.size - 2 * starts.size + float(runs.sum())
     check_channels(total, source)
     return int(total)
+
+
+def check_counts(values: np.ndarray, source: str, allow_negative: bool = False) -> None:
+    """Channel contents must be finite, and non-negative unless the spectrum is derived (net counts)."""
+    values = np.asarray(values, dtype=float)
+    if not np.all(np.isfinite(values)):
+        raise SpectrumFileError(f"{source}: channel data holds non-finite values (NaN or Inf)")
+    if not allow_negative and np.any(values < 0):
+        raise SpectrumFileError(f"{source}: channel data holds negative counts")
+
+
+def check_duration(seconds: float, source: str, what: str) -> float:
+    """A live or real time: finite, >= 0 and at most ten years (so start + duration is a date)."""
+    if not np.isfinite(seconds) or not 0 <= seconds <= MAX_DURATION_S:
+        raise SpectrumFileError(f"{source}: {what} {seconds!r} s is not a duration in 0 .. 10 years")
+    return float(seconds)
+
+
+@contextlib.contextmanager
+def malformed_values(source: str) -> Iterator[None]:
+    """Turn a value that does not convert (text where a number belongs, a year 99999, an integer of
+    5,000 digits) into a :class:`SpectrumFileError` naming the file: a reader's only failure mode
+    for a bad file is that error, never a traceback."""
+    try:
+        yield
+    except SpectrumFileError:
+        raise
+    except (ValueError, OverflowError, TypeError, IndexError, KeyError, ZeroDivisionError) as err:
+        raise SpectrumFileError(f"{source}: malformed value ({type(err).__name__}: {str(err)[:200]})") from err
+
+
+def read_capped(path: str | Path, source: str) -> bytes:
+    """A whole spectrum file's bytes, refusing files over :data:`MAX_FILE_BYTES` before reading them."""
+    p = Path(path)
+    try:
+        check_file_size(p.stat().st_size, source)
+        with p.open("rb") as fh:
+            data = fh.read(MAX_FILE_BYTES + 1)
+    except OSError as err:
+        raise SpectrumFileError(f"{source}: cannot read: {err.strerror or err}") from err
+    check_file_size(len(data), source)
+    return data

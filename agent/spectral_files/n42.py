@@ -21,7 +21,15 @@ import numpy as np
 from lxml import etree
 
 from agent.hal.interfaces import EnergyCalibration, SpectrumReading, utc_iso
-from agent.spectral_files.limits import check_channels, counted_zeroes_length, counted_zeroes_runs
+from agent.spectral_files.limits import (
+    check_channels,
+    check_counts,
+    check_duration,
+    counted_zeroes_length,
+    counted_zeroes_runs,
+    malformed_values,
+    read_capped,
+)
 from agent.spectral_files.model import (
     MEASUREMENT_CLASSES,
     AlarmResult,
@@ -286,7 +294,13 @@ def _model_name(info: etree._Element | None) -> str:
 
 
 def parse_n42(data: bytes, source: str = "<bytes>") -> SpectrumFile:
-    """Parse N42.42-2012 XML bytes into a :class:`SpectrumFile`."""
+    """Parse N42.42-2012 (or -2006) XML bytes into a :class:`SpectrumFile`; a bad file raises
+    :class:`SpectrumFileError` only (values that do not convert included)."""
+    with malformed_values(source):
+        return _parse_n42(data, source)
+
+
+def _parse_n42(data: bytes, source: str) -> SpectrumFile:
     root = parse_xml(data, source)
     if _local(root) == "N42InstrumentData":
         from agent.spectral_files.n42_2006 import parse_n42_2006
@@ -343,6 +357,7 @@ def parse_n42(data: bytes, source: str = "<bytes>") -> SpectrumFile:
             check_channels(values.size, source)
             if values.size == 0:
                 raise SpectrumFileError(f"{source}: Spectrum {sp.get('id')!r} has empty ChannelData")
+            check_counts(values, source, allow_negative=derived)  # derived data may be net (negative) counts
             live_text = _text(sp, "LiveTimeDuration")
             live_s = parse_duration_s(live_text) if live_text else real_s
             if live_s is None:
@@ -355,7 +370,8 @@ def parse_n42(data: bytes, source: str = "<bytes>") -> SpectrumFile:
             det_el = detectors.get(sp.get("radDetectorInformationReference"))
             det_name = _text(det_el, "RadDetectorName") if det_el is not None else None
             model_name = det_name or instrument.model
-            real = real_s if real_s is not None else live_s
+            real = check_duration(real_s if real_s is not None else live_s, source, "RealTimeDuration")
+            live_s = check_duration(live_s, source, "LiveTimeDuration")
             end = (start + timedelta(seconds=real)) if start is not None else datetime.now(UTC)
             reading = SpectrumReading(
                 counts=np.rint(values).astype(np.int64) if np.all(values == np.rint(values)) else values,
@@ -383,12 +399,7 @@ def parse_n42(data: bytes, source: str = "<bytes>") -> SpectrumFile:
 
 
 def read_n42(path: str | Path) -> SpectrumFile:
-    p = Path(path)
-    try:
-        data = p.read_bytes()
-    except OSError as err:
-        raise SpectrumFileError(f"{p}: cannot read: {err.strerror}") from err
-    return parse_n42(data, str(p))
+    return parse_n42(read_capped(path, str(path)), str(path))
 
 
 # --------------------------------------------------------------------------- writer

@@ -21,7 +21,7 @@ import numpy as np
 from lxml import etree
 
 from agent.hal.interfaces import EnergyCalibration, SpectrumReading
-from agent.spectral_files.limits import check_channels
+from agent.spectral_files.limits import check_channels, check_duration
 from agent.spectral_files.model import (
     InstrumentInfo,
     SpectrumFile,
@@ -133,8 +133,8 @@ def parse_n42_2006(root: etree._Element, source: str) -> SpectrumFile:
         real_s = _seconds(_up_text(sp, "RealTime"), source, "RealTime")
         if live_s is None and real_s is None:
             raise SpectrumFileError(f"{source}: a Spectrum has no live or real time")
-        live = float(live_s if live_s is not None else real_s)  # type: ignore[arg-type]
-        real = float(real_s if real_s is not None else live)
+        live = check_duration(float(live_s if live_s is not None else real_s), source, "LiveTime")  # type: ignore[arg-type]
+        real = check_duration(float(real_s if real_s is not None else live), source, "RealTime")
         start_text = _up_text(sp, "StartTime")
         start = parse_datetime_utc(start_text) if start_text else None
         end = start + timedelta(seconds=real) if start is not None else datetime.now(UTC)

@@ -18,6 +18,7 @@ import numpy as np
 from lxml import etree
 
 from agent.hal.interfaces import SpectrumReading
+from agent.spectral_files.limits import check_channels, check_counts, check_duration, malformed_values, read_capped
 from agent.spectral_files.model import InstrumentInfo, SpectrumFile, SpectrumFileError, SpectrumMeasurement
 from agent.spectral_files.n42 import file_calibration
 
@@ -43,8 +44,11 @@ def _spectrum(es: etree._Element, device: str, start: datetime | None, source: s
     points = es.findall("./Spectrum/DataPoint")
     if not points:
         raise SpectrumFileError(f"{source}: {es.tag} has no Spectrum/DataPoint")
+    check_channels(len(points), source)
     try:
-        counts = np.array([int(float(p.text or 0)) for p in points], dtype=np.int64)
+        values = np.array([float(p.text or 0) for p in points])
+        check_counts(values, source)
+        counts = values.astype(np.int64)
         coeffs = tuple(float(c.text) for c in es.findall("./EnergyCalibration/Coefficients/Coefficient"))
         seconds = float(_t(es, "MeasurementTime") or "nan")
     except (TypeError, ValueError) as err:
@@ -53,6 +57,7 @@ def _spectrum(es: etree._Element, device: str, start: datetime | None, source: s
         raise SpectrumFileError(f"{source}: {es.tag} has no energy calibration coefficients")
     if not np.isfinite(seconds) or seconds <= 0:
         raise SpectrumFileError(f"{source}: {es.tag} has no positive MeasurementTime")
+    check_duration(seconds, source, "MeasurementTime")
     n_declared = _t(es, "NumberOfChannels")
     if n_declared and int(n_declared) != counts.size:
         raise SpectrumFileError(f"{source}: NumberOfChannels={n_declared} but {counts.size} DataPoints")
@@ -69,6 +74,12 @@ def _spectrum(es: etree._Element, device: str, start: datetime | None, source: s
 
 
 def parse_radiacode_xml(data: bytes, source: str = "<bytes>") -> SpectrumFile:
+    """Parse a RadiaCode XML export; a bad file raises :class:`SpectrumFileError` only."""
+    with malformed_values(source):
+        return _parse_radiacode_xml(data, source)
+
+
+def _parse_radiacode_xml(data: bytes, source: str) -> SpectrumFile:
     try:
         root = etree.fromstring(data, parser=etree.XMLParser(resolve_entities=False, no_network=True))
     except etree.XMLSyntaxError as err:
@@ -115,9 +126,4 @@ def parse_radiacode_xml(data: bytes, source: str = "<bytes>") -> SpectrumFile:
 
 
 def read_radiacode_xml(path: str | Path) -> SpectrumFile:
-    p = Path(path)
-    try:
-        data = p.read_bytes()
-    except OSError as err:
-        raise SpectrumFileError(f"{p}: cannot read: {err.strerror}") from err
-    return parse_radiacode_xml(data, str(p))
+    return parse_radiacode_xml(read_capped(path, str(path)), str(path))

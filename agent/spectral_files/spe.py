@@ -17,6 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from agent.hal.interfaces import SpectrumReading
+from agent.spectral_files.limits import (
+    MAX_CHANNELS,
+    check_channels,
+    check_counts,
+    check_duration,
+    malformed_values,
+    read_capped,
+)
 from agent.spectral_files.model import InstrumentInfo, SpectrumFile, SpectrumFileError, SpectrumMeasurement
 from agent.spectral_files.n42 import file_calibration, file_coefficients
 
@@ -40,13 +48,25 @@ def _blocks(text: str, source: str) -> dict[str, list[str]]:
 
 
 def parse_spe(text: str, source: str = "<text>", detector_model: str | None = None) -> SpectrumFile:
+    """Parse SPE text; a bad file raises :class:`SpectrumFileError` only (values that do not convert included)."""
+    with malformed_values(source):
+        return _parse_spe(text, source, detector_model)
+
+
+def _parse_spe(text: str, source: str, detector_model: str | None) -> SpectrumFile:
     blocks = _blocks(text, source)
     data = blocks["DATA"]
     try:
         first, last = (int(v) for v in data[0].split()[:2])
-        counts = np.array([float(v) for line in data[1:] for v in line.split()])
+        check_channels(last - first + 1, source)  # before reading a count: the header may claim 10^8
+        values = [v for line in data[1:] for v in line.split()]
+        check_channels(len(values), source)
+        counts = np.array([float(v) for v in values])
     except (ValueError, IndexError) as err:
         raise SpectrumFileError(f"{source}: malformed $DATA: block ({err})") from err
+    check_counts(counts, source)
+    if not 0 <= first < MAX_CHANNELS:
+        raise SpectrumFileError(f"{source}: $DATA: first channel {first} is not 0 .. {MAX_CHANNELS - 1}")
     if counts.size != last - first + 1:
         raise SpectrumFileError(
             f"{source}: $DATA: announces channels {first}..{last} ({last - first + 1}) but holds {counts.size}"
@@ -57,8 +77,10 @@ def parse_spe(text: str, source: str = "<text>", detector_model: str | None = No
             parts = [float(v) for v in blocks["MEAS_TIM"][0].split()]
         except ValueError as err:
             raise SpectrumFileError(f"{source}: bad $MEAS_TIM: {blocks['MEAS_TIM'][0]!r}") from err
-        live_s = parts[0]
-        real_s = parts[1] if len(parts) > 1 else parts[0]
+        if not parts:
+            raise SpectrumFileError(f"{source}: empty $MEAS_TIM:")
+        live_s = check_duration(parts[0], source, "$MEAS_TIM: live time")
+        real_s = check_duration(parts[1] if len(parts) > 1 else parts[0], source, "$MEAS_TIM: real time")
     if live_s is None or live_s <= 0:
         raise SpectrumFileError(f"{source}: no positive live time in $MEAS_TIM:")
     start = None
@@ -106,12 +128,8 @@ def parse_spe(text: str, source: str = "<text>", detector_model: str | None = No
 
 
 def read_spe(path: str | Path, detector_model: str | None = None) -> SpectrumFile:
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8", errors="replace")
-    except OSError as err:
-        raise SpectrumFileError(f"{p}: cannot read: {err.strerror}") from err
-    return parse_spe(text, str(p), detector_model)
+    text = read_capped(path, str(path)).decode("utf-8", errors="replace")
+    return parse_spe(text, str(path), detector_model)
 
 
 def format_spe(reading: SpectrumReading, spec_id: str = "customs-edge") -> str:

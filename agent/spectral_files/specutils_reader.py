@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from agent.hal.interfaces import EnergyCalibration, SpectrumReading
-from agent.spectral_files.limits import check_channels, counted_zeroes_length
+from agent.spectral_files.limits import check_channels, counted_zeroes_length, malformed_values
 from agent.spectral_files.model import InstrumentInfo, SpectrumFile, SpectrumFileError, SpectrumMeasurement
 from agent.spectral_files.n42 import file_calibration
 
@@ -234,4 +234,5 @@ def parse_with_specutils(data: bytes, source: str) -> SpectrumFile:
                 f"{source}: not a recognised spectrum file (SpecUtils, which reads N42, SPE, CNF, SPC, CHN, PCF,"
                 f" CSV/TXT, Exploranium and more, could not parse it: {err})"
             ) from err
-    return convert_specfile(sf, su, source)
+    with malformed_values(source):  # e.g. an infinite real time SpecUtils read from a text format
+        return convert_specfile(sf, su, source)
