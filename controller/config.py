@@ -34,6 +34,7 @@ __all__ = [
     "IngestConfig",
     "LivenessConfig",
     "LocalizationConfig",
+    "SequenceConfig",
     "apply_controller_env",
     "controller_config_from_dict",
     "default_controller_config",
@@ -104,6 +105,9 @@ class LocalizationConfig(_Cfg):
     prior_z_min_m: float = 0.0
     prior_z_max_m: float = 6.0  # two stacked ISO containers are 5.2 m high
     mu_air_per_m: float = Field(default=0.0093, ge=0)  # 662 keV: 0.0775 cm2/g x 1.205e-3 g/cm3 (NIST XCOM)
+    # signed commands live this long (controller.command_signer); units refuse them afterwards
+    command_ttl_s: float = Field(default=120.0, gt=0, le=3600)
+    cancel_ttl_s: float = Field(default=3600.0, gt=0, le=3600)  # a unit back from an outage still learns it
     search_radius_m: float = Field(default=40.0, gt=0)
     time_margin_s: float = Field(default=120.0, ge=0)
     near_field_m: float = Field(default=0.3, gt=0)
@@ -126,6 +130,26 @@ def _default_site() -> SiteConfig:
 
 
 class ControllerConfig(_Cfg):
+class SequenceConfig(_Cfg):
+    """Sequence integrity of uplinks (controller.sequence_guard).
+
+    ``require_birth``: a boot exists only once the unit's birth announced it; messages of an
+    unannounced boot are parked (bounded by ``max_parked_per_unit`` and ``max_parked_bytes``) and
+    stored when the birth arrives, or rejected ``boot_not_announced`` after ``park_timeout_s``.
+    A seq more than ``max_seq_jump`` + ``max_msgs_per_s`` x (seconds since the reference) beyond the
+    highest seq known for its boot is parked the same way (``seq_far_ahead``).  While messages are
+    parked the controller asks the unit for a birth (signed ping) at most every ``rebirth_interval_s``.
+    """
+
+    require_birth: bool = True
+    park_timeout_s: float = Field(default=300.0, gt=0)
+    max_seq_jump: int = Field(default=1000, ge=1)
+    max_msgs_per_s: float = Field(default=50.0, gt=0)
+    max_parked_per_unit: int = Field(default=10_000, ge=1)
+    max_parked_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    rebirth_interval_s: float = Field(default=30.0, gt=0)
+
+
     schema_: Literal[1] = Field(alias="schema", default=1)
     site: SiteConfig = Field(default_factory=_default_site)
     broker: ControllerBrokerConfig = Field(default_factory=ControllerBrokerConfig)
@@ -142,12 +166,37 @@ class ControllerConfig(_Cfg):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
+    sequence: SequenceConfig = Field(default_factory=SequenceConfig)
+    # Command integrity: every command is signed with this Ed25519 key (PEM, `cedge site init`
+    # writes it); units refuse unsigned ones.  command_key_id is checked against the key at start.
+    command_signing_key: str | None = None
+    command_key_id: str | None = Field(default=None, pattern=r"^[0-9a-f]{8,64}$")
+    # Enrolment: uplinks of units not listed are rejected (unit_not_enrolled), never auto-created.
+    # enrolled_units_file is re-read when it changes (`cedge site enroll/revoke`: DIR/enrolled.yaml).
+    # require_enrolment defaults to true when a list or file is given; false keeps accepting any unit.
+    enrolled_units: list[str] | None = None
+    enrolled_units_file: str | None = None
+    require_enrolment: bool | None = None
 
 def controller_config_from_dict(data: dict[str, Any], source: str = "controller config") -> ControllerConfig:
     try:
         return ControllerConfig.model_validate(data)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, source)) from err
+    @model_validator(mode="after")
+    def _enrolment_source(self) -> ControllerConfig:
+        listed = self.enrolled_units is not None or self.enrolled_units_file is not None
+        if self.require_enrolment and not listed:
+            raise ValueError("require_enrolment is true but neither enrolled_units nor enrolled_units_file is set")
+        if self.require_enrolment is False and listed:
+            raise ValueError("enrolled_units/enrolled_units_file given but require_enrolment is false")
+        return self
+
+    @property
+    def enrolment_required(self) -> bool:
+        return self.require_enrolment if self.require_enrolment is not None else (
+            self.enrolled_units is not None or self.enrolled_units_file is not None)
+
 
 
 def default_controller_config() -> ControllerConfig:

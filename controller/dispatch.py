@@ -24,6 +24,11 @@ database.  Time-outs run on the injected clock (the simulation's clock runs fast
 Task events drive the transitions only if they come from the assigned unit and carry the current
 dispatch's ``cmd_id``, and only forwards: a redelivered or superseded event is ignored, and the
 reason is written next to the event (``task_events.disposition``).
+
+Every command is signed (:class:`controller.command_signer.CommandSigner`: key id, nonce, issue and
+expiry times, Ed25519 signature) and recorded in the store *before* it is published: units obey
+only signed commands, and ingest accepts a task event only for a (unit, cmd_id, task_id) recorded
+here, so a fast reply must never overtake its command's record.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from agent.config import SiteConfig
 from agent.geo import LocalFrame
 from agent.hal.interfaces import Clock, utc_iso
 from agent.wire_schema import Command, DispatchTask, Position
+from controller.command_signer import CommandSigner
 from controller.config import DispatchConfig, LocalizationConfig
 from controller.localization import LocalizationParams, MeasurementSet, SourceEstimate, localize
 from controller.store import ACTIVE_TASK_STATES, Store, epoch_s
@@ -87,8 +93,10 @@ class Dispatcher:
         config: DispatchConfig,
         localization: LocalizationConfig | None = None,
         site: SiteConfig | None = None,
+        signer: CommandSigner | None = None,
     ):
         self.store = store
+        self.signer = signer  # None: commands go out unsigned, and units refuse them (logged once)
         self.clock = clock
         self.publish_command = publish_command
         self.config = config
@@ -527,12 +535,18 @@ class Dispatcher:
         log.info("task %s: cancel sent to %s (%s)", task["task_id"], task["unit_id"], reason)
 
     def _publish(self, cmd: Command) -> None:
+        if self.signer is not None:
+            cmd = self.signer.sign(cmd)
+        else:
+            if not self.stats["unsigned_commands"]:
+                log.error("no command signing key configured: commands go out UNSIGNED and units refuse them")
+            self.stats["unsigned_commands"] += 1
+        self.store.record_command(cmd)  # first: ingest checks task events against this record
         try:
             self.publish_command(cmd.unit_id, cmd)
         except Exception:  # the time-out re-dispatches if the command never arrives
             self.stats["publish_errors"] += 1
             log.exception("could not publish %s command %s to %s", cmd.command, cmd.cmd_id, cmd.unit_id)
-        self.store.record_command(cmd)
 
     def _deadline_s(self, task: dict[str, Any], state: str) -> float | None:
         c = self.config

@@ -21,17 +21,23 @@ import os
 import queue
 import signal
 import sqlite3
+import time
+import uuid
 import threading
 from typing import Any
 
-from agent.hal.interfaces import Clock
+from agent.command_auth import KeyFileError
+from agent.hal.interfaces import Clock, utc_iso
 from agent.hal.registry import create_clock
 from agent.wire_schema import Command
-from controller.config import ControllerConfig
+from controller.command_signer import CommandSigner, SignerError
+from controller.config import ConfigError, ControllerConfig
+from controller.enrolment import Enrolment, EnrolmentError
 from controller.dispatch import Dispatcher
 from controller.ingest import Ingestor
 from controller.liveness import LivenessMonitor
 from controller.mqtt_client import ControllerMqtt, InboundMessage
+from controller.sequence_guard import SequenceGuard
 from controller.rate_limited_log import RateLimitedLog
 from controller.store import ACTIVE_TASK_STATES, Store
 
@@ -39,6 +45,32 @@ __all__ = ["ControllerService", "install_signal_handlers"]
 
 log = logging.getLogger(__name__)
 
+_SWEEP_WALL_S = 1.0  # parked messages: release / expire (controller.sequence_guard)
+
+
+def _signer(config: ControllerConfig, clock: Clock) -> CommandSigner | None:
+    """The command signer, or None (logged) when no key is configured; a bad key stops the start."""
+    if config.command_signing_key is None:
+        log.error("no command_signing_key configured: every command goes out unsigned and units refuse it")
+        return None
+    d = config.dispatch
+    try:
+        signer = CommandSigner(config.command_signing_key, config.command_key_id, clock,
+                               {"dispatch": d.command_ttl_s, "cancel": d.cancel_ttl_s, "ping": d.command_ttl_s})
+    except (KeyFileError, SignerError) as err:
+        raise ConfigError(f"command_signing_key: {err}") from err
+    log.info("commands signed with key %s (%s)", signer.key_id, config.command_signing_key)
+    return signer
+
+
+def _enrolment(config: ControllerConfig) -> Enrolment | None:
+    if not config.enrolment_required:
+        log.warning("require_enrolment is off: uplinks of any unit id are accepted")
+        return None
+    try:
+        return Enrolment(config.enrolled_units, config.enrolled_units_file, required=True)
+    except EnrolmentError as err:
+        raise ConfigError(str(err)) from err
 _RETRY_MAX_WALL_S = 5.0
 
 
@@ -61,6 +93,8 @@ class _Notifier:
         if self._n is not None:
             self._n.notify(msg)
 
+        self.signer = _signer(config, self.clock)
+        self.enrolment = _enrolment(config)
 
 class ControllerService:
     """Wires store, ingest, liveness, dispatcher and the MQTT link; :meth:`run` is the main loop."""
@@ -68,6 +102,9 @@ class ControllerService:
     def __init__(self, config: ControllerConfig, clock: Clock | None = None, link: ControllerMqtt | None = None):
         self.config = config
         self.clock = clock or create_clock(config.clock.driver, config.clock.params)
+            enrolment=self.enrolment,
+            sequence=SequenceGuard(self.store, config.sequence),
+            request_birth=self._request_birth,
         self.store = Store(config.db_path, synchronous=config.db_synchronous)
         self.link = link or ControllerMqtt(config.broker, max_payload_bytes=config.ingest.max_payload_bytes)
         self.ingestor = Ingestor(
@@ -78,11 +115,37 @@ class ControllerService:
         )
         self.liveness = LivenessMonitor(self.store, self.clock, config.liveness)
         self.dispatcher = Dispatcher(
-            self.store, self.clock, self._publish_command, config.dispatch, config.localization, config.site
+            self.store, self.clock, self._publish_command, config.dispatch, config.localization, config.site,
+            signer=self.signer,
         )
         self._retry: list[InboundMessage] = []
         self._retry_wait_s = 0.0
         self._retry_at_s = 0.0
+    def _request_birth(self, unit_id: str) -> None:
+        """Ask a unit to re-announce its boot (signed ping): ingest holds data of a boot it has no
+        birth for.  Recorded like every command, then published."""
+        cmd = Command(cmd_id=uuid.uuid4().hex, unit_id=unit_id, command="ping", t_utc=utc_iso(self.clock.utc_now()))
+        if self.signer is not None:
+            cmd = self.signer.sign(cmd)
+        self.store.record_command(cmd)
+        self.link.publish_command(unit_id, cmd)
+        log.info("asked %s for a birth (cmd %s)", unit_id, cmd.cmd_id[:8])
+
+    def sweep_parked(self) -> None:
+        """Release or expire parked messages (see controller.sequence_guard); never fatal."""
+        try:
+            with self.store.batch():
+                done = self.ingestor.sweep()
+        except sqlite3.Error as err:
+            self._rlog.error("sweep-db", "parked messages not swept, database error: %s", err)
+            return
+        except Exception as err:
+            self._rlog.exception(f"sweep:{type(err).__name__}", "parked sweep failed")
+            return
+        if done["released"] or done["expired"]:
+            log.info("parked messages: %d stored after checking out, %d rejected after the timeout",
+                     done["released"], done["expired"])
+
         self._notifier = _Notifier()
         self._rlog = RateLimitedLog(self.clock, config.ingest.reject_log_interval_s, log)
         self.acked = 0
@@ -102,9 +165,13 @@ class ControllerService:
         )
         self.link.start()
         self._notifier.notify("READY=1")
+        next_sweep = time.monotonic()
         # Dispatch and liveness run in their own thread: a localization fit takes up to a second
         # on hundreds of measurements, and ingest (and so the acknowledgements the broker waits
         # for) must not stall behind it after an outage floods in.  The store serialises access.
+                if time.monotonic() >= next_sweep:
+                    self.sweep_parked()
+                    next_sweep = time.monotonic() + _SWEEP_WALL_S
         ticker = threading.Thread(target=self._tick_loop, args=(stop_event,), name="dispatch", daemon=True)
         ticker.start()
         now = self.clock.monotonic_s()
@@ -192,6 +259,8 @@ class ControllerService:
             "connected": self.link.connected,
             "inbox": self.link.inbox.qsize(),
             "retry": len(self._retry),
+            "parked": self.store.parked_counts(),
+            "commands_signed": self.signer.signed if self.signer is not None else 0,
             "acked": self.acked,
             "outcomes": dict(s.outcomes),
             "rejects": dict(s.rejects),

@@ -22,6 +22,7 @@ queries; writes are plain SQL because its table helpers commit on their own.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import sqlite3
@@ -53,7 +54,7 @@ __all__ = ["RejectBudget", "Store", "StoreError", "StoreOutcome", "epoch_s", "is
 
 log = logging.getLogger(__name__)
 
-StoreOutcome = Literal["stored", "duplicate"]
+StoreOutcome = Literal["stored", "duplicate", "conflict"]
 
 
 class StoreError(RuntimeError):
@@ -112,6 +113,7 @@ _TABLES: dict[str, dict[str, Any]] = {
         "t_mono_s": float,
         "delivery": str,
         "received_utc": str,
+        "content_sha256": str,  # the envelope without `delivery`: a redelivery has the same digest
     },
     "sessions": {
         "id": int,
@@ -288,6 +290,41 @@ _TABLES: dict[str, dict[str, Any]] = {
     },
     "counters": {"name": str, "unit_id": str, "value": int},
     "meta": {"key": str, "value": str},
+    # sequence integrity (controller.sequence_guard)
+    "boots": {
+        "unit_id": str,
+        "boot_id": str,
+        "announced": int,  # 1 once a birth of this boot, or the next boot's birth, named it
+        "announced_utc": str,
+        "announced_by": str,  # boot id whose birth announced it (itself, or the next boot)
+        "ref_seq": int,  # highest seq known for the boot: stored, or claimed by a birth
+        "ref_epoch_s": float,  # controller time ref_seq last rose
+        "end_seq": int,  # the boot's last seq, from the next boot's birth (prev_boot_last_seq)
+    },
+    "parked": {
+        "id": int,
+        "unit_id": str,
+        "boot_id": str,
+        "seq": int,
+        "kind": str,
+        "topic": str,
+        "payload": bytes,
+        "payload_bytes": int,
+        "received_utc": str,
+        "parked_epoch_s": float,
+        "reason": str,
+    },
+    "seq_conflicts": {
+        "id": int,
+        "unit_id": str,
+        "boot_id": str,
+        "seq": int,
+        "kind": str,
+        "stored_kind": str,
+        "received_utc": str,
+        "envelope": str,
+        "alarm_stored": int,
+    },
 }
 _PKS: dict[str, str | tuple[str, ...]] = {
     "received": ("unit_id", "boot_id", "seq"),
@@ -296,6 +333,7 @@ _PKS: dict[str, str | tuple[str, ...]] = {
     "tasks": "task_id",
     "counters": ("name", "unit_id"),
     "meta": "key",
+    "boots": ("unit_id", "boot_id"),
 }
 _JSON_COLS = {
     "body",
@@ -332,6 +370,9 @@ _INDICES: list[tuple[str, tuple[str, ...], bool]] = [
     ("incidents", ("state",), False),
     ("rejects", ("reason_code",), False),
     ("commands", ("task_id",), False),
+    ("commands", ("cmd_id",), False),
+    ("parked", ("unit_id", "boot_id", "seq"), False),
+    ("seq_conflicts", ("unit_id",), False),
 ]
 ACTIVE_TASK_STATES = ("open", "dispatched", "accepted", "on_site", "measuring")
 _DROPPED_PREFIX = "rejects_dropped."
@@ -363,6 +404,31 @@ def _pos(p: Position | None) -> dict[str, Any]:
         "lon_deg": p.lon_deg,
         "alt_m": p.alt_m,
         "fix_quality": p.fix_quality,
+    }
+
+
+def content_digest(env: Envelope) -> str:
+    """SHA-256 of the envelope without ``delivery`` (canonical JSON): equal for a QoS-1 redelivery or
+    an outbox re-send of the same message, different for another message under the same seq."""
+    data = env.model_dump(mode="json", by_alias=True, exclude={"delivery"})
+    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _alarm_row(common: dict[str, Any], body: Alarm) -> dict[str, Any]:
+    return common | {
+        "alarm_id": body.alarm_id,
+        "detector": body.detector,
+        "significance_sigma": body.significance_sigma,
+        "peak_cps": body.peak_cps,
+        "background_cps": body.background_cps,
+        "threshold_sigma": body.threshold_sigma,
+        "false_alarm_rate_per_h": body.false_alarm_rate_per_h,
+        "t_peak_utc": body.t_peak_utc,
+        "t_peak_epoch_s": epoch_s(body.t_peak_utc),
+        **_pos(body.position),
+        "nuclides": _js([n.model_dump() for n in body.nuclides]),
+        "dose_rate_usv_h": body.dose_rate_usv_h,
+        "incident_id": None,
     }
 
 
@@ -532,11 +598,13 @@ class Store:
                     "t_mono_s": env.t_mono_s,
                     "delivery": env.delivery,
                     "received_utc": received_utc,
+                    "content_sha256": (digest := content_digest(env)),
                 },
                 "ON CONFLICT DO NOTHING",
             )
             if cur.rowcount == 0:
-                return "duplicate"
+                return self._duplicate_or_conflict(env, body, digest, received_utc)
+            self._raise_boot_ref(env.unit_id, env.boot_id, env.seq, epoch_s(received_utc))
             common = {
                 "unit_id": env.unit_id,
                 "boot_id": env.boot_id,
@@ -569,25 +637,7 @@ class Store:
                     },
                 )
             elif isinstance(body, Alarm):
-                self._insert(
-                    "alarms",
-                    common
-                    | {
-                        "alarm_id": body.alarm_id,
-                        "detector": body.detector,
-                        "significance_sigma": body.significance_sigma,
-                        "peak_cps": body.peak_cps,
-                        "background_cps": body.background_cps,
-                        "threshold_sigma": body.threshold_sigma,
-                        "false_alarm_rate_per_h": body.false_alarm_rate_per_h,
-                        "t_peak_utc": body.t_peak_utc,
-                        "t_peak_epoch_s": epoch_s(body.t_peak_utc),
-                        **_pos(body.position),
-                        "nuclides": _js([n.model_dump() for n in body.nuclides]),
-                        "dose_rate_usv_h": body.dose_rate_usv_h,
-                        "incident_id": None,
-                    },
-                )
+                self._insert("alarms", _alarm_row(common, body))
             elif isinstance(body, Health):
                 position = body.position
                 self._insert(
@@ -688,6 +738,7 @@ class Store:
         now_s = epoch_s(received_utc)
         if isinstance(body, Birth):
             applied = True
+            self._announce_boot(env, body, received_utc)
             values = {
                 "unit_type": body.unit_type,
                 "state": "online",
@@ -1002,20 +1053,30 @@ class Store:
         return self._rows(sql + " ORDER BY unit_id, boot_id, seq", params)
 
     def gaps(self, unit_id: str | None = None) -> list[dict[str, Any]]:
-        """Missing sequence ranges per (unit, boot): between stored seqs, and before the first.
+        """Missing sequence ranges per (unit, boot): between stored seqs, before the first, and
+        after the last up to the boot's end as the unit's next birth reported it (``end_seq``).
 
-        A gap after the last stored seq cannot be seen (nothing says more were sent) until a later
-        message arrives; the agent's outbox backfill normally closes gaps after an outage.
+        Without that end a gap after the last stored seq cannot be seen (nothing says more were
+        sent); the agent's outbox backfill normally closes gaps after an outage.
         """
         where = "WHERE unit_id = :u" if unit_id else ""
+        where_b = "AND b.unit_id = :u" if unit_id else ""
         sql = f"""
             WITH s AS (
               SELECT unit_id, boot_id, seq,
                      LAG(seq, 1, 0) OVER (PARTITION BY unit_id, boot_id ORDER BY seq) AS prev
-              FROM received {where})
+              FROM received {where}),
+            tail AS (
+              SELECT b.unit_id, b.boot_id, COALESCE(MAX(r.seq), 0) + 1 AS first_missing,
+                     b.end_seq AS last_missing, b.end_seq - COALESCE(MAX(r.seq), 0) AS n_missing
+              FROM boots b LEFT JOIN received r ON r.unit_id = b.unit_id AND r.boot_id = b.boot_id
+              WHERE b.end_seq IS NOT NULL {where_b}
+              GROUP BY b.unit_id, b.boot_id HAVING b.end_seq > COALESCE(MAX(r.seq), 0))
             SELECT unit_id, boot_id, prev + 1 AS first_missing, seq - 1 AS last_missing,
                    seq - prev - 1 AS n_missing
-            FROM s WHERE seq > prev + 1 ORDER BY unit_id, boot_id, first_missing"""
+            FROM s WHERE seq > prev + 1
+            UNION ALL SELECT * FROM tail
+            ORDER BY unit_id, boot_id, first_missing"""
         return self._rows(sql, {"u": unit_id} if unit_id else {})
 
     def counts(self) -> dict[str, Any]:
@@ -1030,6 +1091,13 @@ class Store:
             "FROM received GROUP BY unit_id, boot_id ORDER BY unit_id, first_received_utc"
         )
         gaps = self.gaps()
+        # a boot that the next birth says ended at seq N but of which nothing arrived: all N lost
+        seen = {(b["unit_id"], b["boot_id"]) for b in boots}
+        boots += [
+            {"unit_id": g["unit_id"], "boot_id": g["boot_id"], "n": 0, "min_seq": None, "max_seq": None,
+             "first_received_utc": None, "last_received_utc": None}
+            for g in gaps if g["first_missing"] == 1 and (g["unit_id"], g["boot_id"]) not in seen
+        ]
         for b in boots:
             bg = [g for g in gaps if g["unit_id"] == b["unit_id"] and g["boot_id"] == b["boot_id"]]
             b["missing"] = sum(g["n_missing"] for g in bg)
@@ -1047,6 +1115,11 @@ class Store:
             "rejects": self.reject_counts(),
             "counters": counters,
             "sessions": sessions,
+            "parked": self.parked_counts(),
+            "seq_conflicts": self._rows(
+                "SELECT unit_id, boot_id, COUNT(*) AS n, MIN(seq) AS min_seq, MAX(seq) AS max_seq "
+                "FROM seq_conflicts GROUP BY unit_id, boot_id ORDER BY unit_id, boot_id"
+            ),
         }
 
     def unit_state_counts(self) -> dict[str, int]:
@@ -1068,3 +1141,123 @@ class Store:
             raise ValueError(f"no table {table!r}")
         with self._lock:
             return int(self._conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+    # ------------------------------------------------------------------ sequence integrity
+    # (policy in controller.sequence_guard; these are the facts it decides on)
+    MAX_CONFLICT_ROWS = 10_000
+    CONFLICT_EXCERPT_CHARS = 4096
+
+    def _duplicate_or_conflict(self, env: Envelope, body: BaseModel, digest: str, received_utc: str) -> StoreOutcome:
+        """The (unit, boot, seq) key is taken: a redelivery of the same message (``'duplicate'``),
+        or another message under the same key (``'conflict'``, issue 14 row 6).
+
+        A conflict is never silently dropped as a duplicate: it is kept in ``seq_conflicts`` (whole
+        envelope for alarms and task events, an excerpt of others, at most MAX_CONFLICT_ROWS rows),
+        counted per unit (``seq_conflict``), and an alarm among them still goes into ``alarms``
+        (the dispatcher sees it) unless an alarm already holds that key.  Which of the two is the
+        real one the controller cannot know; the broker ACL is what keeps others off a unit's topics.
+        """
+        row = self._conn.execute(
+            "SELECT content_sha256, kind FROM received WHERE unit_id=? AND boot_id=? AND seq=?",
+            (env.unit_id, env.boot_id, env.seq),
+        ).fetchone()
+        if row is None or row[0] is None or row[0] == digest:
+            return "duplicate"
+        alarm_stored = 0
+        if isinstance(body, Alarm):
+            common = {
+                "unit_id": env.unit_id, "boot_id": env.boot_id, "seq": env.seq, "t_utc": env.t_utc,
+                "t_epoch_s": epoch_s(env.t_utc), "delivery": env.delivery, "received_utc": received_utc,
+            }
+            alarm_stored = self._insert("alarms", _alarm_row(common, body), "ON CONFLICT DO NOTHING").rowcount
+        if self._conn.execute("SELECT COUNT(*) FROM seq_conflicts").fetchone()[0] < self.MAX_CONFLICT_ROWS:
+            text = env.model_dump_json(by_alias=True)
+            if env.kind not in ("alarm", "task_event"):
+                text = text[: self.CONFLICT_EXCERPT_CHARS]
+            self._insert("seq_conflicts", {
+                "unit_id": env.unit_id, "boot_id": env.boot_id, "seq": env.seq, "kind": env.kind,
+                "stored_kind": row[1], "received_utc": received_utc, "envelope": text,
+                "alarm_stored": int(alarm_stored > 0),
+            })
+        self.bump_counter("seq_conflict", env.unit_id)
+        return "conflict"
+
+    def _raise_boot_ref(self, unit_id: str, boot_id: str, seq: int, now_s: float | None) -> None:
+        self._conn.execute(
+            "INSERT INTO boots (unit_id, boot_id, announced, ref_seq, ref_epoch_s) VALUES (?, ?, 0, ?, ?) "
+            "ON CONFLICT(unit_id, boot_id) DO UPDATE SET ref_seq = excluded.ref_seq, "
+            "ref_epoch_s = excluded.ref_epoch_s WHERE excluded.ref_seq > boots.ref_seq",
+            (unit_id, boot_id, seq, now_s),
+        )
+
+    def _announce_boot(self, env: Envelope, birth: Birth, received_utc: str) -> None:
+        """A birth announces its own boot (how far its seq has got) and the unit's previous boot
+        (where it ended); both then exist for the sequence guard, and the end makes trailing gaps."""
+        now_s = epoch_s(received_utc)
+        boots = [(env.boot_id, birth.last_seq, None)]
+        if birth.prev_boot_id and birth.prev_boot_id != env.boot_id:
+            boots.append((birth.prev_boot_id, birth.prev_boot_last_seq or 0, birth.prev_boot_last_seq))
+        for boot_id, ref_seq, end_seq in boots:
+            self._conn.execute(
+                "INSERT INTO boots (unit_id, boot_id, announced, announced_utc, announced_by, ref_seq, ref_epoch_s, "
+                "end_seq) VALUES (:u, :b, 1, :t, :by, :ref, :now, :end) "
+                "ON CONFLICT(unit_id, boot_id) DO UPDATE SET "
+                "announced_utc = COALESCE(CASE WHEN boots.announced = 1 THEN boots.announced_utc END, :t), "
+                "announced_by = COALESCE(CASE WHEN boots.announced = 1 THEN boots.announced_by END, :by), "
+                "announced = 1, "
+                "ref_epoch_s = CASE WHEN :ref > boots.ref_seq THEN :now ELSE boots.ref_epoch_s END, "
+                "ref_seq = MAX(boots.ref_seq, :ref), "
+                "end_seq = CASE WHEN :end IS NULL THEN boots.end_seq ELSE MAX(COALESCE(boots.end_seq, 0), :end) END",
+                {"u": env.unit_id, "b": boot_id, "t": received_utc, "by": env.boot_id, "ref": ref_seq,
+                 "now": now_s, "end": end_seq},
+            )
+
+    def get_boot(self, unit_id: str, boot_id: str) -> dict[str, Any] | None:
+        rows = self._rows("SELECT * FROM boots WHERE unit_id = ? AND boot_id = ?", (unit_id, boot_id))
+        return rows[0] if rows else None
+
+    def park(self, row: dict[str, Any], max_per_unit: int, max_bytes: int) -> bool:
+        """Hold one message for checking (table ``parked``); False if the budget is used up."""
+        with self.transaction():
+            n_unit = self._conn.execute(
+                "SELECT COUNT(*) FROM parked WHERE unit_id = ?", (row["unit_id"],)
+            ).fetchone()[0]
+            total = self._conn.execute("SELECT COALESCE(SUM(payload_bytes), 0) FROM parked").fetchone()[0]
+            if n_unit >= max_per_unit or total + row["payload_bytes"] > max_bytes:
+                return False
+            self._insert("parked", row)
+            return True
+
+    _PARKED_COLS = "id, unit_id, boot_id, seq, kind, topic, payload_bytes, received_utc, parked_epoch_s, reason"
+
+    def parked_messages(self, unit_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        """Parked messages in (unit, boot, seq) order, without their payloads (:meth:`parked_payload`)."""
+        if unit_id is None:
+            return self._rows(f"SELECT {self._PARKED_COLS} FROM parked ORDER BY unit_id, boot_id, seq, id LIMIT ?",
+                              (limit,))
+        return self._rows(f"SELECT {self._PARKED_COLS} FROM parked WHERE unit_id = ? ORDER BY boot_id, seq, id "
+                          "LIMIT ?", (unit_id, limit))
+
+    def parked_payload(self, parked_id: int) -> bytes:
+        with self._lock:
+            row = self._conn.execute("SELECT payload FROM parked WHERE id = ?", (parked_id,)).fetchone()
+        return bytes(row[0]) if row else b""
+
+    def parked_units(self) -> list[str]:
+        return [r["unit_id"] for r in self._rows("SELECT DISTINCT unit_id FROM parked ORDER BY unit_id")]
+
+    def unpark(self, parked_id: int) -> None:
+        with self.transaction():
+            self._conn.execute("DELETE FROM parked WHERE id = ?", (parked_id,))
+
+    def parked_counts(self) -> dict[str, int]:
+        return {r["reason"]: r["n"] for r in self._rows("SELECT reason, COUNT(*) AS n FROM parked GROUP BY reason")}
+
+    def command_issued(self, unit_id: str, cmd_id: str, task_id: str) -> bool:
+        """True if this controller sent ``unit_id`` a dispatch ``cmd_id`` for ``task_id``."""
+        with self._lock:
+            return self._conn.execute(
+                "SELECT 1 FROM commands WHERE cmd_id = ? AND unit_id = ? AND task_id = ? "
+                "AND command = 'dispatch' LIMIT 1",
+                (cmd_id, unit_id, task_id),
+            ).fetchone() is not None

@@ -23,6 +23,7 @@ from agent.wire_schema import (
     make_envelope,
     uplink_topic,
 )
+from controller.config import SequenceConfig
 from controller.ingest import Ingestor, classify_reject
 from controller.store import Store
 
@@ -121,10 +122,15 @@ def payload(of: str, n: int | None = None, unit: str = "mob-1", delivery: str = 
     return json.dumps(raw).encode()
 
 
+# These tests are about decoding and storage, one message at a time: no birth first and no dispatch
+# (the identity and sequence checks have their own tests: tests/test_sequence_integrity.py).
+NO_IDENTITY_CHECKS: dict = {"check_task_events": False, "sequence": SequenceConfig(require_birth=False)}
+
+
 @pytest.fixture()
 def ingest(tmp_path: Path) -> Ingestor:
     store = Store(tmp_path / "c.sqlite", synchronous="NORMAL")
-    yield Ingestor(store, clock=FakeClock())
+    yield Ingestor(store, clock=FakeClock(), **NO_IDENTITY_CHECKS)
     store.close()
 
 
@@ -234,7 +240,7 @@ def test_failing_listener_does_not_unstore(tmp_path: Path) -> None:
         raise RuntimeError("listener bug")
 
     with Store(tmp_path / "c.sqlite") as store:
-        ing = Ingestor(store, on_event=listener, clock=FakeClock())
+        ing = Ingestor(store, on_event=listener, clock=FakeClock(), **NO_IDENTITY_CHECKS)
         assert ing.handle(uplink_topic("mob-1", "alarm"), payload("alarm")) == "stored"
         assert seen == ["alarm"] and store.count("alarms") == 1
         assert ing.stats.errors["on_event"] == 1

@@ -57,7 +57,7 @@ from agent import wire_schema
 from agent.config import BrokerConfig
 from agent.hal.interfaces import Clock, utc_iso
 from agent.link.outbox import Outbox, OutboxRow
-from agent.link.sequence import BootSequence
+from agent.link.sequence import BootJournal, BootSequence
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,8 @@ class MqttLink:
                  birth: Callable[[], wire_schema.Birth], on_command: Callable[[wire_schema.Command], None],
                  live_window_s: float = 5.0, client_id: str | None = None, *,
                  max_inflight: int = 200, boot_id: str | None = None,
-                 session_expiry_s: int = 3600, retry_failed_s: float = 1.0) -> None:
+                 session_expiry_s: int = 3600, retry_failed_s: float = 1.0,
+                 boot_journal_path: str | None = None) -> None:
         if not isinstance(unit_id, str) or not re.match(wire_schema.UNIT_ID_PATTERN, unit_id):
             raise ValueError(f"unit_id {unit_id!r} does not match {wire_schema.UNIT_ID_PATTERN}")
         if max_inflight < 1:
@@ -133,6 +134,8 @@ class MqttLink:
         self._cond = threading.Condition()
         # --- state guarded by _cond
         self._started = False
+        # the previous boot's id and last seq for the birth; this boot's last seq for the next one
+        self._seq.journal = BootJournal(boot_journal_path, self._seq.boot_id)
         self._stopped = False
         self._draining = False  # stop(): publish nothing new from the outbox
         self._sender_exit = False
@@ -333,13 +336,17 @@ class MqttLink:
             max_packet = getattr(properties, "MaximumPacketSize", None) if properties is not None else None
             self._max_packet_bytes = int(max_packet) if max_packet else None
         try:
-            birth = self._birth().model_copy(update={"pending_backfill": self._outbox.count()})
+            journal = self._seq.journal
+            birth = self._birth().model_copy(update={
+                "pending_backfill": self._outbox.count(), "last_seq": self._seq.last_seq,
+                "prev_boot_id": journal.prev_boot_id if journal else None,
+                "prev_boot_last_seq": journal.prev_boot_last_seq if journal else None})
             info = client.publish(wire_schema.uplink_topic(self.unit_id, "birth"),
                                   self._session_payload("birth", birth), qos=1)
             with self._cond:
                 self._session_mids.add(info.mid)
         except Exception:
-            log.exception("link %s: could not build or publish the birth message", self.unit_id)
+        self._publish_birth(client)
         client.subscribe(wire_schema.command_topic(self.unit_id), qos=1)
         with self._cond:
             self._connected = True
@@ -347,6 +354,23 @@ class MqttLink:
         log.info("link %s: connected to %s:%d (session present: %s, window %d, %d pending)", self.unit_id,
                  self.broker.host, self.broker.port, flags.session_present, self._window,
                  self._outbox.count())
+
+    def _publish_birth(self, client: mqtt.Client) -> None:
+        """Announce this boot: a boot exists at the controller only once its birth arrived, so the
+        birth goes out before any backlog.  It says how far this boot's seq has got (``last_seq``)
+        and where the previous boot ended (from the :class:`BootJournal`), so a loss at the end of
+        a boot is a gap and a seq far beyond ``last_seq`` is suspicious (controller.sequence_guard)."""
+            log.exception("link %s: could not build or publish the birth message", self.unit_id)
+
+    def rebirth(self) -> None:
+        """Publish the birth again now (the controller asked: it holds data of a boot it has no
+        birth for).  Safe from paho's thread (an ``on_command`` handler); a no-op while offline,
+        as the next connect sends a birth anyway."""
+        with self._cond:
+            connected = self._connected and not self._stopped
+        if connected:
+            self._publish_birth(self._client)
+            log.info("link %s: birth re-sent on the controller's request", self.unit_id)
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         log.debug("link %s: connection attempt to %s:%d failed", self.unit_id, self.broker.host,

@@ -10,14 +10,32 @@ duplicate that the controller would silently discard).
 commits the outbox row, and advances the counter only if that block finishes without an exception.
 A crash inside the block loses nothing either: the counter lives in memory, and the next process
 start is a new boot with a new ``boot_id`` whose sequence starts again at 1.
+
+:class:`BootJournal` remembers, in the agent's state dir, the current boot and the last seq it
+consumed, so that the *next* boot's birth can say where the previous one ended
+(``prev_boot_id``, ``prev_boot_last_seq``).  Without it a loss at the end of a boot (the outbox
+moved aside as corrupt, the unit's storage replaced) is invisible: the controller's gap check only
+sees holes *between* stored seqs.  The journal is rewritten (write + rename, no fsync) each time a
+seq is consumed; after a process crash it is exact, after a power loss it may lag by the page-cache
+write-back delay.  It is therefore a lower bound, which never makes a false gap (the controller
+takes the larger of it and the highest seq it stored); it under-reports an end-of-boot loss only
+when a power loss *and* the loss of the outbox coincide.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+BOOT_JOURNAL_FILE = "boot_journal.json"
 
 
 def new_boot_id() -> str:
@@ -25,15 +43,63 @@ def new_boot_id() -> str:
     return uuid.uuid4().hex
 
 
+class BootJournal:
+    """The previous boot (id, last seq) read at start; the current boot's last seq kept on disk.
+
+    ``path`` None keeps nothing (tests, tools).  An unreadable or corrupt journal means "previous
+    boot unknown" (logged), never a failure to start.
+    """
+
+    def __init__(self, path: str | Path | None, boot_id: str) -> None:
+        self.path = Path(path) if path is not None else None
+        self.boot_id = boot_id
+        self.prev_boot_id: str | None = None
+        self.prev_boot_last_seq: int | None = None
+        self._write_failed = False
+        if self.path is None:
+            return
+        try:
+            raw = json.loads(self.path.read_text())
+            prev_id, prev_seq = raw["boot_id"], raw["last_seq"]
+            if not isinstance(prev_id, str) or not isinstance(prev_seq, int) or prev_seq < 0:
+                raise ValueError(f"boot_id {prev_id!r} / last_seq {prev_seq!r}")
+            if prev_id != boot_id:
+                self.prev_boot_id, self.prev_boot_last_seq = prev_id, prev_seq
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            log.warning("boot journal %s unreadable (%s): previous boot unknown", self.path, err)
+        self.record(0, sync=True)
+
+    def record(self, last_seq: int, sync: bool = False) -> None:
+        """Rewrite the journal with this boot's last consumed seq (``sync``: fsync before rename)."""
+        if self.path is None:
+            return
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        try:
+            with open(tmp, "w") as f:
+                json.dump({"boot_id": self.boot_id, "last_seq": last_seq}, f)
+                if sync:
+                    f.flush()
+                    os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+            self._write_failed = False
+        except OSError as err:  # the message itself is already in the outbox; only the hint is stale
+            if not self._write_failed:
+                log.error("boot journal %s not written (%s); the next birth may understate this boot", self.path, err)
+            self._write_failed = True
+
+
 class BootSequence:
     """The ``seq`` counter of one boot: starts at 1, +1 per stored sequenced message."""
 
-    def __init__(self, boot_id: str | None = None, first_seq: int = 1) -> None:
+    def __init__(self, boot_id: str | None = None, first_seq: int = 1, journal: BootJournal | None = None) -> None:
         if first_seq < 1:
             raise ValueError(f"first_seq must be >= 1 (0 is reserved for birth/death), got {first_seq}")
         self.boot_id = boot_id or new_boot_id()
         self._next = first_seq
         self._lock = threading.Lock()
+        self.journal = journal
 
     @contextmanager
     def reserve(self) -> Iterator[int]:
@@ -46,6 +112,8 @@ class BootSequence:
             seq = self._next
             yield seq
             self._next = seq + 1
+            if self.journal is not None:
+                self.journal.record(seq)
 
     @property
     def last_seq(self) -> int:

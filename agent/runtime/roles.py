@@ -291,10 +291,22 @@ class HandheldRole(Role):
             self._handle_command(cmd)
 
     def _event(self, state: str, reason: str = "", result: TaskResult | None = None,
-               task: _Task | None = None, cmd: Command | None = None) -> None:
-        t = task or self.task
-        task_id = t.task_id if t else (cmd.task.task_id if cmd and cmd.task else (cmd.task_id or ""))
-        cmd_id = t.cmd_id if t else (cmd.cmd_id if cmd else "")
+               task: _Task | None = None, answers: Command | None = None) -> None:
+        """Publish a task event that names exactly what it is about.
+
+        A reply to a command (``answers``: accepted, rejected) carries *that* command's cmd_id and
+        task_id; progress on a task (``task``: on_site, measuring, confirmed, cleared) carries the
+        task's current dispatch.  Never the task the unit happens to be busy with: a "rejected"
+        answer to a second dispatch that carried the running task's ids made the controller give
+        the running task away while the operator kept working it (issue 14, row 5).
+        """
+        if answers is not None:
+            task_id = answers.task.task_id if answers.task else (answers.task_id or "")
+            cmd_id = answers.cmd_id
+        elif task is not None:
+            task_id, cmd_id = task.task_id, task.cmd_id
+        else:
+            raise ValueError(f"task event {state!r} names neither a command nor a task")
         self.ctx.link.send("task_event", TaskEvent(task_id=task_id, cmd_id=cmd_id, state=state,
                                                    position=self.ctx.track.current(), result=result,
                                                    reason=reason))
@@ -303,21 +315,21 @@ class HandheldRole(Role):
         if cmd.command == "dispatch" and cmd.task is not None:
             spec = cmd.task
             if self.task is not None and self.task.task_id != spec.task_id:
-                self._event("rejected", reason=f"busy with task {self.task.task_id}", cmd=cmd)
+                self._event("rejected", reason=f"busy with task {self.task.task_id}", answers=cmd)
                 return
             if spec.task_id in self.completed:
-                self._event("rejected", reason="task already completed here", cmd=cmd)
+                self._event("rejected", reason="task already completed here", answers=cmd)
                 return
             if self.task is not None:  # updated target for the task we are on
                 self.task.cmd_id, self.task.target, self.task.radius_m = cmd.cmd_id, spec.target, spec.radius_m
                 if self.task.state in ("accepted",):
                     self._show(self.task, spec.note)
-                self._event("accepted", reason="target updated")
+                self._event("accepted", reason="target updated", answers=cmd)
                 return
             self.task = _Task(task_id=spec.task_id, cmd_id=cmd.cmd_id, target=spec.target,
                               radius_m=spec.radius_m, dwell_s=spec.dwell_s)
             self._show(self.task, spec.note)
-            self._event("accepted")
+            self._event("accepted", answers=cmd)
         elif cmd.command == "cancel" and self.task is not None and cmd.task_id in (None, self.task.task_id):
             log.info("task %s cancelled by controller", self.task.task_id)
             self.task = None
@@ -361,9 +373,9 @@ class HandheldRole(Role):
                 if d <= task.radius_m:
                     task.state = "on_site"
                     task.distance_m = d
-                    self._event("on_site")
+                    self._event("on_site", task=task)
                     task.state = "measuring"
-                    self._event("measuring")
+                    self._event("measuring", task=task)
             return
         if task.state == "measuring":
             task.counts += reading.gross_counts

@@ -19,7 +19,6 @@ import signal
 import threading
 import time
 import uuid
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,9 @@ from agent.hal.interfaces import (
 from agent.hal.registry import create_clock, create_device
 from agent.link import MqttLink, Outbox
 from agent.link.outbox import OutboxError
+from agent.link.sequence import BOOT_JOURNAL_FILE
 from agent.runtime.acquisition import AcquisitionThread, BoundedQueue
+from agent.runtime.command_gate import CommandGate
 from agent.runtime.health import ProcessHealth, sensor_health
 from agent.runtime.roles import ROLES, RoleContext
 from agent.runtime.track import PositionTrack
@@ -49,7 +50,6 @@ from agent.wire_schema import Birth, Command, Health
 log = logging.getLogger(__name__)
 
 STATUS_FILE = "status.json"
-COMMAND_MAX_AGE_S = 600.0
 
 
 class CountingSender:
@@ -93,9 +93,12 @@ class AgentRuntime:
             outbox_path = self.state_dir / outbox_path
         self.outbox = Outbox(str(outbox_path), profile.outbox.max_messages, on_corrupt="move_aside")
         self._commands: queue.Queue[Command] = queue.Queue(maxsize=100)
+        # every command is verified (signature, unit, expiry, replay) before it is queued
+        self.command_gate = CommandGate(profile.command_auth, profile.unit_id, self.clock, self.state_dir)
         self.link = MqttLink(profile.unit_id, profile.broker, self.outbox, self.clock, birth=self._birth,
                              on_command=self._on_command, live_window_s=profile.outbox.live_window_s,
-                             max_inflight=profile.outbox.max_inflight, boot_id=self.boot_id)
+                             max_inflight=profile.outbox.max_inflight, boot_id=self.boot_id,
+                             boot_journal_path=str(self.state_dir / BOOT_JOURNAL_FILE))
         self.sender = CountingSender(self.link)
         self._create_devices()
         display = self.devices.get("display")
@@ -141,13 +144,14 @@ class AgentRuntime:
 
     def _on_command(self, cmd: Command) -> None:
         # Runs on paho's thread. The broker keeps this unit's session, so commands queued while it
-        # was away arrive on reconnect: drop the ones too old to act on (the controller re-dispatches).
-        try:
-            age_s = (self.clock.utc_now() - datetime.fromisoformat(cmd.t_utc.replace("Z", "+00:00"))).total_seconds()
-        except ValueError:
-            age_s = 0.0
-        if age_s > COMMAND_MAX_AGE_S:
-            log.warning("ignoring %s command %s: %.0f s old", cmd.command, cmd.cmd_id, age_s)
+        # was away arrive on reconnect: the gate drops expired ones (the controller re-dispatches),
+        # and anything not signed by a pinned controller key, for another unit, or replayed.
+        if not self.command_gate.admit(cmd):
+            return
+        if cmd.command == "ping":
+            # the controller saw data of a boot it has no birth for (lost database, shared
+            # subscription): announce this boot again (Sparkplug B calls this a rebirth request)
+            self.link.rebirth()
             return
         try:
             self._commands.put_nowait(cmd)
@@ -255,6 +259,7 @@ class AgentRuntime:
             queue_depth={k: q.qsize() for k, q in self.queues.items()},
             loop_lag_ms=round(self.loop_lag_ms, 2), sensors=sensors, position=self.track.current(),
             available=self.role.available, task_id=self.role.task_id,
+            commands_rejected=self.command_gate.rejected_total,
         ))
 
     def status(self) -> dict[str, Any]:
@@ -267,7 +272,8 @@ class AgentRuntime:
             "sensors": {k: {"state": v.state.value, "detail": v.state_detail} for k, v in self.devices.items()},
             "device_errors": self.device_errors,
             "queues": {k: {"depth": q.qsize(), "dropped": q.dropped} for k, q in self.queues.items()},
-            "role": self.role.status(), "watchdog_s_since_kick": round(self.watchdog.seconds_since_kick, 2),
+            "role": self.role.status(), "commands": self.command_gate.status(),
+            "watchdog_s_since_kick": round(self.watchdog.seconds_since_kick, 2),
             "written_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
 
