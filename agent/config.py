@@ -112,6 +112,25 @@ class CameraConfig(_Cfg):
     face_mesh_model: str | None = None  # a user-provided 468-point face-mesh .tflite (optional)
 
 
+class CommandAuthConfig(_Cfg):
+    """Which controller commands this unit obeys (agent.command_auth).
+
+    ``keys_dir``: directory of pinned controller public keys, one PEM ``*.pub`` per key (several
+    during a key rotation); relative paths are taken from the agent's state dir.  With
+    ``require_signed_commands`` (the default) a command is obeyed only if it carries a valid
+    Ed25519 signature under one of those keys, names this unit, is within its validity window
+    (``max_clock_skew_s`` of tolerance either side) and was never seen before.  A unit that pins no
+    key still measures and reports, but refuses every command.  ``require_signed_commands: false``
+    is for lab set-ups without a site CA only; it is never the default.
+    """
+
+    keys_dir: str = "command_keys"
+    require_signed_commands: bool = True
+    max_clock_skew_s: float = Field(default=30.0, ge=0, le=3600)
+    max_ttl_s: float = Field(default=3600.0, gt=0, le=7 * 24 * 3600)
+    max_nonces: int = Field(default=10_000, ge=16, le=1_000_000)
+
+
 class UnitProfile(_Cfg):
     schema_: Literal[1] = Field(alias="schema")
     unit_id: str = Field(pattern=UNIT_ID_PATTERN)
@@ -128,6 +147,7 @@ class UnitProfile(_Cfg):
     watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)
     handheld: HandheldConfig = Field(default_factory=HandheldConfig)
     camera: CameraConfig = Field(default_factory=CameraConfig)
+    command_auth: CommandAuthConfig = Field(default_factory=CommandAuthConfig)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -155,25 +175,6 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = load_yaml_file(p)
     except YamlError as err:
-class CommandAuthConfig(_Cfg):
-    """Which controller commands this unit obeys (agent.command_auth).
-
-    ``keys_dir``: directory of pinned controller public keys, one PEM ``*.pub`` per key (several
-    during a key rotation); relative paths are taken from the agent's state dir.  With
-    ``require_signed_commands`` (the default) a command is obeyed only if it carries a valid
-    Ed25519 signature under one of those keys, names this unit, is within its validity window
-    (``max_clock_skew_s`` of tolerance either side) and was never seen before.  A unit that pins no
-    key still measures and reports, but refuses every command.  ``require_signed_commands: false``
-    is for lab set-ups without a site CA only; it is never the default.
-    """
-
-    keys_dir: str = "command_keys"
-    require_signed_commands: bool = True
-    max_clock_skew_s: float = Field(default=30.0, ge=0, le=3600)
-    max_ttl_s: float = Field(default=3600.0, gt=0, le=7 * 24 * 3600)
-    max_nonces: int = Field(default=10_000, ge=16, le=1_000_000)
-
-
         raise ConfigError(str(err)) from err
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: top level must be a mapping")
@@ -190,7 +191,6 @@ def profile_from_dict(data: dict[str, Any], source: str = "profile") -> UnitProf
         raise ConfigError(f"{source}: unit_type {prof.unit_type} needs devices {sorted(missing)}")
     return prof
 
-    command_auth: CommandAuthConfig = Field(default_factory=CommandAuthConfig)
 
 def apply_env(prof: UnitProfile, env: dict[str, str] | None = None) -> UnitProfile:
     env = dict(os.environ) if env is None else env

@@ -99,15 +99,15 @@ class DispatchConfig(_Cfg):
     max_redispatch: int = Field(default=2, ge=0)
     dwell_s: float = Field(default=60.0, gt=0)
     radius_m: float = Field(default=5.0, gt=0)
+    # signed commands live this long (controller.command_signer); units refuse them afterwards
+    command_ttl_s: float = Field(default=120.0, gt=0, le=3600)
+    cancel_ttl_s: float = Field(default=3600.0, gt=0, le=3600)  # a unit back from an outage still learns it
 
 
 class LocalizationConfig(_Cfg):
     prior_z_min_m: float = 0.0
     prior_z_max_m: float = 6.0  # two stacked ISO containers are 5.2 m high
     mu_air_per_m: float = Field(default=0.0093, ge=0)  # 662 keV: 0.0775 cm2/g x 1.205e-3 g/cm3 (NIST XCOM)
-    # signed commands live this long (controller.command_signer); units refuse them afterwards
-    command_ttl_s: float = Field(default=120.0, gt=0, le=3600)
-    cancel_ttl_s: float = Field(default=3600.0, gt=0, le=3600)  # a unit back from an outage still learns it
     search_radius_m: float = Field(default=40.0, gt=0)
     time_margin_s: float = Field(default=120.0, ge=0)
     near_field_m: float = Field(default=0.3, gt=0)
@@ -124,12 +124,6 @@ class LocalizationConfig(_Cfg):
         return self
 
 
-def _default_site() -> SiteConfig:
-    # The demo yard's origin (configs/scenarios/demo_yard.yaml), so a file-less run fits the demo.
-    return SiteConfig(name="demo-yard", origin_lat_deg=51.95, origin_lon_deg=4.05, origin_alt_m=5.0)
-
-
-class ControllerConfig(_Cfg):
 class SequenceConfig(_Cfg):
     """Sequence integrity of uplinks (controller.sequence_guard).
 
@@ -150,6 +144,12 @@ class SequenceConfig(_Cfg):
     rebirth_interval_s: float = Field(default=30.0, gt=0)
 
 
+def _default_site() -> SiteConfig:
+    # The demo yard's origin (configs/scenarios/demo_yard.yaml), so a file-less run fits the demo.
+    return SiteConfig(name="demo-yard", origin_lat_deg=51.95, origin_lon_deg=4.05, origin_alt_m=5.0)
+
+
+class ControllerConfig(_Cfg):
     schema_: Literal[1] = Field(alias="schema", default=1)
     site: SiteConfig = Field(default_factory=_default_site)
     broker: ControllerBrokerConfig = Field(default_factory=ControllerBrokerConfig)
@@ -160,12 +160,6 @@ class SequenceConfig(_Cfg):
     liveness: LivenessConfig = Field(default_factory=LivenessConfig)
     dispatch: DispatchConfig = Field(default_factory=DispatchConfig)
     localization: LocalizationConfig = Field(default_factory=LocalizationConfig)
-    tick_s: float = Field(default=1.0, gt=0)  # dispatcher / liveness period, clock seconds
-    status_interval_s: float = Field(default=30.0, gt=0)
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
     sequence: SequenceConfig = Field(default_factory=SequenceConfig)
     # Command integrity: every command is signed with this Ed25519 key (PEM, `cedge site init`
     # writes it); units refuse unsigned ones.  command_key_id is checked against the key at start.
@@ -177,12 +171,12 @@ class SequenceConfig(_Cfg):
     enrolled_units: list[str] | None = None
     enrolled_units_file: str | None = None
     require_enrolment: bool | None = None
+    tick_s: float = Field(default=1.0, gt=0)  # dispatcher / liveness period, clock seconds
+    status_interval_s: float = Field(default=30.0, gt=0)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
-def controller_config_from_dict(data: dict[str, Any], source: str = "controller config") -> ControllerConfig:
-    try:
-        return ControllerConfig.model_validate(data)
-    except ValidationError as err:
-        raise ConfigError(format_validation_error(err, source)) from err
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
     @model_validator(mode="after")
     def _enrolment_source(self) -> ControllerConfig:
         listed = self.enrolled_units is not None or self.enrolled_units_file is not None
@@ -197,6 +191,12 @@ def controller_config_from_dict(data: dict[str, Any], source: str = "controller 
         return self.require_enrolment if self.require_enrolment is not None else (
             self.enrolled_units is not None or self.enrolled_units_file is not None)
 
+
+def controller_config_from_dict(data: dict[str, Any], source: str = "controller config") -> ControllerConfig:
+    try:
+        return ControllerConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, source)) from err
 
 
 def default_controller_config() -> ControllerConfig:

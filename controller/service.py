@@ -21,9 +21,9 @@ import os
 import queue
 import signal
 import sqlite3
+import threading
 import time
 import uuid
-import threading
 from typing import Any
 
 from agent.command_auth import KeyFileError
@@ -32,19 +32,20 @@ from agent.hal.registry import create_clock
 from agent.wire_schema import Command
 from controller.command_signer import CommandSigner, SignerError
 from controller.config import ConfigError, ControllerConfig
-from controller.enrolment import Enrolment, EnrolmentError
 from controller.dispatch import Dispatcher
+from controller.enrolment import Enrolment, EnrolmentError
 from controller.ingest import Ingestor
 from controller.liveness import LivenessMonitor
 from controller.mqtt_client import ControllerMqtt, InboundMessage
-from controller.sequence_guard import SequenceGuard
 from controller.rate_limited_log import RateLimitedLog
+from controller.sequence_guard import SequenceGuard
 from controller.store import ACTIVE_TASK_STATES, Store
 
 __all__ = ["ControllerService", "install_signal_handlers"]
 
 log = logging.getLogger(__name__)
 
+_RETRY_MAX_WALL_S = 5.0
 _SWEEP_WALL_S = 1.0  # parked messages: release / expire (controller.sequence_guard)
 
 
@@ -71,7 +72,6 @@ def _enrolment(config: ControllerConfig) -> Enrolment | None:
         return Enrolment(config.enrolled_units, config.enrolled_units_file, required=True)
     except EnrolmentError as err:
         raise ConfigError(str(err)) from err
-_RETRY_MAX_WALL_S = 5.0
 
 
 class _RetryBatch(Exception):
@@ -93,8 +93,6 @@ class _Notifier:
         if self._n is not None:
             self._n.notify(msg)
 
-        self.signer = _signer(config, self.clock)
-        self.enrolment = _enrolment(config)
 
 class ControllerService:
     """Wires store, ingest, liveness, dispatcher and the MQTT link; :meth:`run` is the main loop."""
@@ -102,9 +100,8 @@ class ControllerService:
     def __init__(self, config: ControllerConfig, clock: Clock | None = None, link: ControllerMqtt | None = None):
         self.config = config
         self.clock = clock or create_clock(config.clock.driver, config.clock.params)
-            enrolment=self.enrolment,
-            sequence=SequenceGuard(self.store, config.sequence),
-            request_birth=self._request_birth,
+        self.signer = _signer(config, self.clock)
+        self.enrolment = _enrolment(config)
         self.store = Store(config.db_path, synchronous=config.db_synchronous)
         self.link = link or ControllerMqtt(config.broker, max_payload_bytes=config.ingest.max_payload_bytes)
         self.ingestor = Ingestor(
@@ -112,6 +109,9 @@ class ControllerService:
             clock=self.clock,
             max_payload_bytes=config.ingest.max_payload_bytes,
             reject_log_interval_s=config.ingest.reject_log_interval_s,
+            enrolment=self.enrolment,
+            sequence=SequenceGuard(self.store, config.sequence),
+            request_birth=self._request_birth,
         )
         self.liveness = LivenessMonitor(self.store, self.clock, config.liveness)
         self.dispatcher = Dispatcher(
@@ -121,6 +121,13 @@ class ControllerService:
         self._retry: list[InboundMessage] = []
         self._retry_wait_s = 0.0
         self._retry_at_s = 0.0
+        self._notifier = _Notifier()
+        self._rlog = RateLimitedLog(self.clock, config.ingest.reject_log_interval_s, log)
+        self.acked = 0
+
+    def _publish_command(self, unit_id: str, cmd: Command) -> None:
+        self.link.publish_command(unit_id, cmd)
+
     def _request_birth(self, unit_id: str) -> None:
         """Ask a unit to re-announce its boot (signed ping): ingest holds data of a boot it has no
         birth for.  Recorded like every command, then published."""
@@ -146,13 +153,6 @@ class ControllerService:
             log.info("parked messages: %d stored after checking out, %d rejected after the timeout",
                      done["released"], done["expired"])
 
-        self._notifier = _Notifier()
-        self._rlog = RateLimitedLog(self.clock, config.ingest.reject_log_interval_s, log)
-        self.acked = 0
-
-    def _publish_command(self, unit_id: str, cmd: Command) -> None:
-        self.link.publish_command(unit_id, cmd)
-
     # ------------------------------------------------------------------ main loop
     def run(self, stop_event: threading.Event) -> None:
         log.info(
@@ -165,20 +165,20 @@ class ControllerService:
         )
         self.link.start()
         self._notifier.notify("READY=1")
-        next_sweep = time.monotonic()
         # Dispatch and liveness run in their own thread: a localization fit takes up to a second
         # on hundreds of measurements, and ingest (and so the acknowledgements the broker waits
         # for) must not stall behind it after an outage floods in.  The store serialises access.
-                if time.monotonic() >= next_sweep:
-                    self.sweep_parked()
-                    next_sweep = time.monotonic() + _SWEEP_WALL_S
         ticker = threading.Thread(target=self._tick_loop, args=(stop_event,), name="dispatch", daemon=True)
         ticker.start()
         now = self.clock.monotonic_s()
         next_status = now + self.config.status_interval_s
+        next_sweep = time.monotonic()
         try:
             while not stop_event.is_set():
                 self.process(self._drain(0.2))
+                if time.monotonic() >= next_sweep:
+                    self.sweep_parked()
+                    next_sweep = time.monotonic() + _SWEEP_WALL_S
                 now = self.clock.monotonic_s()
                 if now >= next_status:
                     self.log_status()
@@ -259,8 +259,6 @@ class ControllerService:
             "connected": self.link.connected,
             "inbox": self.link.inbox.qsize(),
             "retry": len(self._retry),
-            "parked": self.store.parked_counts(),
-            "commands_signed": self.signer.signed if self.signer is not None else 0,
             "acked": self.acked,
             "outcomes": dict(s.outcomes),
             "rejects": dict(s.rejects),
@@ -268,6 +266,8 @@ class ControllerService:
             "incidents_active": len(self.store.active_incidents()),
             "tasks_active": len(self.store.list_tasks(ACTIVE_TASK_STATES)),
             "dispatch": dict(self.dispatcher.stats),
+            "parked": self.store.parked_counts(),
+            "commands_signed": self.signer.signed if self.signer is not None else 0,
         }
 
     def log_status(self) -> None:

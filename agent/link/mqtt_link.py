@@ -130,12 +130,12 @@ class MqttLink:
         self._session_expiry_s = int(session_expiry_s)
         self._retry_failed_s = float(retry_failed_s)
         self._seq = BootSequence(boot_id)
+        # the previous boot's id and last seq for the birth; this boot's last seq for the next one
+        self._seq.journal = BootJournal(boot_journal_path, self._seq.boot_id)
 
         self._cond = threading.Condition()
         # --- state guarded by _cond
         self._started = False
-        # the previous boot's id and last seq for the birth; this boot's last seq for the next one
-        self._seq.journal = BootJournal(boot_journal_path, self._seq.boot_id)
         self._stopped = False
         self._draining = False  # stop(): publish nothing new from the outbox
         self._sender_exit = False
@@ -335,17 +335,6 @@ class MqttLink:
                 self._max_inflight
             max_packet = getattr(properties, "MaximumPacketSize", None) if properties is not None else None
             self._max_packet_bytes = int(max_packet) if max_packet else None
-        try:
-            journal = self._seq.journal
-            birth = self._birth().model_copy(update={
-                "pending_backfill": self._outbox.count(), "last_seq": self._seq.last_seq,
-                "prev_boot_id": journal.prev_boot_id if journal else None,
-                "prev_boot_last_seq": journal.prev_boot_last_seq if journal else None})
-            info = client.publish(wire_schema.uplink_topic(self.unit_id, "birth"),
-                                  self._session_payload("birth", birth), qos=1)
-            with self._cond:
-                self._session_mids.add(info.mid)
-        except Exception:
         self._publish_birth(client)
         client.subscribe(wire_schema.command_topic(self.unit_id), qos=1)
         with self._cond:
@@ -360,6 +349,17 @@ class MqttLink:
         birth goes out before any backlog.  It says how far this boot's seq has got (``last_seq``)
         and where the previous boot ended (from the :class:`BootJournal`), so a loss at the end of
         a boot is a gap and a seq far beyond ``last_seq`` is suspicious (controller.sequence_guard)."""
+        try:
+            journal = self._seq.journal
+            birth = self._birth().model_copy(update={
+                "pending_backfill": self._outbox.count(), "last_seq": self._seq.last_seq,
+                "prev_boot_id": journal.prev_boot_id if journal else None,
+                "prev_boot_last_seq": journal.prev_boot_last_seq if journal else None})
+            info = client.publish(wire_schema.uplink_topic(self.unit_id, "birth"),
+                                  self._session_payload("birth", birth), qos=1)
+            with self._cond:
+                self._session_mids.add(info.mid)
+        except Exception:
             log.exception("link %s: could not build or publish the birth message", self.unit_id)
 
     def rebirth(self) -> None:
