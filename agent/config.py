@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from agent.safe_yaml import YamlError, load_yaml_file
 from agent.wire_schema import UNIT_ID_PATTERN
@@ -40,6 +40,17 @@ class DriverConfig(_Cfg):
 
 
 class BrokerConfig(_Cfg):
+    """Where the broker is and how this process proves who it is.
+
+    A site broker (``cedge site init``) admits only TLS clients with a certificate from the site CA
+    and takes the certificate's Common Name as username *and* client id, so: ``tls_ca_file`` (the
+    site CA, to check the broker), ``tls_cert_file`` + ``tls_key_file`` (this process's identity),
+    and ``client_id`` fixed to that identity - set from the certificate when not given, an error
+    when it differs (the broker would use the certificate's anyway).  The files are checked at
+    load.  Plain TCP without certificates remains possible for lab brokers and the anonymous test
+    broker; nothing ``cedge site`` or the demo writes uses it.
+    """
+
     host: str = "127.0.0.1"
     port: int = Field(default=1883, ge=1, le=65535)
     keepalive_s: int = Field(default=15, ge=5, le=600)
@@ -47,7 +58,39 @@ class BrokerConfig(_Cfg):
     username: str | None = None
     password: str | None = None
     tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    client_id: str | None = Field(default=None, min_length=1, max_length=128)
     reconnect_max_s: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> BrokerConfig:
+        from agent.link.tls_identity import CertificateError, certificate_identity, check_key_pair
+
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together (certificate and its private key)")
+        if self.tls_cert_file and not self.tls_ca_file:
+            raise ValueError("a client certificate needs tls_ca_file (the site CA) to check the broker's certificate")
+        for name in ("tls_ca_file", "tls_cert_file", "tls_key_file"):
+            value = getattr(self, name)
+            if value is not None and not Path(value).is_file():
+                raise ValueError(f"{name}: no such file {value}")
+        if self.tls_cert_file and self.tls_key_file:
+            try:
+                check_key_pair(self.tls_cert_file, self.tls_key_file)
+                ident = certificate_identity(self.tls_cert_file)
+            except CertificateError as err:
+                raise ValueError(str(err)) from err
+            if "client_id" in self.model_fields_set and self.client_id != ident:
+                raise ValueError(f"client_id {self.client_id!r} is not the certificate's identity {ident!r} "
+                                 "(the broker uses the certificate's)")
+            self.client_id = ident
+        return self
+
+    @property
+    def identity(self) -> str | None:
+        """The identity the broker will see (certificate Common Name), None without a certificate."""
+        return self.client_id if self.tls_cert_file else None
 
 
 class OutboxConfig(_Cfg):
@@ -189,6 +232,9 @@ def profile_from_dict(data: dict[str, Any], source: str = "profile") -> UnitProf
     missing = REQUIRED_DEVICES[prof.unit_type] - set(prof.devices)
     if missing:
         raise ConfigError(f"{source}: unit_type {prof.unit_type} needs devices {sorted(missing)}")
+    if prof.broker.identity is not None and prof.broker.identity != prof.unit_id:
+        raise ConfigError(f"{source}: broker.tls_cert_file is the certificate of {prof.broker.identity!r}, "
+                          f"not of unit {prof.unit_id!r} (the broker would let it publish only as that identity)")
     return prof
 
 

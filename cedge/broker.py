@@ -1,8 +1,11 @@
-"""A private MQTT broker for the demo and tests when none is configured.
+"""A private MQTT broker for the demo and the end-to-end tests when none is configured.
 
-Mosquitto is the production broker, so the demo runs the same broker: a private Mosquitto on a
-free loopback port, persistence on, in the demo's work directory.  (Pure-Python brokers such as
-amqtt speak MQTT 3.1.1 only, and the controller needs MQTT 5 session expiry.)
+Mosquitto is the production broker, so the demo runs the same broker with the same configuration
+as a site: the mosquitto.conf `cedge site` generates (TLS listener, client certificates required,
+certificate identity as username and client id, no anonymous access, the site ACL and CRL, bounded
+message and queue sizes), on a free loopback port with persistence and log in the demo's work
+directory.  (Pure-Python brokers such as amqtt speak MQTT 3.1.1 only, and the controller needs
+MQTT 5 session expiry.)
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -38,46 +42,43 @@ def find_mosquitto() -> str | None:
         (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()), None)
 
 
-MOSQUITTO_CONF = """# written by customs-edge for a private broker
-# Started as root, mosquitto would drop to user 'mosquitto' and could not write its log or
-# persistence file in our private work dir: stay the user we are.
-user {user}
-listener {port} 127.0.0.1
-allow_anonymous true
-persistence true
-persistence_location {data_dir}/
-autosave_interval 5
-max_queued_messages 1000000
-max_inflight_messages 1000
-log_dest file {data_dir}/mosquitto.log
-log_type error
-log_type warning
-log_type notice
-"""
-
-
 class EmbeddedBroker:
-    def __init__(self, work_dir: str | Path, port: int | None = None) -> None:
+    """One Mosquitto running a site's broker config (``site_dir``: a `cedge site init` directory)."""
+
+    def __init__(self, work_dir: str | Path, site_dir: str | Path, port: int | None = None) -> None:
         self.work_dir = Path(work_dir)
         self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.site_dir = Path(site_dir)
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        from cedge.site.manage import site_broker_conf
+
         exe = find_mosquitto()
         if exe is None:
             raise RuntimeError("no mosquitto binary found: install it (Debian: apt-get install mosquitto) "
-                               "or point the demo at a running broker with --broker-host/--broker-port")
+                               "or point the demo at a running site broker with --broker-host/--broker-port")
+        data_dir = self.work_dir / "data"
+        data_dir.mkdir(exist_ok=True)
         conf = self.work_dir / "mosquitto.conf"
-        conf.write_text(MOSQUITTO_CONF.format(port=self.port, data_dir=self.work_dir,
-                                             user=pwd.getpwuid(os.geteuid()).pw_name))
+        # Started as root, mosquitto would drop to user 'mosquitto' and could not read the site's
+        # 0600 keys or write its log in our private work dir: stay the user we are.
+        conf.write_text(site_broker_conf(self.site_dir, port=self.port, bind_address=self.host,
+                                         persistence_dir=data_dir, log_file=self.work_dir / "mosquitto.log",
+                                         run_as_user=pwd.getpwuid(os.geteuid()).pw_name))
         with open(self.work_dir / "broker.out", "ab") as log:
             self.proc = subprocess.Popen([exe, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
         if not wait_for_port(self.host, self.port, 15.0):
             self.stop()
             raise RuntimeError(f"mosquitto did not start on port {self.port} "
-                               f"(see {self.work_dir / 'broker.out'})")
+                               f"(see {self.work_dir / 'broker.out'} and {self.work_dir / 'mosquitto.log'})")
+
+    def reload(self) -> None:
+        """SIGHUP: Mosquitto re-reads the ACL and the CRL (after `cedge site enroll` / `revoke`)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGHUP)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

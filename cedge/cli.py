@@ -3,6 +3,7 @@
     cedge agent run|status|check-config|devices     on a unit
     cedge controller run|units|alarms|tasks|stats   at the fleet controller
     cedge demo [--json]                             the whole workflow on one machine
+    cedge site init|enroll|revoke|show              site CA, unit certificates, broker config and ACL
     cedge sim gps ...                               wire-level emulators for hardware-in-the-loop rigs
     cedge spectrum analyze|simulate ...             spectra files (N42, SPE, RadiaCode XML)
     cedge camera analyze ...                        recorded videos
@@ -38,6 +39,10 @@ for _name, (_module, _help) in _OPTIONAL_APPS.items():
         if not _err.name or not _err.name.startswith(_module.split(".")[0]):
             raise
 
+from cedge.site.cli import app as site_app  # noqa: E402  (after the optional apps, like bench below)
+
+app.add_typer(site_app, name="site", help="Site CA, enrolment and revocation of units, broker config and ACL.")
+
 bench_app = typer.Typer(help="Benchmarks (fixed seeds, JSON out).", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
@@ -51,15 +56,21 @@ def demo(
     timeout_s: float = typer.Option(240.0, help="Give up after this many wall-clock seconds."),
     broker_host: str | None = typer.Option(None, help="Use this broker instead of a private Mosquitto."),
     broker_port: int | None = typer.Option(None, help="Port of --broker-host."),
+    site: Path | None = typer.Option(None, help="Site directory (`cedge site init`) whose certificates the "
+                                     "fleet uses; needed with --broker-host (default: a new site in the work dir)."),
 ) -> None:
-    """Run broker, controller, 2 mobile units, 2 handhelds and a camera box on a simulated yard."""
+    """Run broker, controller, 2 mobile units, 2 handhelds and a camera box on a simulated yard,
+    over TLS with a certificate per process, the site ACL and signed commands."""
+    from agent.cli_output import fail
     from cedge.demo import print_summary, run_demo
     from hal_sim.scenario import packaged_scenario_path
 
+    if broker_host and site is None:
+        fail("--broker-host needs --site DIR: the site (cedge site init) whose CA that broker trusts", 2)
     console = make_console(stderr=True)
     path = scenario or packaged_scenario_path("demo_yard")
     summary = run_demo(path, out, rate=rate, timeout_s=timeout_s, console=console, quiet=json_out,
-                       broker_host=broker_host, broker_port=broker_port)
+                       broker_host=broker_host, broker_port=broker_port, site_dir=site)
     if json_out:
         print(json.dumps(summary, default=str))
     else:

@@ -1,7 +1,9 @@
 """`cedge demo`: the whole customs workflow on one machine, on embedded defaults.
 
 Broker (a private Mosquitto), fleet controller, two mobile units, two handhelds and a camera box
-run as separate processes on a simulated yard with a hidden source.  The demo watches the
+run as separate processes on a simulated yard with a hidden source, on the secure setup a site
+gets from `cedge site init`: TLS with a client certificate per process, the broker ACL, enrolled
+units only and signed commands.  The demo watches the
 controller's database, shows progress, and ends when the follow-up task has a final state, with a
 summary (``--json``: one JSON object) and a picture of the yard.
 """
@@ -42,7 +44,10 @@ def _source_truth(fleet: Fleet) -> list[dict[str, Any]]:
 
 def run_demo(scenario_path: Path, work_dir: Path | None = None, rate: float | None = None,
              timeout_s: float = 240.0, console: Console | None = None, quiet: bool = False,
-             broker_host: str | None = None, broker_port: int | None = None) -> dict[str, Any]:
+             broker_host: str | None = None, broker_port: int | None = None,
+             site_dir: Path | None = None) -> dict[str, Any]:
+    """Run the fleet on the secure setup of a site: ``site_dir`` (needed with an external broker), or
+    a site made in the work directory (``<work>/site``: CA, certificates, ACL, command key)."""
     console = console or Console(stderr=True)
     keep = work_dir is not None
     work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="cedge-demo-"))
@@ -50,7 +55,8 @@ def run_demo(scenario_path: Path, work_dir: Path | None = None, rate: float | No
         shutil.rmtree(work / "units", ignore_errors=True)
         for f in work.glob("controller.sqlite*"):
             f.unlink()
-    fleet = Fleet(scenario_path, work, rate=rate, broker_host=broker_host, broker_port=broker_port)
+    fleet = Fleet(scenario_path, work, rate=rate, broker_host=broker_host, broker_port=broker_port,
+                  site_dir=site_dir)
     view = FleetView(fleet.db_path)
     duration = fleet.scenario.time.duration_s
     t_wall0 = time.monotonic()
@@ -107,6 +113,7 @@ def run_demo(scenario_path: Path, work_dir: Path | None = None, rate: float | No
     summary["wall_time_s"] = round(time.monotonic() - t_wall0, 1)
     summary["sim_time_s"] = round(fleet.sim_seconds(), 1)
     summary["work_dir"] = str(work)
+    summary["site_dir"] = str(fleet.site_dir)
     try:
         from cedge.yard_map import draw_demo_map
 

@@ -4,6 +4,12 @@ Why real processes: the point of the demo and of the end-to-end tests is that th
 test is the program that ships — `cedge agent run` and `cedge controller run` talking through a
 real Mosquitto — with only the devices and the clock simulated (chosen by the generated YAML).
 The tests use the same class to SIGKILL an agent, stop the broker or restart the controller.
+
+Secure like a site: the fleet runs on a `cedge site` directory (by default ``<work>/site``, made on
+first use with the scenario's units enrolled): the broker is the site's TLS config with its ACL and
+CRL, every process connects with its own client certificate (unit id or ``cedge-controller`` as
+identity), units pin the controller's command key and the controller signs with it and accepts
+only enrolled units.  An external broker (``broker_host``) must be that site's broker.
 """
 
 from __future__ import annotations
@@ -21,7 +27,10 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from cedge.broker import EmbeddedBroker
+from cedge.broker import EmbeddedBroker, free_port
+from cedge.site.layout import COMMAND_KEYS, SiteLayout
+from cedge.site.profiles import tls_fields
+from cedge.site.registry import DEFAULT_CONTROLLER, load_registry
 
 if TYPE_CHECKING:
     from hal_sim.scenario import Scenario
@@ -34,8 +43,11 @@ def _sim_clock(scenario: Scenario, wall_start_s: float, rate: float) -> dict[str
 
 
 def unit_profile(scenario: Scenario, scenario_path: Path, unit: Any, broker_host: str, broker_port: int,
-                 clock: dict[str, Any]) -> dict[str, Any]:
-    """The YAML profile a simulated unit runs with: the same schema as a real unit's profile."""
+                 clock: dict[str, Any], site_dir: Path | None = None) -> dict[str, Any]:
+    """The YAML profile a simulated unit runs with: the same schema as a real unit's profile.
+
+    With ``site_dir`` the unit connects with its site certificate and pins the site's command keys.
+    """
     sim = {"scenario": str(scenario_path)}
     utype = unit.type
     if utype == "camerabox":
@@ -56,13 +68,16 @@ def unit_profile(scenario: Scenario, scenario_path: Path, unit: Any, broker_host
         "site": site.model_dump(),
         "clock": clock,
         "devices": devices,
-        "broker": {"host": broker_host, "port": broker_port, "keepalive_s": 10, "reconnect_max_s": 2.0},
+        "broker": {"host": broker_host, "port": broker_port, "keepalive_s": 10, "reconnect_max_s": 2.0,
+                   **_site_tls(site_dir, unit.unit_id, controller=False)},
         "outbox": {"path": "outbox.sqlite", "live_window_s": 5.0 * clock["params"]["rate"]},
         "health": {"interval_s": 10.0},
         "acquisition": {"detector_height_m": unit.detector_height_m} if utype != "camerabox" else {},
         "watchdog": {"timeout_s": 30.0},
         "log_level": "INFO",
     }
+    if site_dir is not None:
+        prof["command_auth"] = {"keys_dir": str(SiteLayout.at(site_dir).unit_dir(unit.unit_id) / COMMAND_KEYS)}
     if utype == "camerabox":
         prof["camera"] = {"fps": float(getattr(unit, "fps", 10)), "vitals_interval_s": 5.0}
     if utype == "handheld":
@@ -70,14 +85,34 @@ def unit_profile(scenario: Scenario, scenario_path: Path, unit: Any, broker_host
     return prof
 
 
+def _site_tls(site_dir: Path | None, identity: str, controller: bool) -> dict[str, Any]:
+    """``broker:`` keys of ``identity``'s certificate in the site (none without a site)."""
+    if site_dir is None:
+        return {}
+    layout = SiteLayout.at(site_dir)
+    return tls_fields(identity, layout.identity_dir(identity, controller))
+
+
+def _site_controller_keys(site_dir: Path | None) -> dict[str, Any]:
+    """The controller's command-signing key and enrolment list from the site (none without a site)."""
+    if site_dir is None:
+        return {}
+    layout = SiteLayout.at(site_dir)
+    reg = load_registry(layout.registry)
+    return {"command_signing_key": str(layout.signing_key), "command_key_id": reg.command_key_ids[-1],
+            "enrolled_units_file": str(layout.registry)}
+
+
 def controller_config(scenario: Scenario, broker_host: str, broker_port: int, db_path: Path,
-                      clock: dict[str, Any], client_id: str = "cedge-controller") -> dict[str, Any]:
+                      clock: dict[str, Any], client_id: str = DEFAULT_CONTROLLER,
+                      site_dir: Path | None = None) -> dict[str, Any]:
     site = scenario.site
     return {
         "schema": 1,
         "site": site.model_dump(),
         "broker": {"host": broker_host, "port": broker_port, "keepalive_s": 10, "client_id": client_id,
-                   "reconnect_max_s": 2.0},
+                   "reconnect_max_s": 2.0, **_site_tls(site_dir, client_id, controller=True)},
+        **_site_controller_keys(site_dir),
         "db_path": str(db_path),
         "clock": clock,
         # alarms within 20 m are one incident: the yard's lanes are 12 m apart, so a source is seen
@@ -92,7 +127,8 @@ class Fleet:
 
     def __init__(self, scenario_path: str | Path, work_dir: str | Path, rate: float | None = None,
                  broker_host: str | None = None, broker_port: int | None = None,
-                 units: list[str] | None = None, start_delay_s: float = 10.0) -> None:
+                 units: list[str] | None = None, start_delay_s: float = 10.0,
+                 site_dir: str | Path | None = None) -> None:
         from hal_sim.scenario import load_scenario
 
         self.scenario_path = Path(scenario_path).resolve()
@@ -109,6 +145,11 @@ class Fleet:
         self.units = [u for u in self.scenario.units if units is None or u.unit_id in units]
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.db_path = self.work_dir / "controller.sqlite"
+        if self._broker_addr is not None and site_dir is None:
+            raise ValueError("an external broker needs the site it belongs to (site_dir / --site): the fleet "
+                             "connects with that site's certificates")
+        self.site_dir = Path(site_dir).resolve() if site_dir is not None else self.work_dir / "site"
+        self._own_site = site_dir is None
 
     # --------------------------------------------------------------- addresses and files
     @property
@@ -141,10 +182,62 @@ class Fleet:
         self.procs[name] = proc
         return proc
 
+    # --------------------------------------------------------------- site and identities
+    def ensure_site(self) -> Path:
+        """The fleet's site directory with every unit of the run enrolled.
+
+        A fleet's own site (``<work>/site``) is made on first use and missing units are enrolled
+        into it; a given site must already have them (it belongs to a broker we do not control).
+        """
+        from cedge.site.manage import enroll, init_site, open_registry
+
+        ids = [u.unit_id for u in self.units]
+        if self._own_site and not (self.site_dir / "enrolled.yaml").exists():
+            init_site(self.site_dir, ids, site_name=self.scenario.site.name, broker_host="127.0.0.1",
+                      broker_port=free_port())
+            return self.site_dir
+        missing = [u for u in ids if u not in open_registry(self.site_dir).units]
+        if missing and not self._own_site:
+            raise RuntimeError(f"units {missing} are not enrolled in site {self.site_dir}: "
+                               f"cedge site enroll {self.site_dir} <unit> (and reload its broker)")
+        for u in missing:
+            enroll(self.site_dir, u)
+        if missing and self.broker is not None:
+            self.broker.reload()
+        return self.site_dir
+
+    def enroll(self, identity: str) -> Path:
+        """Enroll a further unit identity in the fleet's site and reload the broker (tests)."""
+        from cedge.site.manage import enroll
+
+        d = enroll(self.ensure_site(), identity)
+        if self.broker is not None:
+            self.broker.reload()
+        return d
+
+    def mqtt_client(self, identity: str, protocol: int = 5) -> Any:
+        """A paho client (not connected) with ``identity``'s site certificate, for tests and tools.
+
+        The broker makes the identity its client id: a second client of the same identity takes
+        over the first one's session, so use an identity no running process uses.
+        """
+        import ssl
+
+        import paho.mqtt.client as mqtt
+
+        layout = SiteLayout.at(self.ensure_site())
+        d = layout.identity_dir(identity, identity in load_registry(layout.registry).controllers)
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=identity,
+                             protocol=mqtt.MQTTv5 if protocol == 5 else mqtt.MQTTv311)
+        client.tls_set(ca_certs=str(d / "ca.crt"), certfile=str(d / "client.crt"), keyfile=str(d / "client.key"),
+                       tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        return client
+
     # --------------------------------------------------------------- life cycle
     def start_broker(self) -> None:
+        self.ensure_site()
         if self._broker_addr is None:
-            self.broker = EmbeddedBroker(self.work_dir / "broker")
+            self.broker = EmbeddedBroker(self.work_dir / "broker", self.site_dir)
             self.broker.start()
 
     def start_controller(self, wait_subscribed_s: float = 60.0) -> None:
@@ -153,7 +246,8 @@ class Fleet:
         Why wait: on a broker that holds no session for the controller yet, whatever agents publish
         before the first SUBSCRIBE is acknowledged to them and then dropped (no subscriber).
         """
-        cfg = controller_config(self.scenario, self.broker_host, self.broker_port, self.db_path, self.clock)
+        cfg = controller_config(self.scenario, self.broker_host, self.broker_port, self.db_path, self.clock,
+                                site_dir=self.ensure_site())
         path = self._write_yaml("controller.yaml", cfg)
         log_path = self.work_dir / "logs" / "controller.log"
         offset = log_path.stat().st_size if log_path.exists() else 0
@@ -184,7 +278,7 @@ class Fleet:
     def start_agent(self, unit_id: str) -> None:
         unit = next(u for u in self.units if u.unit_id == unit_id)
         prof = unit_profile(self.scenario, self.scenario_path, unit, self.broker_host, self.broker_port,
-                            self.unit_clock(unit.type))
+                            self.unit_clock(unit.type), site_dir=self.ensure_site())
         path = self._write_yaml(f"{unit_id}.yaml", prof)
         self._spawn(unit_id, ["agent", "run", "--profile", str(path), "--state-dir",
                               str(self.state_dir(unit_id))])

@@ -52,6 +52,12 @@ class ControllerBrokerConfig(BrokerConfig):
     Why persistent: with ``clean_start=False``, a fixed ``client_id`` and a session expiry the
     broker keeps the subscription and queues QoS-1 uplinks while the controller is down (restart,
     upgrade); the controller acknowledges each one only after it is committed to SQLite.
+
+    Identity: on a site broker (``cedge site``) the controller connects with ``tls_cert_file`` /
+    ``tls_key_file``, and the certificate's Common Name is its username and client id there (the
+    inherited check sets ``client_id`` from it, or refuses a different one).  Each controller
+    process (one per shared-subscription member) has its own certificate, so client ids are unique
+    and no process, and no unit, can take over another's session.
     """
 
     client_id: str = Field(default="cedge-controller", min_length=1, max_length=128)

@@ -85,7 +85,10 @@ class ControllerMqtt:
         if config.username:
             c.username_pw_set(config.username, config.password)
         if config.tls_ca_file:
-            c.tls_set(ca_certs=config.tls_ca_file, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+            # the broker's certificate is checked against the site CA and its host name; our client
+            # certificate's Common Name is our identity, username and client id at the site broker
+            c.tls_set(ca_certs=config.tls_ca_file, certfile=config.tls_cert_file, keyfile=config.tls_key_file,
+                      tls_version=ssl.PROTOCOL_TLS_CLIENT)
         c.reconnect_delay_set(min_delay=1, max_delay=max(1, int(config.reconnect_max_s)))
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect

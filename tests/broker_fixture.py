@@ -1,5 +1,9 @@
 """A real Mosquitto broker for tests, on a free loopback port, with its own config and data dir.
 
+Two modes: the default is an anonymous plain-TCP broker for tests of the link itself (QoS, sessions,
+outages); :meth:`Mosquitto.secure` runs a `cedge site` directory's generated config (TLS, client
+certificates, ACL, CRL, size limits) for tests of identity and authorization.
+
 Why a real broker: QoS-1 acknowledgement, the Last Will, persistent sessions and broker restarts
 are exactly what the link must get right, and an in-process fake would encode our own
 assumptions.  Persistence is on, so a :meth:`Mosquitto.stop` / :meth:`Mosquitto.start` cycle
@@ -47,7 +51,7 @@ class Mosquitto:
     host = "127.0.0.1"
 
     def __init__(self, workdir: str | os.PathLike[str], port: int | None = None, binary: str | None = None,
-                 extra_conf: str = "") -> None:
+                 extra_conf: str = "", site_dir: str | os.PathLike[str] | None = None) -> None:
         binary = binary or find_mosquitto()
         if binary is None:
             raise FileNotFoundError("mosquitto binary not found (apt install mosquitto, or set $MOSQUITTO)")
@@ -58,6 +62,17 @@ class Mosquitto:
         self.port = port or free_port(self.host)
         self.conf_path = self.workdir / "mosquitto.conf"
         self.log_path = self.workdir / "mosquitto.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.site_dir = Path(site_dir).resolve() if site_dir is not None else None
+        if self.site_dir is not None:
+            from cedge.site.manage import site_broker_conf
+
+            # the site's own generated config (TLS, client certificates, ACL, CRL, limits) on our
+            # port, data dir and log; its ACL and CRL stay in the site, so `cedge site` + reload() act
+            self.conf_path.write_text(site_broker_conf(
+                self.site_dir, port=self.port, bind_address=self.host, persistence_dir=self.data_dir,
+                log_file=self.log_path, run_as_user=pwd.getpwuid(os.geteuid()).pw_name) + f"{extra_conf}\n")
+            return
         self.conf_path.write_text(
             f"listener {self.port} {self.host}\n"
             "allow_anonymous true\n"
@@ -74,7 +89,12 @@ class Mosquitto:
             # log or persistence file in our private tmp dir: stay the user we are.
             f"user {pwd.getpwuid(os.geteuid()).pw_name}\n"
             f"{extra_conf}\n")
-        self._proc: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def secure(cls, workdir: str | os.PathLike[str], site_dir: str | os.PathLike[str], port: int | None = None,
+               extra_conf: str = "") -> Mosquitto:
+        """A broker running ``site_dir``'s generated secure config (a `cedge site init` directory)."""
+        return cls(workdir, port=port, extra_conf=extra_conf, site_dir=site_dir)
 
     @property
     def url(self) -> str:
@@ -148,14 +168,54 @@ class Mosquitto:
         except OSError:
             return ""
 
-    def broker_config(self, **overrides: object):  # -> agent.config.BrokerConfig
-        """A BrokerConfig pointing at this broker, with test-friendly fast reconnects."""
+    def broker_config(self, identity: str | None = None, **overrides: object):  # -> agent.config.BrokerConfig
+        """A BrokerConfig pointing at this broker, with test-friendly fast reconnects; on a secure
+        broker ``identity`` picks the site certificate it connects with."""
         from agent.config import BrokerConfig
 
         fields: dict[str, object] = {"host": self.host, "port": self.port, "keepalive_s": 5,
                                      "reconnect_max_s": 0.5}
+        if identity is not None:
+            fields.update(self.tls_fields(identity))
         fields.update(overrides)
         return BrokerConfig(**fields)
+
+    def identity_dir(self, identity: str) -> Path:
+        """Directory of ``identity``'s certificate and key in the site (secure mode only)."""
+        from cedge.site.layout import SiteLayout
+        from cedge.site.registry import load_registry
+
+        if self.site_dir is None:
+            raise RuntimeError("identity_dir(): this broker was not started from a site (Mosquitto.secure)")
+        layout = SiteLayout.at(self.site_dir)
+        return layout.identity_dir(identity, identity in load_registry(layout.registry).controllers)
+
+    def tls_fields(self, identity: str) -> dict[str, object]:
+        """``broker:`` keys (CA, certificate, key, client id) of ``identity`` in the site."""
+        from cedge.site.profiles import tls_fields
+
+        return tls_fields(identity, self.identity_dir(identity))
+
+    def client(self, identity: str | None, client_id: str | None = None, protocol: int = 5):  # -> mqtt.Client
+        """A paho client (not connected): TLS with ``identity``'s site certificate, or, with
+        ``identity=None``, plain TCP (anonymous) on the anonymous broker or TLS without a client
+        certificate on a secure one."""
+        import ssl
+
+        import paho.mqtt.client as mqtt
+
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or identity or "test-client",
+                        protocol=mqtt.MQTTv5 if protocol == 5 else mqtt.MQTTv311)
+        if self.site_dir is not None:
+            from cedge.site.layout import SiteLayout
+
+            if identity is None:
+                c.tls_set(ca_certs=str(SiteLayout.at(self.site_dir).broker_ca), tls_version=ssl.PROTOCOL_TLS_CLIENT)
+            else:
+                d = self.identity_dir(identity)
+                c.tls_set(ca_certs=str(d / "ca.crt"), certfile=str(d / "client.crt"), keyfile=str(d / "client.key"),
+                          tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        return c
 
     def __enter__(self) -> Mosquitto:
         self.start()

@@ -43,6 +43,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -120,7 +121,10 @@ class MqttLink:
             raise ValueError(f"max_inflight must be >= 1, got {max_inflight}")
         self.unit_id = unit_id
         self.broker = broker
-        self.client_id = client_id or f"cedge-agent-{unit_id}"
+        if broker.identity is not None and broker.identity != unit_id:
+            raise ValueError(f"broker.tls_cert_file is the certificate of {broker.identity!r}, not of {unit_id!r}")
+        # with a certificate the broker makes its identity the client id (use_username_as_clientid)
+        self.client_id = client_id or broker.client_id or f"cedge-agent-{unit_id}"
         self._outbox = outbox
         self._clock = clock
         self._birth = birth
@@ -290,7 +294,10 @@ class MqttLink:
         if b.username is not None:
             client.username_pw_set(b.username, b.password)
         if b.tls_ca_file:
-            client.tls_set(ca_certs=b.tls_ca_file)
+            # TLS 1.2+ with the broker's certificate checked against the site CA and its host name
+            # (paho's default context: CERT_REQUIRED, check_hostname); a client certificate if given
+            client.tls_set(ca_certs=b.tls_ca_file, certfile=b.tls_cert_file, keyfile=b.tls_key_file,
+                           tls_version=ssl.PROTOCOL_TLS_CLIENT)
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect

@@ -1,0 +1,1 @@
+"""A site's identities: certificate authority, broker TLS config and ACL, unit enrolment (`cedge site`)."""
