@@ -248,7 +248,9 @@ class Identifier:
                 # source brings its own scattered continuum (shields, cargo), which may be large
                 sigma_c = s.continuum_sigma * b_exp + s.excess_continuum_sigma * max(total - b_exp, 0.0)
                 prior_prec[1:] = 1.0 / sigma_c**2
-            x0[1:] = 0.0
+            # start the continuum rows on the excess over the background: Newton on a Poisson
+            # likelihood started at zero spends most of its iterations crawling off the boundary
+            x0[1:] = max(total - b_exp, 0.0) / max(n_base - 1, 1)
         xb, ll0, _ = fit_nonneg_prior(n, base, x0, zero, prior_mean, prior_prec, s.max_iter)
         mu0 = base.T @ xb
 
@@ -419,6 +421,9 @@ class Identifier:
         e_lo, e_hi = float(edges[0]), float(edges[-1])
         # the measured background's share of the model: known to ~1 %, unlike the templates
         measured = base_raw[0] * best_x[0] if (background_cps is not None and bg_rows) else None
+        # continuum emitters' share of the model: their templates are loose (residual_lines.LOOSE_REL_SIGMA)
+        cont_srcs = [src for src in part if self.library.sources[src].name in CONTINUUM_SOURCES]
+        loose = sum((part[src] for src in cont_srcs), np.zeros(n_raw.size)) if cont_srcs else None
         snm_rejected: list[str] = []
 
         def others_of(name: str, names: list[NuclideID]) -> list[str]:
@@ -432,7 +437,7 @@ class Identifier:
             # every line the template says must show, does
             if src not in part or not lines_consistent(
                     r.name, others_of(r.name, reported), n_raw, mu - part[src], part[src], centers, self.library,
-                    self.model, s.residual_systematic, s.snm_min_z, e_lo, e_hi, measured=measured):
+                    self.model, s.residual_systematic, s.snm_min_z, e_lo, e_hi, measured=measured, loose=loose):
                 reported.remove(r)
                 snm_rejected.append(r.name)
         confirmed: list[NuclideID] = reported[:1]
@@ -442,7 +447,7 @@ class Identifier:
             avoid = escape_peaks_kev(others, self.library, response_table(self.model).xray_escape_kev)
             if src in part and own_line_seen(r.name, others, n_raw, mu - part[src], centers, self.library,
                                              self.model, s.residual_systematic, s.secondary_min_z, e_lo, e_hi,
-                                             avoid, measured):
+                                             avoid, measured, loose):
                 confirmed.append(r)
         reported = confirmed
 

@@ -69,6 +69,7 @@ class Source:
     half_life_s: float
     energies_kev: np.ndarray  # line energies, ascending
     yields: np.ndarray  # photons per decay (not per 100)
+    spreads_kev: np.ndarray | None = None  # Gaussian sigma of pseudo-lines (continuum bins); None = all 0
 
     def lines_above(self, min_yield: float) -> tuple[np.ndarray, np.ndarray]:
         keep = self.yields >= min_yield
@@ -102,24 +103,26 @@ class NuclideLibrary:
 
 
 @functools.cache
-def line_table() -> dict[str, tuple[float, np.ndarray, np.ndarray]]:
-    """Component key -> (half-life s, energies keV, photons per decay).
+def line_table() -> dict[str, tuple[float, np.ndarray, np.ndarray, np.ndarray]]:
+    """Component key -> (half-life s, energies keV, photons per decay, pseudo-line spread keV).
 
     ``gamma_lines.csv`` (the shared reference's strongest lines), ``library_lines.csv`` (the N42.34 and
     RASE nuclides added to it) and ``extra_lines.csv`` (weaker lines of the same sources).
     """
-    grouped: dict[str, list[tuple[float, float]]] = {}
+    grouped: dict[str, list[tuple[float, float, float]]] = {}
     half_lives: dict[str, float] = {}
     for row in read_data_csv("gamma_lines.csv") + read_data_csv("library_lines.csv"):
         key = _component_key(row["source"])
         half_lives[key] = parse_half_life_s(row["half_life"])
-        grouped.setdefault(key, []).append((float(row["energy_keV"]), float(row["photons_per_100_decays"]) / 100))
+        grouped.setdefault(key, []).append((float(row["energy_keV"]), float(row["photons_per_100_decays"]) / 100,
+                                            float(row.get("spread_keV") or 0.0)))
     for row in read_data_csv("extra_lines.csv"):
-        grouped[row["component"]].append((float(row["energy_keV"]), float(row["photons_per_100_decays"]) / 100))
+        grouped[row["component"]].append((float(row["energy_keV"]), float(row["photons_per_100_decays"]) / 100,
+                                          0.0))
     table = {}
     for key, lines in grouped.items():
         arr = np.array(sorted(lines))
-        table[key] = (half_lives[key], arr[:, 0].copy(), arr[:, 1].copy())
+        table[key] = (half_lives[key], arr[:, 0].copy(), arr[:, 1].copy(), arr[:, 2].copy())
     return table
 
 
@@ -139,14 +142,17 @@ def default_library() -> NuclideLibrary:
         rows = parts[name]
         energies: list[np.ndarray] = []
         yields: list[np.ndarray] = []
+        spreads: list[np.ndarray] = []
         for row in rows:
             if row["component"] not in lines:
                 raise LibraryError(f"library.csv: {name} refers to unknown line set {row['component']!r}")
-            _, e, y = lines[row["component"]]
+            _, e, y, sp = lines[row["component"]]
             energies.append(e)
             yields.append(y * float(row["relative_activity"]))
+            spreads.append(sp)
         e_all = np.concatenate(energies)
         y_all = np.concatenate(yields)
+        sp_all = np.concatenate(spreads)
         order_idx = np.argsort(e_all)
         sources.append(
             Source(
@@ -156,6 +162,7 @@ def default_library() -> NuclideLibrary:
                 half_life_s=lines[rows[0]["component"]][0],
                 energies_kev=e_all[order_idx],
                 yields=y_all[order_idx],
+                spreads_kev=sp_all[order_idx] if np.any(sp_all > 0) else None,
             )
         )
     return NuclideLibrary(tuple(sources))

@@ -423,8 +423,9 @@ def build_templates(
             w = source.yields * shield_transmission(mat, x, e0)
             keep = w > 1e-7
             e_l, w_l = e0[keep], w[keep]
+            sp_l = source.spreads_kev[keep] if source.spreads_kev is not None else np.zeros(e_l.size)
             cont = np.zeros(n_grid)
-            lines = [(float(e), float(wl), 0.0) for e, wl in zip(e_l, w_l, strict=True)]
+            lines = [(float(e), float(wl), float(sp)) for e, wl, sp in zip(e_l, w_l, sp_l, strict=True)]
             if mat != "none":
                 lines += shield_scatter_lines(mat, x, e_l, w_l)
             for e, wl, spread in lines:
