@@ -23,6 +23,7 @@ from agent.spectral_files.model import SpectrumFileError
 MAX_CHANNELS = 65_536
 MAX_FILE_BYTES = 64 * 1024 * 1024  # a 64 MB spectrum file is already a long list-mode-like log
 MAX_DURATION_S = 10 * 365.25 * 86400  # live/real time: ten years is longer than any measurement
+MAX_CHANNEL_COUNT = 2.0**53  # counts in one channel: exact as a double, fits int64 (10^6 cps for 285 years)
 
 
 class SpectrumFileLimitError(SpectrumFileError):
@@ -72,10 +73,12 @@ def counted_zeroes_length(values: np.ndarray, source: str) -> int:
 
 
 def check_counts(values: np.ndarray, source: str, allow_negative: bool = False) -> None:
-    """Channel contents must be finite, and non-negative unless the spectrum is derived (net counts)."""
+    """Channel contents must be finite, below 2^53, and non-negative unless the spectrum is derived (net)."""
     values = np.asarray(values, dtype=float)
     if not np.all(np.isfinite(values)):
         raise SpectrumFileError(f"{source}: channel data holds non-finite values (NaN or Inf)")
+    if np.any(np.abs(values) > MAX_CHANNEL_COUNT):
+        raise SpectrumFileError(f"{source}: channel data holds a count above 2^53, more than any detector records")
     if not allow_negative and np.any(values < 0):
         raise SpectrumFileError(f"{source}: channel data holds negative counts")
 
@@ -91,11 +94,14 @@ def check_duration(seconds: float, source: str, what: str) -> float:
 def malformed_values(source: str) -> Iterator[None]:
     """Turn a value that does not convert (text where a number belongs, a year 99999, an integer of
     5,000 digits) into a :class:`SpectrumFileError` naming the file: a reader's only failure mode
-    for a bad file is that error, never a traceback."""
+    for a bad file is that error, never a traceback. Errors raised by helpers that do not know the
+    file (a bad xsd:duration, a bad date) get its name put in front."""
     try:
         yield
-    except SpectrumFileError:
-        raise
+    except SpectrumFileError as err:
+        if source in str(err):
+            raise
+        raise type(err)(f"{source}: {err}") from err
     except (ValueError, OverflowError, TypeError, IndexError, KeyError, ZeroDivisionError) as err:
         raise SpectrumFileError(f"{source}: malformed value ({type(err).__name__}: {str(err)[:200]})") from err
 

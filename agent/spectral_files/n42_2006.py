@@ -21,7 +21,7 @@ import numpy as np
 from lxml import etree
 
 from agent.hal.interfaces import EnergyCalibration, SpectrumReading
-from agent.spectral_files.limits import check_channels, check_duration
+from agent.spectral_files.limits import check_channels, check_counts, check_duration
 from agent.spectral_files.model import (
     InstrumentInfo,
     SpectrumFile,
@@ -127,8 +127,7 @@ def parse_n42_2006(root: etree._Element, source: str) -> SpectrumFile:
         check_channels(values.size, source)
         if values.size == 0:
             raise SpectrumFileError(f"{source}: a Spectrum has empty ChannelData")
-        if not np.all(np.isfinite(values)) or np.any(values < 0):
-            raise SpectrumFileError(f"{source}: ChannelData holds negative or non-finite counts")
+        check_counts(values, source)
         live_s = _seconds(_up_text(sp, "LiveTime"), source, "LiveTime")
         real_s = _seconds(_up_text(sp, "RealTime"), source, "RealTime")
         if live_s is None and real_s is None:

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from agent.hal.interfaces import EnergyCalibration, SpectrumReading
-from agent.spectral_files.limits import check_channels, counted_zeroes_length, malformed_values
+from agent.spectral_files.limits import check_channels, check_counts, counted_zeroes_length, malformed_values
 from agent.spectral_files.model import InstrumentInfo, SpectrumFile, SpectrumFileError, SpectrumMeasurement
 from agent.spectral_files.n42 import file_calibration
 
@@ -180,8 +180,9 @@ def convert_specfile(sf: Any, su: Any, source: str) -> SpectrumFile:
             continue  # neutron-only record
         check_channels(n, source)
         counts = np.asarray(sm.gammaCounts(), dtype=float)
-        if counts.size != n or not np.all(np.isfinite(counts)) or np.any(counts < 0):
-            raise SpectrumFileError(f"{source}: a spectrum holds negative or non-finite counts")
+        if counts.size != n:
+            raise SpectrumFileError(f"{source}: a spectrum holds {counts.size} counts for {n} channels")
+        check_counts(counts, source)
         live_s, real_s = _f32(sm.liveTime()), _f32(sm.realTime())
         if live_s <= 0 and real_s <= 0:
             raise SpectrumFileError(
