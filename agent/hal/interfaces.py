@@ -139,7 +139,9 @@ class GnssFix:
 
     @property
     def valid(self) -> bool:
-        return self.quality != FixQuality.INVALID
+        """A measured position: estimated (dead reckoning), manual and simulator modes are not."""
+        return self.quality not in (FixQuality.INVALID, FixQuality.ESTIMATED, FixQuality.MANUAL,
+                                    FixQuality.SIMULATION)
 
 
 @dataclass(frozen=True, slots=True)
