@@ -145,5 +145,25 @@ def bench_camera(
         print(json.dumps(result, default=float))
 
 
+@bench_app.command("gps")
+def bench_gps(
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    captures: Path | None = typer.Option(None, "--captures", help="Captures + *.fixes.json (default: tests/data/gps)."),
+    pty: bool = typer.Option(True, "--pty/--no-pty", help="Also replay every capture over a pseudo-terminal."),
+) -> None:
+    """Real receiver captures through the NMEA driver, matched against gpsd's fixes."""
+    from agent.cli_output import fail
+    from cedge.bench.gps import run_bench, summary_lines
+
+    try:
+        result = run_bench(captures, pty=pty)
+    except (FileNotFoundError, NotADirectoryError) as err:
+        fail(err, 1)
+    if json_out:
+        print(json.dumps(result, default=str))
+    else:
+        print("\n".join(summary_lines(result)))
+
+
 def main() -> None:  # pragma: no cover
     sys.exit(app())
