@@ -26,14 +26,23 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for_port(host: str, port: int, timeout_s: float = 10.0) -> bool:
+def wait_until_running(proc: subprocess.Popen[bytes], log_path: Path, offset: int = 0,
+                       timeout_s: float = 15.0) -> bool:
+    """Wait for Mosquitto's "running" log line after byte ``offset`` (its listeners are open then).
+
+    Why not probe the port: on a TLS listener a bare TCP connect is logged as a failed connection,
+    which reads like an attack in the broker log of every demo.
+    """
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and proc.poll() is None:
         try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return True
+            with open(log_path, "rb") as f:
+                f.seek(offset)
+                if b" running" in f.read():
+                    return True
         except OSError:
-            time.sleep(0.05)
+            pass
+        time.sleep(0.05)
     return False
 
 
@@ -62,23 +71,45 @@ class EmbeddedBroker:
                                "or point the demo at a running site broker with --broker-host/--broker-port")
         data_dir = self.work_dir / "data"
         data_dir.mkdir(exist_ok=True)
+        log_path = self.work_dir / "mosquitto.log"
         conf = self.work_dir / "mosquitto.conf"
         # Started as root, mosquitto would drop to user 'mosquitto' and could not read the site's
         # 0600 keys or write its log in our private work dir: stay the user we are.
         conf.write_text(site_broker_conf(self.site_dir, port=self.port, bind_address=self.host,
-                                         persistence_dir=data_dir, log_file=self.work_dir / "mosquitto.log",
+                                         persistence_dir=data_dir, log_file=log_path,
                                          run_as_user=pwd.getpwuid(os.geteuid()).pw_name))
+        offset = log_path.stat().st_size if log_path.exists() else 0  # a restart appends to the log
         with open(self.work_dir / "broker.out", "ab") as log:
             self.proc = subprocess.Popen([exe, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
-        if not wait_for_port(self.host, self.port, 15.0):
+        if not wait_until_running(self.proc, log_path, offset, 15.0):
             self.stop()
             raise RuntimeError(f"mosquitto did not start on port {self.port} "
                                f"(see {self.work_dir / 'broker.out'} and {self.work_dir / 'mosquitto.log'})")
 
-    def reload(self) -> None:
-        """SIGHUP: Mosquitto re-reads the ACL and the CRL (after `cedge site enroll` / `revoke`)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGHUP)
+    def reload(self, timeout_s: float = 10.0) -> bool:
+        """SIGHUP: Mosquitto re-reads the ACL and the CRL (after `cedge site enroll` / `revoke`).
+
+        Returns once its log says so (it reloads in one turn of its event loop, before serving the
+        next packet), False if it did not within ``timeout_s``.
+        """
+        if self.proc is None or self.proc.poll() is not None:
+            return False
+        log_path = self.work_dir / "mosquitto.log"
+
+        def count() -> int:
+            try:
+                return log_path.read_bytes().count(b"Reloading config")
+            except OSError:
+                return 0
+
+        before = count()
+        self.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if count() > before:
+                return True
+            time.sleep(0.05)
+        return False
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

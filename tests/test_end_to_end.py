@@ -34,11 +34,13 @@ pytestmark = [
 ]
 
 UNITS = ["mob-1", "mob-2", "hh-1"]
+GARBAGE_UNIT = "e2e-garbage"  # an enrolled identity that sends malformed payloads (broken unit software)
 
 
 @pytest.fixture
 def fleet(tmp_path: Path):  # noqa: ANN201
     f = Fleet(packaged_scenario_path("demo_yard"), tmp_path / "fleet", rate=10.0, units=UNITS)
+    f.enroll(GARBAGE_UNIT)  # the fleet's broker is the site's: only enrolled certificates connect
     try:
         f.start()
         yield f
@@ -179,9 +181,11 @@ def test_malformed_payloads_rejected_and_counted(fleet: Fleet) -> None:
     before = _wait_stored(fleet, 100)
     bad = [b"", b"\x00\xff garbage", b"{not json", b"[]", b'{"schema": 99}',
            json.dumps({"schema": 1, "kind": "health", "unit_id": "x"}).encode()]
-    topics = [uplink_topic("mob-1", k) for k in UPLINK_KINDS]
-    topics += ["cedge/v1/up/mob-1/unknown_kind", "cedge/v1/up/bad unit!/health"]
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="e2e-garbage", protocol=mqtt.MQTTv5)
+    # the site ACL lets an identity publish only under its own unit id (other topics never reach
+    # the controller: tests/test_site.py)
+    topics = [uplink_topic(GARBAGE_UNIT, k) for k in UPLINK_KINDS]
+    topics += [f"cedge/v1/up/{GARBAGE_UNIT}/unknown_kind"]
+    client: mqtt.Client = fleet.mqtt_client(GARBAGE_UNIT)
     client.connect(fleet.broker_host, fleet.broker_port)
     client.loop_start()
     try:

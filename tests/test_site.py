@@ -36,6 +36,7 @@ from agent.command_auth import load_public_keys
 from agent.config import BrokerConfig, ConfigError, profile_from_dict
 from cedge.cli import app
 from cedge.site import ca as ca_mod
+from cedge.site.broker_conf import MAX_PACKET_SIZE_BYTES, MAX_QUEUED_BYTES, MESSAGE_SIZE_LIMIT_BYTES
 from cedge.site.files import write_atomic, write_private
 from cedge.site.layout import SiteLayout
 from cedge.site.manage import SiteError, enroll, init_site, revoke
@@ -317,7 +318,10 @@ def test_shipped_config_is_secure_and_refuses_anonymous(tmp_path: Path, site: Pa
     opts = {m.group(1): m.group(2).strip() for m in re.finditer(r"^(\w+)\s+(.*)$", shipped, re.M)}
     assert opts["allow_anonymous"] == "false" and opts["require_certificate"] == "true"
     assert opts["use_identity_as_username"] == "true" and opts["use_username_as_clientid"] == "true"
-    assert int(opts["message_size_limit"]) > 0 and int(opts["max_queued_bytes"]) > 0
+    # the same bounds as the generated config (cedge.site.broker_conf)
+    assert int(opts["message_size_limit"]) == MESSAGE_SIZE_LIMIT_BYTES
+    assert int(opts["max_packet_size"]) == MAX_PACKET_SIZE_BYTES
+    assert int(opts["max_queued_bytes"]) == MAX_QUEUED_BYTES
     assert len(re.findall(r"^listener ", shipped, re.M)) == 1  # no second, plain listener
 
     # run it, as shipped, with only the paths and the port pointed at this test's site
@@ -500,3 +504,49 @@ def test_enrolled_unit_connects_after_reload(broker: Mosquitto, peers: Callable[
     wait_until(lambda: ctl.got("cedge/v1/up/hh-7/health"), "its message at the controller")
     prof = profile_from_dict(yaml.safe_load((SiteLayout.at(site).unit_dir("hh-7") / "profile.yaml").read_text()))
     assert prof.unit_id == "hh-7" and prof.broker.identity == "hh-7"
+
+
+def test_second_controller_identity_shares_the_uplink(broker: Mosquitto) -> None:
+    """Each controller process has its own certificate (client ids unique by construction) and
+    the ACL lets every controller identity read the up-stream through a shared subscription."""
+    site = broker.site_dir
+    assert site is not None
+    enroll(site, "cedge-controller-b", controller=True)
+    assert (SiteLayout.at(site).controller_dir("cedge-controller-b") / "client.crt").is_file()
+    reloads = broker.log_text().count("Reloading config")
+    broker.reload()
+    wait_until(lambda: broker.log_text().count("Reloading config") > reloads, "the broker reloaded")
+    ctls = [ControllerMqtt(ControllerBrokerConfig(host=broker.host, port=broker.port, keepalive_s=5,
+                                                  shared_subscription_group="ctl", **broker.tls_fields(name)))
+            for name in ("cedge-controller", "cedge-controller-b")]
+    assert [c.config.client_id for c in ctls] == ["cedge-controller", "cedge-controller-b"]
+    for c in ctls:
+        c.start()
+    unit = Peer(broker.client("mob-1"))
+    try:
+        assert all(c.wait_connected(DEADLINE_S) for c in ctls)
+        assert unit.start(broker.host, broker.port)
+        got: list[list[str]] = [[], []]
+
+        def drain() -> int:
+            for i, c in enumerate(ctls):
+                while not c.inbox.empty():
+                    msg = c.inbox.get_nowait()
+                    got[i].append(msg.topic)
+                    c.ack(msg)
+            return len(got[0]) + len(got[1])
+
+        n = 20
+        # the controllers subscribe right after CONNACK; publish until the first message arrives
+        wait_until(lambda: unit.publish("cedge/v1/up/mob-1/health", b"probe") == 0 and drain() > 0,
+                   "the first uplink through the shared subscription")
+        before = drain()
+        for _ in range(n):
+            assert unit.publish("cedge/v1/up/mob-1/measurement", b"m") == 0
+        wait_until(lambda: drain() >= before + n, f"{n} uplinks split over the two controllers")
+        measured = [sum(t.endswith("/measurement") for t in g) for g in got]
+        assert sum(measured) == n and all(m > 0 for m in measured), measured
+    finally:
+        unit.stop()
+        for c in ctls:
+            c.stop()

@@ -19,8 +19,9 @@ written.  In short:
 * **How much**: ``max_packet_size`` disconnects a client that announces a larger packet before the
   broker buffers it, ``message_size_limit`` refuses larger payloads, ``max_queued_messages`` /
   ``max_queued_bytes`` bound each client's queue (issue 14 row 13: ten 10 MB messages grew the broker
-  to 1.1 GB).  The largest real message is an alarm with a 4096-channel spectrum (a few tens of kB
-  of JSON), far below the limit.
+  to 1.1 GB).  The limit is the wire schema's own (``MAX_UPLINK_BYTES``): the largest message the
+  schema allows is an alarm with a 16384-channel spectrum of 13-digit counts, ~230 kB of JSON; the
+  demo's largest spectra are a few kB.
 """
 
 from __future__ import annotations
@@ -29,11 +30,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.wire_schema import TOPIC_ROOT
+from agent.wire_schema import MAX_UPLINK_BYTES, TOPIC_ROOT
 
-#: Largest accepted PUBLISH payload.  A 4096-channel spectrum as JSON is < 40 kB; 1 MiB leaves room
-#: for larger detectors and camera messages while bounding what one message can cost the broker.
-MESSAGE_SIZE_LIMIT_BYTES = 1024 * 1024
+#: Largest accepted PUBLISH payload: what the controller accepts (agent.wire_schema), no more.
+MESSAGE_SIZE_LIMIT_BYTES = MAX_UPLINK_BYTES
 #: Largest MQTT packet (payload + topic + properties); the broker drops a client announcing more.
 MAX_PACKET_SIZE_BYTES = MESSAGE_SIZE_LIMIT_BYTES + 64 * 1024
 #: Per-client queue while a client (normally the controller) is away.  Beyond it Mosquitto drops
