@@ -103,8 +103,9 @@ def load_yaml_bytes(data: bytes | str, source: str = "<yaml>") -> Any:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         raise YamlError(f"{source}: not UTF-8 text ({err.reason} at byte {err.start})") from err
-    loader = _Loader(text)
+    loader: _Loader | None = None
     try:
+        loader = _Loader(text)  # the reader refuses control characters here already
         node = loader.get_single_node()
         if node is None:
             return None
@@ -120,7 +121,8 @@ def load_yaml_bytes(data: bytes | str, source: str = "<yaml>") -> Any:
     except (ValueError, TypeError, OverflowError) as err:  # e.g. a timestamp 2026-13-45, a 5000-digit int
         raise YamlError(f"{source}: invalid value ({err})") from err
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def load_yaml_file(path: str | Path) -> Any:
