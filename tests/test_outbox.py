@@ -1,10 +1,18 @@
-"""Outbox unit tests (no broker): order, ack, drop policy, corruption handling, concurrency."""
+"""Outbox unit tests (no broker): order, ack, drop policy, corruption salvage, concurrency, and disk
+faults (issue 15): a file deleted or replaced while open, a byte budget, a tmpfs that fills up, a disk
+read-only at start.  The tmpfs tests need root (mount) and are skipped with the reason otherwise."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import random
 import sqlite3
+import subprocess
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -84,7 +92,7 @@ def test_garbage_file_raises_clear_error_and_is_kept(tmp_path: Path) -> None:
     assert path.read_bytes() == random.Random(1).randbytes(8192)  # untouched
 
 
-def test_corrupt_file_moved_aside_on_request(tmp_path: Path) -> None:
+def test_corrupt_file_salvaged_then_moved_aside_on_request(tmp_path: Path) -> None:
     path = tmp_path / "ob.sqlite"
     with Outbox(path, 10_000, synchronous="NORMAL") as ob:
         for s in range(1, 400):
@@ -98,9 +106,13 @@ def test_corrupt_file_moved_aside_on_request(tmp_path: Path) -> None:
     ob = Outbox(path, 10_000, on_corrupt="move_aside")
     try:
         assert ob.moved_aside_to is not None and ob.moved_aside_to.read_bytes() == bytes(raw)
-        assert ob.count() == 0
+        # rows SQLite can still reach are salvaged before the file is moved aside; the ones on the
+        # smashed pages are counted as lost (their ids are still listed in the intact index)
+        report = ob.report()
+        assert report["salvage"]["salvaged"] == ob.count() > 300
+        assert ob.count() + report["lost"]["corrupt"] == 399
         ob.put("t", b"{}", "alarm", "boot0002", 1, 0.0)
-        assert ob.count() == 1
+        assert ob.count() == report["salvage"]["salvaged"] + 1
     finally:
         ob.close()
 
@@ -174,3 +186,223 @@ def test_failed_insert_consumes_no_seq(tmp_path: Path) -> None:
     assert seq.last_seq == 1
     with seq.reserve() as s:
         assert s == 2
+
+
+# --------------------------------------------------------------------------- disk faults (issue 15)
+def _env(kind: str, seq: int, boot: str = "boot0001", size: int = 0) -> bytes:
+    """A payload shaped like a real envelope (the page-scan salvage checks for the JSON object)."""
+    return json.dumps({"schema": 1, "kind": kind, "seq": seq, "boot_id": boot, "pad": "x" * size}).encode()
+
+
+def _put_env(ob: Outbox, kind: str, seq: int, size: int = 0, boot: str = "boot0001") -> int | None:
+    return ob.put(f"cedge/v1/up/u1/{kind}", _env(kind, seq, boot, size), kind, boot, seq, float(seq))
+
+
+def _wait_report(ob: Outbox, ok: Callable[[dict], bool], timeout_s: float = 10.0) -> dict:
+    """Call maintain() (as the runtime loop does) until the report satisfies ``ok``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        ob.maintain()
+        rep = ob.report()
+        if ok(rep) or time.monotonic() > deadline:
+            return rep
+        time.sleep(0.02)
+
+
+def _wait_state(ob: Outbox, state: str, timeout_s: float = 10.0) -> dict:
+    return _wait_report(ob, lambda rep: rep["state"] == state, timeout_s)
+
+
+def _all_seqs(ob: Outbox) -> list[int]:
+    return sorted(r.seq for r in ob.take_batch(1_000_000, count_attempt=False))
+
+
+def test_deleted_file_is_detected_and_rebuilt_from_the_open_file(tmp_path: Path) -> None:
+    path = tmp_path / "ob.sqlite"
+    with Outbox(path, 1000, check_interval_s=0.05) as ob:
+        for s in range(1, 31):
+            _put_env(ob, "alarm" if s % 10 == 0 else "measurement", s)
+        sent = ob.take_batch(5)  # five rows are "in flight": their acks arrive after the rebuild
+        for p in tmp_path.iterdir():
+            p.unlink()  # rm outbox.sqlite*  (a technician "cleaning up")
+        time.sleep(0.1)
+        for s in range(31, 41):  # rows written after the deletion: the first put notices it
+            _put_env(ob, "measurement", s)
+        rep = _wait_report(ob, lambda r: r["state"] == "ok" and "deleted" in r["errors"])
+        assert rep["errors"].get("deleted") == 1 and rep["lost"] == {}
+        assert path.exists() and ob.count() == 40
+        assert ob.ack_many([r.id for r in sent]) == 5  # old row ids still valid in the new file
+        assert _all_seqs(ob) == list(range(6, 41))
+    with Outbox(path, 1000) as ob:  # durable: the rebuilt file holds them after a restart
+        assert _all_seqs(ob) == list(range(6, 41))
+
+
+def test_replaced_file_is_moved_aside_never_deleted(tmp_path: Path) -> None:
+    path = tmp_path / "ob.sqlite"
+    with Outbox(path, 1000, check_interval_s=0.05) as ob:
+        for s in range(1, 21):
+            _put_env(ob, "measurement", s)
+        other = tmp_path / "other.sqlite"
+        db = sqlite3.connect(other)
+        db.execute("CREATE TABLE precious (x)")
+        db.execute("INSERT INTO precious VALUES (7)")
+        db.commit()
+        db.close()
+        os.replace(other, path)
+        _put_env(ob, "alarm", 21)
+        rep = _wait_report(ob, lambda r: r["state"] == "ok" and "replaced" in r["errors"])
+        assert rep["errors"].get("replaced") == 1 and rep["lost"] == {}
+        assert _all_seqs(ob) == list(range(1, 22))
+    aside = [p for p in tmp_path.iterdir() if ".replaced-" in p.name and not p.name.endswith("-wal")]
+    assert len(aside) == 1 and sqlite3.connect(aside[0]).execute("SELECT x FROM precious").fetchone() == (7,)
+
+
+def test_byte_budget_drops_oldest_measurements_never_alarms(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "ob.sqlite", 10_000, max_bytes=20_000) as ob:
+        for s in range(1, 101):
+            _put_env(ob, "alarm" if s % 10 == 0 else "measurement", s, size=500)
+        seqs = _all_seqs(ob)
+        rep = ob.report()
+        assert rep["on_disk_bytes"] <= 20_000 + 700  # one row may sit over after the alarms
+        assert [s for s in range(10, 101, 10)] == [s for s in seqs if s % 10 == 0]  # every alarm kept
+        assert seqs[-1] == 100 and min(s for s in seqs if s % 10) > 50  # oldest measurements went first
+        assert rep["lost"] == {"outbox_full": 100 - len(seqs)} and ob.dropped == 100 - len(seqs)
+
+
+def _build_pending_outbox(path: Path, n: int) -> None:
+    """An outbox with ``n`` pending rows in its file and WAL (a process that was killed)."""
+    src = path.with_name("live.sqlite")
+    ob = Outbox(src, 10_000)
+    for s in range(1, n + 1):
+        _put_env(ob, "alarm" if s % 7 == 0 else "measurement", s, size=300 if s % 3 else 3000)
+    for suffix in ("", "-wal"):  # copy while open, like a power cut; then let the live one go
+        Path(f"{path}{suffix}").write_bytes(Path(f"{src}{suffix}").read_bytes())
+    ob.close()
+
+
+def _page_of(path: Path, needle: bytes) -> int:
+    data = path.read_bytes()
+    at = data.find(needle)
+    assert at >= 0
+    return at // 4096
+
+
+def test_corrupt_outbox_rows_are_salvaged_and_losses_counted(tmp_path: Path) -> None:
+    path = tmp_path / "ob.sqlite"
+    _build_pending_outbox(path, 60)
+    con = sqlite3.connect(path)
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # everything into the main file, for the page maths
+    con.close()
+    raw = bytearray(path.read_bytes())
+    victim = _page_of(path, b'"seq": 40,')  # a table leaf page in the middle
+    raw[:100] = random.Random(3).randbytes(100)  # the header is garbage: SQLite cannot open it at all
+    raw[victim * 4096:(victim + 1) * 4096] = random.Random(4).randbytes(4096)
+    path.write_bytes(bytes(raw))
+    with Outbox(path, 10_000, on_corrupt="move_aside") as ob:
+        rep = ob.report()
+        got = _all_seqs(ob)
+        sal = rep["salvage"]
+        assert sal is not None and sal["salvaged"] == len(got) and not sal["header_ok"]
+        assert 40 not in got and len(got) >= 50  # only the smashed page's rows are gone
+        assert sal["lost"] == 60 - len(got) and rep["lost"] == {"corrupt": 60 - len(got)}  # each one counted
+        assert rep["moved_aside_to"] and Path(rep["moved_aside_to"]).read_bytes() == bytes(raw)
+        _put_env(ob, "alarm", 61)  # the fresh outbox works; ids continue above the salvaged ones
+        assert ob.take_batch(1000, count_attempt=False)[-1].seq == 61
+
+
+def test_corrupt_outbox_with_wal_salvages_uncheckpointed_rows(tmp_path: Path) -> None:
+    """A bad sector in the main file of an outbox whose newest rows are only in its WAL."""
+    path = tmp_path / "ob.sqlite"
+    live = tmp_path / "live.sqlite"
+    with Outbox(live, 10_000) as ob:  # rows 1..30 checkpointed into the main file at close
+        for s in range(1, 31):
+            _put_env(ob, "measurement", s, size=300)
+    ob = Outbox(live, 10_000)
+    for s in range(31, 51):  # rows 31..50 only in the WAL
+        _put_env(ob, "alarm" if s % 5 == 0 else "measurement", s, size=300)
+    for suffix in ("", "-wal"):  # a power cut: copy while open
+        Path(f"{path}{suffix}").write_bytes(Path(f"{live}{suffix}").read_bytes())
+    ob.close()
+    raw = bytearray(path.read_bytes())
+    victim = _page_of(path, b'"seq": 5,')
+    raw[victim * 4096:(victim + 1) * 4096] = random.Random(6).randbytes(4096)
+    path.write_bytes(bytes(raw))
+    with Outbox(path, 10_000, on_corrupt="move_aside") as ob:
+        rep = ob.report()
+        got = _all_seqs(ob)
+        assert rep["salvage"]["wal_frames"] > 0
+        assert set(range(31, 51)) <= set(got) and 5 not in got  # every WAL row, not the smashed page
+        assert len(got) + rep["lost"]["corrupt"] == 50
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path: Path):  # noqa: ANN201 - yields the mount point
+    """A 512 KiB tmpfs (root only): a disk that really fills up."""
+    mnt = tmp_path / "tmpfs"
+    mnt.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mnt)], capture_output=True,
+                         text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {res.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def _fill(path: Path) -> None:
+    with open(path, "wb", buffering=0) as f, contextlib.suppress(OSError):
+        while True:
+            f.write(b"\0" * 4096)
+
+
+def test_full_disk_keeps_alarms_in_memory_and_recovers_by_itself(tiny_tmpfs: Path) -> None:
+    ob = Outbox(tiny_tmpfs / "ob.sqlite", 10_000, memory_max_messages=20, retry_min_s=0.05, retry_max_s=0.2)
+    try:
+        for s in range(1, 11):
+            _put_env(ob, "measurement", s)
+        _fill(tiny_tmpfs / "ballast")
+        s = 10
+        while ob.report()["state"] == "ok" and s < 5000:  # until SQLite needs a new block
+            s += 1
+            _put_env(ob, "measurement", s, size=200)
+        assert ob.report()["state"] == "ENOSPC", ob.report()
+        first_fault = s
+        for _ in range(60):  # one alarm every tenth message while the disk is full
+            s += 1
+            _put_env(ob, "alarm" if s % 10 == 0 else "measurement", s, size=200)
+        rep = ob.report()
+        assert rep["in_memory"] >= 6 and rep["errors"]["ENOSPC"] >= 1
+        (tiny_tmpfs / "ballast").unlink()
+        rep = _wait_state(ob, "ok")
+        assert rep["in_memory"] == 0
+        got = _all_seqs(ob)
+        alarms = [x for x in range(first_fault + 1, s + 1) if x % 10 == 0]
+        assert set(alarms) <= set(got)  # every alarm of the full-disk episode is on disk now
+        missing = sorted(set(range(1, s + 1)) - set(got))
+        assert len(missing) == rep["lost"].get("disk_unavailable", 0) == ob.dropped  # each loss counted
+        assert all(m > first_fault - 1 for m in missing)
+        _put_env(ob, "measurement", s + 1)
+        assert ob.report()["state"] == "ok" and _all_seqs(ob)[-1] == s + 1
+    finally:
+        ob.close()
+
+
+def test_unwritable_disk_at_start_runs_on_memory_until_it_can_write(tiny_tmpfs: Path) -> None:
+    path = tiny_tmpfs / "ob.sqlite"
+    with Outbox(path, 100) as ob:  # two rows from an earlier run
+        _put_env(ob, "alarm", 1, boot="old")
+        _put_env(ob, "measurement", 2, boot="old")
+    subprocess.run(["mount", "-o", "remount,ro", str(tiny_tmpfs)], check=True)
+    ob = Outbox(path, 100, retry_min_s=0.05, retry_max_s=0.2)
+    try:
+        assert ob.report()["state"] != "ok"
+        _put_env(ob, "alarm", 1)  # ids from 1: they clash with the old rows, which get renumbered
+        first = ob.take_batch(10)  # sent from memory while the disk is read-only
+        assert [(r.boot_id, r.seq) for r in first] == [("boot0001", 1)]
+        subprocess.run(["mount", "-o", "remount,rw", str(tiny_tmpfs)], check=True)
+        assert _wait_state(ob, "ok")["state"] == "ok"
+        assert ob.ack_many([first[0].id]) == 1  # the ack of the memory row removes that row only
+        assert sorted((r.boot_id, r.seq) for r in ob.take_batch(10)) == [("old", 1), ("old", 2)]
+    finally:
+        ob.close()
