@@ -23,6 +23,7 @@ DEVICE_TABLE: dict[str, dict[str, str]] = {
     "gnss": {
         "sim": "hal_sim.devices.sim_gnss:SimGnss",
         "nmea": "drivers.nmea_gps:NmeaGpsReceiver",
+        "gpsd": "drivers.gpsd_client:GpsdReceiver",
     },
     "camera": {
         "sim": "hal_sim.devices.sim_camera:SimCamera",
