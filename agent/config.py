@@ -94,8 +94,21 @@ class BrokerConfig(_Cfg):
 
 
 class OutboxConfig(_Cfg):
+    """The durable outbox (agent.link.outbox).
+
+    The disk budget is ``max_messages`` rows and ``max_bytes`` (payload + topic + ~100 B per row;
+    the file adds free pages and a WAL of at most ~1 MiB).  When it is full, health messages go
+    first, then the oldest measurements/vitals; alarms and task events are never dropped (the
+    budget is exceeded for them).  ``memory_max_*`` bound the in-memory queue that holds messages
+    while the disk refuses writes (full, read-only, failing); alarms and task events may use up to
+    4x that before one is lost.  Every drop is counted and reported in health messages.
+    """
+
     path: str = "outbox.sqlite"
     max_messages: int = Field(default=2_000_000, gt=0)
+    max_bytes: int = Field(default=1024**3, ge=64 * 1024)  # 1 GiB: days of measurements offline
+    memory_max_messages: int = Field(default=10_000, ge=10, le=10_000_000)
+    memory_max_bytes: int = Field(default=32 * 1024**2, ge=64 * 1024, le=4 * 1024**3)
     max_inflight: int = Field(default=200, ge=1, le=65535)
     live_window_s: float = Field(default=5.0, gt=0)
 

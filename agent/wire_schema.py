@@ -170,6 +170,15 @@ class Health(_Strict):
     available: bool = True  # handhelds: free to take a task
     task_id: WireId | None = None
     commands_rejected: NonNegCount = 0  # commands refused by the unit's gate since start (agent.runtime.command_gate)
+    # No silent loss (issue 15; agent.link.outbox.Outbox.report): all optional, so older agents'
+    # health messages still validate.  Counters run since the agent process started.
+    outbox_state: Annotated[str, StringConstraints(max_length=32)] = "ok"  # or the disk fault now: ENOSPC, EIO, ...
+    outbox_errors: dict[Annotated[str, StringConstraints(max_length=32)], NonNegCount] = Field(
+        default_factory=dict, max_length=16)  # failed outbox disk operations by kind (ENOSPC, EIO, deleted, ...)
+    messages_lost: dict[Annotated[str, StringConstraints(max_length=32)], NonNegCount] = Field(
+        default_factory=dict, max_length=16)  # sequenced messages lost by reason; each is a seq gap
+    outbox_in_memory: NonNegCount = 0  # messages held in memory because the disk refused them
+    status_write_failures: NonNegCount = 0  # status.json writes that failed (agent.runtime.status_file)
 
 
 class Measurement(_Strict):

@@ -200,13 +200,17 @@ class MqttLink:
     def send(self, kind: str, body: BaseModel) -> int:
         """Stamp, sequence and durably queue one uplink message; returns its seq.
 
-        Never blocks on the network and never raises because the broker is down.  Raises
-        ``ValueError`` (WireError) for a kind that is not sequenced or a body of the wrong type,
-        and :class:`~agent.link.outbox.OutboxError` if the outbox cannot store it (disk full);
-        in both cases no seq is consumed.  If the outbox is full and this message is the least
-        important one it is dropped (counted in ``stats()['dropped']``) and its seq is consumed,
-        so the controller sees the loss as a gap.  Before :meth:`start` and after :meth:`stop`
-        messages are still stored; they go out on the next connection (as backfill).
+        Never blocks on the network and never raises because the broker is down or the disk
+        fails.  Raises ``ValueError`` (WireError) for a kind that is not sequenced or a body of
+        the wrong type, and :class:`~agent.link.outbox.OutboxError` once the outbox is closed; in
+        both cases no seq is consumed.  Otherwise the seq is always consumed: while the disk
+        refuses writes (full, read-only, I/O errors) the outbox keeps the message in its memory
+        queue and this link sends it from there; a message the outbox drops (its budget, or the
+        memory queue, full of more important ones -- never an alarm or task event while room is
+        left) is counted by reason in ``Outbox.report()['lost']`` and ``stats()['dropped']``, and
+        the controller sees its seq as a gap (issue 15: no silent loss).  Before :meth:`start` and
+        after :meth:`stop` messages are still stored; they go out on the next connection (as
+        backfill).
         """
         if kind not in wire_schema.SEQUENCED_KINDS:
             raise wire_schema.WireError(

@@ -1,6 +1,8 @@
-"""Process health for the periodic health message: CPU, memory, queues, sensor states."""
+"""Process health for the periodic health message: CPU, memory, queues, sensor states, disk faults."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import psutil
 
@@ -24,4 +26,25 @@ def sensor_health(devices: dict[str, Device], errors: dict[str, int]) -> dict[st
     return {
         name: SensorHealth(state=dev.state.value, detail=dev.state_detail[:200], errors=errors.get(name, 0))
         for name, dev in devices.items()
+    }
+
+
+def persistence_health(outbox_report: dict[str, Any], status_write_failures: int) -> dict[str, Any]:
+    """The Health fields that report disk faults and lost messages (issue 15: no silent loss).
+
+    From :meth:`agent.link.outbox.Outbox.report`: the outbox's current state, its failed disk
+    operations by kind, messages lost by reason (each a seq gap at the controller), and how many
+    messages wait in memory because the disk refused them.  Dicts are capped at the wire schema's
+    16 entries (largest counts kept) so a health message can always be built.
+    """
+
+    def top(counts: dict[str, int]) -> dict[str, int]:
+        return dict(sorted(counts.items(), key=lambda kv: -kv[1])[:16])
+
+    return {
+        "outbox_state": str(outbox_report.get("state", "ok"))[:32],
+        "outbox_errors": top({str(k)[:32]: int(v) for k, v in outbox_report.get("errors", {}).items()}),
+        "messages_lost": top({str(k)[:32]: int(v) for k, v in outbox_report.get("lost", {}).items()}),
+        "outbox_in_memory": int(outbox_report.get("in_memory", 0)),
+        "status_write_failures": int(status_write_failures),
     }

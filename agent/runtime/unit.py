@@ -11,7 +11,6 @@ the outbox for the next start.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import queue
@@ -41,8 +40,9 @@ from agent.link.outbox import OutboxError
 from agent.link.sequence import BOOT_JOURNAL_FILE
 from agent.runtime.acquisition import AcquisitionThread, BoundedQueue
 from agent.runtime.command_gate import CommandGate
-from agent.runtime.health import ProcessHealth, sensor_health
+from agent.runtime.health import ProcessHealth, persistence_health, sensor_health
 from agent.runtime.roles import ROLES, RoleContext
+from agent.runtime.status_file import StatusFile
 from agent.runtime.track import PositionTrack
 from agent.runtime.watchdog import Watchdog
 from agent.wire_schema import Birth, Command, Health
@@ -53,13 +53,15 @@ STATUS_FILE = "status.json"
 
 
 class CountingSender:
-    """Wraps the link's send to count the sequenced messages this boot produced (status, demo)."""
+    """Wraps the link's send to count the sequenced messages this boot produced, in total and by
+    kind (status file, demo, and the tests that check every alarm reached the controller)."""
 
     def __init__(self, link: MqttLink) -> None:
         self.link = link
         self.count = 0
         self.last_seq = 0
         self.failures = 0
+        self.by_kind: dict[str, int] = {}
 
     def send(self, kind: str, body: Any) -> int:
         try:
@@ -70,6 +72,7 @@ class CountingSender:
             return -1
         self.count += 1
         self.last_seq = seq
+        self.by_kind[kind] = self.by_kind.get(kind, 0) + 1
         return seq
 
 
@@ -91,7 +94,12 @@ class AgentRuntime:
         outbox_path = Path(profile.outbox.path)
         if not outbox_path.is_absolute():
             outbox_path = self.state_dir / outbox_path
-        self.outbox = Outbox(str(outbox_path), profile.outbox.max_messages, on_corrupt="move_aside")
+        oc = profile.outbox
+        # never refuses to start for a full/read-only disk or a corrupt file (issue 15): see Outbox
+        self.outbox = Outbox(str(outbox_path), oc.max_messages, max_bytes=oc.max_bytes,
+                             memory_max_messages=oc.memory_max_messages, memory_max_bytes=oc.memory_max_bytes,
+                             on_corrupt="move_aside")
+        self.status_file = StatusFile(self.state_dir / STATUS_FILE)
         self._commands: queue.Queue[Command] = queue.Queue(maxsize=100)
         # every command is verified (signature, unit, expiry, replay) before it is queued
         self.command_gate = CommandGate(profile.command_auth, profile.unit_id, self.clock, self.state_dir)
@@ -203,6 +211,7 @@ class AgentRuntime:
                 if time.monotonic() >= next_status:
                     self.write_status()
                     next_status = time.monotonic() + 1.0
+                self.outbox.maintain()  # deleted/replaced file check, retry of a failing disk
                 self.watchdog.kick()
                 self.loop_lag_ms = (time.monotonic() - t0) * 1000
                 self.stop_event.wait(0.02)
@@ -259,6 +268,7 @@ class AgentRuntime:
             queue_depth={k: q.qsize() for k, q in self.queues.items()},
             loop_lag_ms=round(self.loop_lag_ms, 2), sensors=sensors, position=self.track.current(),
             available=self.role.available, task_id=self.role.task_id,
+            **persistence_health(self.outbox.report(), self.status_file.failures),
             commands_rejected=self.command_gate.rejected_total,
         ))
 
@@ -268,7 +278,9 @@ class AgentRuntime:
             "pid": os.getpid(), "uptime_s": round(time.monotonic() - self.started_mono, 1),
             "clock_utc": self.clock.utc_now().isoformat(),
             "link": {**self.link.stats(), "sequenced_sent": self.sender.count,
-                     "outbox_failures": self.sender.failures},
+                     "sent_by_kind": dict(self.sender.by_kind), "outbox_failures": self.sender.failures},
+            "outbox": self.outbox.report(),
+            "status_write_failures": self.status_file.failures,
             "sensors": {k: {"state": v.state.value, "detail": v.state_detail} for k, v in self.devices.items()},
             "device_errors": self.device_errors,
             "queues": {k: {"depth": q.qsize(), "dropped": q.dropped} for k, q in self.queues.items()},
@@ -278,11 +290,9 @@ class AgentRuntime:
         }
 
     def write_status(self) -> None:
-        """Atomically replace status.json for `cedge agent status` (works while the agent runs)."""
-        path = self.state_dir / STATUS_FILE
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.status(), indent=2, default=str))
-        os.replace(tmp, path)
+        """Atomically replace status.json for `cedge agent status`; a full or read-only disk is
+        counted and logged (rate-limited), never fatal (agent.runtime.status_file)."""
+        self.status_file.write(self.status())
 
     def stop(self) -> None:
         self.stop_event.set()
