@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up customs-edge on a Debian machine with Python 3.11 and run the demo or the tests.
+# Set up customs-edge on a Debian machine with Python 3.11, 3.12 or 3.13 and run the demo or the tests.
 #   ./setup.sh demo [cedge demo options]   install Mosquitto + the package, run the demo
 #   ./setup.sh test [pytest options]       install Mosquitto + the package with test tools, run ruff and pytest
 set -euo pipefail
@@ -12,9 +12,12 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 # private instance on a loopback port); python3-venv gives Debian's Python its venv module.
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
-PY="$(command -v python3.11 || command -v python3)"
-"$PY" -c 'import sys; assert sys.version_info[:2] == (3, 11), sys.version' \
-  || { echo "customs-edge needs Python 3.11 (found $("$PY" --version))" >&2; exit 2; }
+# $PYTHON if given, else the first supported Python on the PATH: 3.11 (Debian 12), 3.12 (Ubuntu 24.04),
+# 3.13 (Debian 13); pyproject says requires-python >= 3.11 and CI tests the wheel on all three
+PY="${PYTHON:-$(command -v python3.11 || command -v python3.12 || command -v python3.13 || command -v python3)}"
+[ -x .venv/bin/python ] && PY=.venv/bin/python  # keep an existing venv's Python
+"$PY" -c 'import sys; assert (3, 11) <= sys.version_info[:2] <= (3, 13), sys.version' \
+  || { echo "customs-edge needs Python 3.11 to 3.13 (found $("$PY" --version 2>&1))" >&2; exit 2; }
 "$PY" -m venv --help >/dev/null 2>&1 && "$PY" -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
@@ -27,7 +30,8 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 case "$mode" in
   demo)
-    .venv/bin/python -m pip install -q -e .
+    # the demo runs every role (units, simulator, controller): all extras
+    .venv/bin/python -m pip install -q -e '.[all]'
     exec .venv/bin/cedge demo "$@"
     ;;
   test)

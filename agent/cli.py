@@ -16,7 +16,8 @@ from rich.table import Table
 
 from agent.cli_output import console as make_console
 from agent.cli_output import fail, safe
-from agent.config import ConfigError, load_profile
+from agent.config import ConfigError, UnitProfile, load_profile
+from agent.exit_codes import EXIT_DEVICE_IO, EXIT_MISSING_EXTRA, EXIT_USAGE
 
 app = typer.Typer(help="Run and inspect the agent on this unit.", no_args_is_help=True)
 console = make_console()
@@ -36,7 +37,32 @@ def _load(profile: Path):  # noqa: ANN202
     try:
         return load_profile(profile)
     except ConfigError as err:
-        fail(f"configuration error in {profile}\n{err}", 2)
+        fail(f"configuration error in {profile}\n{err}", EXIT_USAGE)
+
+
+def _check_installed(prof: UnitProfile, profile: Path) -> None:
+    """Fail before anything starts if this installation cannot run the profile: its role's analysis
+    or a driver needs an extra that is not installed (EXIT_MISSING_EXTRA, naming the extra), or a
+    driver or clock name is unknown (EXIT_USAGE).  Imports the driver modules; opens no device."""
+    from agent.hal.interfaces import DeviceUnavailable
+    from agent.hal.registry import CLOCK_TABLE, device_class
+    from agent.optional_deps import MissingExtra, explain, require_role
+
+    try:
+        require_role(prof.unit_type)
+    except MissingExtra as err:
+        fail(err, EXIT_MISSING_EXTRA)
+    for kind, dc in prof.devices.items():
+        try:
+            device_class(kind, dc.driver)
+        except DeviceUnavailable as err:
+            cause = err.__cause__
+            missing = explain(cause, f"{kind} driver '{dc.driver}'") if isinstance(cause, ImportError) else None
+            if missing is not None:
+                fail(missing, EXIT_MISSING_EXTRA)
+            fail(f"{profile}: devices.{kind}: {err}", EXIT_USAGE)
+    if prof.clock.driver not in CLOCK_TABLE:
+        fail(f"{profile}: clock: no driver '{prof.clock.driver}' (known: {', '.join(CLOCK_TABLE)})", EXIT_USAGE)
 
 
 @app.command()
@@ -51,6 +77,7 @@ def run(
     from agent.runtime.unit import AgentRuntime
 
     prof = _load(profile)
+    _check_installed(prof, profile)
     if broker_host:
         prof.broker.host = broker_host
     if broker_port:
@@ -58,7 +85,13 @@ def run(
     setup_logging(prof.log_level, f"[{prof.unit_id}] ")
     # `kill -USR1 <pid>` prints every thread's stack to the log: the first tool for a unit that hangs
     faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
-    runtime = AgentRuntime(prof, state_dir or default_state_dir(prof.unit_id))
+    from agent.link.outbox import OutboxError
+
+    where = state_dir or default_state_dir(prof.unit_id)
+    try:
+        runtime = AgentRuntime(prof, where)
+    except (OSError, OutboxError) as err:
+        fail(f"cannot start {prof.unit_id}: state directory {where}: {err}", EXIT_DEVICE_IO)
     raise typer.Exit(runtime.run())
 
 
@@ -102,8 +135,12 @@ def status(
 
 @app.command("check-config")
 def check_config(profile: Path) -> None:
-    """Validate a unit profile and print it with defaults filled in."""
+    """Validate a unit profile and print it with defaults filled in.
+
+    Also checks that this installation has what the profile needs (the extra of its role, its
+    drivers) without opening any device.  Exit 0 valid, 2 invalid, 4 an extra is missing."""
     prof = _load(profile)
+    _check_installed(prof, profile)
     print(prof.model_dump_json(indent=2, by_alias=True))
 
 

@@ -1,3 +1,3 @@
-from cedge.cli import app
+from cedge.cli import main
 
-app()
+main()

@@ -96,6 +96,7 @@ def run(
     log_level: str | None = typer.Option(None, "--log-level", help="DEBUG, INFO, WARNING or ERROR"),
 ) -> None:
     """Run the controller until SIGTERM / Ctrl-C."""
+    from agent.logging_setup import setup_logging
     from controller.service import ControllerService, install_signal_handlers
 
     cfg = _config(config)
@@ -106,9 +107,8 @@ def run(
     if broker_port is not None:
         cfg.broker.port = broker_port
     level = (log_level or cfg.log_level).upper()
-    logging.basicConfig(
-        level=getattr(logging, level, logging.INFO), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    # UTC timestamps on a terminal, <N> syslog priorities under systemd (journalctl -p err)
+    setup_logging(level if level in logging.getLevelNamesMapping() else "INFO")
     try:
         service = ControllerService(cfg)
     except (StoreError, ConfigError) as err:

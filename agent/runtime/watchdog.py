@@ -1,11 +1,11 @@
 """Software watchdog plus the systemd notify protocol.
 
-Why both: under systemd (``WatchdogSec=``) the service manager restarts a hung agent if
-``WATCHDOG=1`` stops arriving; we only send it while the main loop is proven alive (it calls
-:meth:`Watchdog.kick`), never from a free-running timer, which would hide a hang.  Without
-systemd the same check ends the process with a distinct exit code so any supervisor restarts it.
-Before that, the stacks of all threads go to stderr (``faulthandler``): a hang in the field must
-leave the evidence of where it hung, not only the fact that it did.
+Why both: under systemd (``Type=notify``, ``WatchdogSec=``; the protocol is in agent/runtime/sd_notify.py)
+the service manager restarts a hung agent if ``WATCHDOG=1`` stops arriving; we only send it while
+the main loop is proven alive (it calls :meth:`Watchdog.kick`), never from a free-running timer,
+which would hide a hang.  Without systemd the same check ends the process with a distinct exit
+code so any supervisor restarts it.  Before that, the stacks of all threads go to stderr
+(``faulthandler``): a hang in the field must leave the evidence of where it hung, not only the fact that it did.
 """
 
 from __future__ import annotations
@@ -17,9 +17,12 @@ import sys
 import threading
 import time
 
+from agent.exit_codes import EXIT_WATCHDOG
+from agent.runtime.sd_notify import SystemdNotifier, watchdog_interval_s
+
 log = logging.getLogger(__name__)
 
-EXIT_WATCHDOG = 70
+__all__ = ["EXIT_WATCHDOG", "Watchdog"]
 
 
 class Watchdog:
@@ -29,21 +32,14 @@ class Watchdog:
         self._last_kick = time.monotonic()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._notifier = None
-        self.under_systemd = bool(os.environ.get("NOTIFY_SOCKET"))
-        if self.under_systemd:
-            try:
-                import sdnotify
-
-                self._notifier = sdnotify.SystemdNotifier()
-            except ImportError:  # pragma: no cover - sdnotify is a dependency
-                log.warning("NOTIFY_SOCKET set but sdnotify missing: no systemd watchdog")
-        usec = os.environ.get("WATCHDOG_USEC")
-        self.systemd_interval_s = int(usec) / 1e6 / 2 if usec and usec.isdigit() else None
+        self._notifier = SystemdNotifier()
+        self.under_systemd = self._notifier.enabled
+        interval = watchdog_interval_s()
+        # ping at twice systemd's rate, as sd_watchdog_enabled(3) recommends
+        self.systemd_interval_s = interval / 2 if interval else None
 
     def notify(self, message: str) -> None:
-        if self._notifier is not None:
-            self._notifier.notify(message)
+        self._notifier.notify(message)
 
     def start(self) -> None:
         self.notify("READY=1")
