@@ -21,9 +21,52 @@ import typer
 
 from agent.cli import app as agent_app
 from agent.cli_output import console as make_console
+from agent.cli_output import fail
+from agent.exit_codes import EXIT_MISSING_EXTRA
+from agent.optional_deps import MissingExtra, explain
 
 app = typer.Typer(help="customs-edge: screening units and their fleet controller.", no_args_is_help=True)
 app.add_typer(agent_app, name="agent", help="Run and inspect the agent on this unit.")
+
+
+def _version_text() -> str:
+    """``customs-edge X.Y.Z (Python a.b.c; extras: ...)``: what a technician reads off a unit."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    from agent.optional_deps import installed_extras
+
+    try:
+        ver = version("customs-edge")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        from agent import __version__ as ver
+    return f"customs-edge {ver} (Python {platform.python_version()}; extras: {', '.join(installed_extras()) or 'none'})"
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        print(_version_text())
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
+                                 help="Print the version, the Python and the installed extras, and exit."),
+) -> None:
+    """customs-edge: screening units and their fleet controller."""
+
+
+def _needs_extra(name: str, help_text: str, missing: MissingExtra) -> None:
+    """Stand in for a sub-application whose optional packages are not installed: any use of it
+    prints one line naming the extra to install, and exits with EXIT_MISSING_EXTRA."""
+
+    def _missing(ctx: typer.Context) -> None:
+        fail(missing, EXIT_MISSING_EXTRA)
+
+    app.command(name, help=f"{help_text} [needs: pip install 'customs-edge[{missing.extra}]']",
+                add_help_option=False,
+                context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(_missing)
 
 # Sub-applications of the other packages, added when their package is installed in this build.
 _OPTIONAL_APPS = {
@@ -35,8 +78,12 @@ _OPTIONAL_APPS = {
 for _name, (_module, _help) in _OPTIONAL_APPS.items():
     try:
         app.add_typer(importlib.import_module(_module).app, name=_name, help=_help)
-    except ImportError as _err:  # pragma: no cover - a trimmed build
-        if not _err.name or not _err.name.startswith(_module.split(".")[0]):
+    except ImportError as _err:
+        # installed by role (pyproject extras): `cedge camera` on a gamma unit names the extra to add
+        _missing = explain(_err, f"cedge {_name}")
+        if _missing is not None:
+            _needs_extra(_name, _help, _missing)
+        elif not _err.name or not _err.name.startswith(_module.split(".")[0]):
             raise
 
 from cedge.site.cli import app as site_app  # noqa: E402  (after the optional apps, like bench below)
@@ -165,5 +212,15 @@ def bench_gps(
         print("\n".join(summary_lines(result)))
 
 
-def main() -> None:  # pragma: no cover
-    sys.exit(app())
+def main() -> None:
+    """Entry point of the `cedge` script: a missing optional package becomes one error line naming its extra."""
+    try:
+        sys.exit(app())
+    except ImportError as err:
+        missing = explain(err, "cedge " + " ".join(a for a in sys.argv[1:3] if not a.startswith("-")))
+        if missing is None:
+            raise
+        from agent.cli_output import error_line
+
+        error_line(missing)
+        sys.exit(EXIT_MISSING_EXTRA)

@@ -11,13 +11,12 @@ every ``status_interval_s`` a status line is logged.
 SIGTERM/SIGINT set the stop event (see :func:`install_signal_handlers`); the loop then stores and
 acknowledges what is already queued, disconnects (the broker keeps the persistent session and
 queues for the next start) and closes the database.  Under systemd (``Type=notify``) READY, STATUS
-and WATCHDOG are sent through sdnotify when ``NOTIFY_SOCKET`` is set.
+and WATCHDOG are sent (agent/runtime/sd_notify.py) when ``NOTIFY_SOCKET`` is set.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import signal
 import sqlite3
@@ -80,18 +79,12 @@ class _RetryBatch(Exception):
 
 class _Notifier:
     def __init__(self) -> None:
-        self._n = None
-        if os.environ.get("NOTIFY_SOCKET"):
-            try:
-                import sdnotify
+        from agent.runtime.sd_notify import SystemdNotifier  # stdlib sd_notify(3); a no-op without systemd
 
-                self._n = sdnotify.SystemdNotifier()
-            except ImportError:  # pragma: no cover - sdnotify is a dependency
-                self._n = None
+        self._n = SystemdNotifier()
 
     def notify(self, msg: str) -> None:
-        if self._n is not None:
-            self._n.notify(msg)
+        self._n.notify(msg)
 
 
 class ControllerService:

@@ -44,6 +44,7 @@ import json
 import logging
 import re
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -57,6 +58,7 @@ from pydantic import BaseModel
 from agent import wire_schema
 from agent.config import BrokerConfig
 from agent.hal.interfaces import Clock, utc_iso
+from agent.link.connect_failure_log import ConnectFailureLog
 from agent.link.outbox import Outbox, OutboxRow
 from agent.link.sequence import BootJournal, BootSequence
 
@@ -159,6 +161,7 @@ class MqttLink:
         self._published = 0
         self._acked = 0
         self._reconnects = 0
+        self._connect_failures = ConnectFailureLog(log, f"link {unit_id}")
         self._rejected_commands = 0
         self._command_errors = 0
         self._publish_failures = 0
@@ -351,6 +354,7 @@ class MqttLink:
         with self._cond:
             self._connected = True
             self._cond.notify_all()
+        self._connect_failures.connected()
         log.info("link %s: connected to %s:%d (session present: %s, window %d, %d pending)", self.unit_id,
                  self.broker.host, self.broker.port, flags.session_present, self._window,
                  self._outbox.count())
@@ -384,8 +388,10 @@ class MqttLink:
             log.info("link %s: birth re-sent on the controller's request", self.unit_id)
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
-        log.debug("link %s: connection attempt to %s:%d failed", self.unit_id, self.broker.host,
-                  self.broker.port)
+        # paho calls this from inside its `except OSError` around the attempt: the error (refused,
+        # unreachable, TLS verification ...) is the exception being handled
+        err = sys.exc_info()[1]
+        self._connect_failures.failed(f"{self.broker.host}:{self.broker.port}", err, self.broker.reconnect_max_s)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
                        properties: Properties | None) -> None:
