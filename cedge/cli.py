@@ -7,7 +7,7 @@
     cedge sim gps ...                               wire-level emulators for hardware-in-the-loop rigs
     cedge spectrum analyze|simulate ...             spectra files (N42, SPE, RadiaCode XML)
     cedge camera analyze ...                        recorded videos
-    cedge bench spectra|camera [--json]             benchmarks with fixed seeds
+    cedge bench spectra|camera|fuzz|flood [--json]  benchmarks (fixed seeds; fuzzing; row-13 flood)
 """
 
 from __future__ import annotations
@@ -210,6 +210,49 @@ def bench_gps(
         print(json.dumps(result, default=str))
     else:
         print("\n".join(summary_lines(result)))
+
+
+@bench_app.command("fuzz")
+def bench_fuzz(
+    seconds: float = typer.Option(20.0, "--seconds", min=1, help="Fuzzing time per target (wire, n42, nmea)."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    out: Path | None = typer.Option(None, help="Directory for bench_fuzz.json."),
+) -> None:
+    """Coverage-guided fuzzing (atheris) of the wire schema, the N42 reader and the NMEA parser; crashes."""
+    from cedge.bench.fuzz import run_bench
+
+    result = run_bench(seconds=seconds, json_out=json_out, out_dir=out)
+    if json_out:
+        print(json.dumps(result, default=str))
+    else:
+        print(f"mode: {result['mode']}")
+        for t in result["targets"]:
+            print(f"{t['target']}: {t['executions']} executions ({t.get('exec_per_s')}/s), "
+                  f"coverage {t.get('coverage_edges', '-')}, features {t.get('features', '-')}, crashes {t['crashes']}")
+        for name, h in result["hostile_inputs"].items():
+            print(f"{name}: refused as {h['refused_as']} in {h['ms_median']} ms")
+    raise typer.Exit(1 if result["crashes_total"] else 0)
+
+
+@bench_app.command("flood")
+def bench_flood(
+    messages: int = typer.Option(100, "--messages", min=1, help="Messages per case."),
+    size_mb: float = typer.Option(10.0, "--mb", min=0.01, help="Size of each message, MB."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Issue 14 row 13: a real controller and Mosquitto flooded with large messages; peak RSS of both."""
+    from cedge.bench.flood import run_bench
+
+    result = run_bench(messages=messages, size_mb=size_mb, json_out=json_out)
+    if json_out:
+        print(json.dumps(result, default=str))
+    else:
+        for c in result["cases"]:
+            print(f"{c['case']}: controller peak {c['controller_peak_rss_mb']} MB, broker peak "
+                  f"{c['broker_peak_rss_mb']} MB, rejects {c['controller_rejects']}, stored after "
+                  f"{c['stored_after_flood']}, tracebacks {c['controller_tracebacks']}: "
+                  f"{'PASS' if c['pass'] else 'FAIL'}")
+    raise typer.Exit(0 if result["pass"] else 1)
 
 
 def main() -> None:
