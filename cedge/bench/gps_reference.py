@@ -91,16 +91,18 @@ def gpsd_version() -> str | None:
     return (out.stdout or out.stderr).strip() or None
 
 
-def decode_with_gpsd(capture: Path, timeout_s: float = 120.0) -> str:
+def decode_with_gpsd(capture: Path, timeout_s: float = 120.0, cycle_s: float = 0.01) -> str:
     """Replay ``capture`` through the real gpsd (``gpsfake -1 -p``), return what it reported.
 
     gpsfake starts a private gpsd on a pty and exits when the capture is played once; ``-s``
-    at 38400 Bd keeps a few-hundred-line capture to a few seconds.
+    at 38400 Bd keeps a few-hundred-line capture to a few seconds.  ``cycle_s`` between
+    sentences gives gpsd time to report each one before the next (on a loaded machine the last
+    reports could otherwise be cut off when gpsfake exits).
     """
     if not gpsd_available():
         raise FileNotFoundError("gpsfake/gpsd not installed (Debian: apt-get install gpsd gpsd-clients)")
     proc = subprocess.run(
-        ["gpsfake", "-s", "38400", "-1", "-p", str(capture)],
+        ["gpsfake", "-s", "38400", "-c", f"{cycle_s:g}", "-1", "-p", str(capture)],
         capture_output=True, text=True, timeout=timeout_s, check=False,
     )
     if proc.returncode != 0:
