@@ -12,6 +12,9 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 # private instance on a loopback port); python3-venv gives Debian's Python its venv module.
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+# Tests only: the real gpsd checks the gpsd driver and re-derives the GPS bench's reference fixes
+# (gpsfake); those tests skip without it.
+[ "$mode" != test ] || command -v gpsfake >/dev/null 2>&1 || need+=(gpsd gpsd-clients)
 # $PYTHON if given, else the first supported Python on the PATH: 3.11 (Debian 12), 3.12 (Ubuntu 24.04),
 # 3.13 (Debian 13); pyproject says requires-python >= 3.11 and CI tests the wheel on all three
 PY="${PYTHON:-$(command -v python3.11 || command -v python3.12 || command -v python3.13 || command -v python3)}"
