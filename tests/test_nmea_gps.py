@@ -544,6 +544,48 @@ def test_fix_loss_gives_invalid_then_recovers(emulator: NmeaEmulator, gps: NmeaG
     assert gps.state == SensorState.OK
 
 
+def test_simulator_receiver_is_degraded_not_a_fix_and_a_bad_listener_is_survived(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A receiver in simulator mode (GGA quality 8, RMC mode S) over the pty: every epoch is
+    reported, none is a fix, the device says why; a listener that raises is logged, not fatal."""
+    seen: list[GnssFix] = []
+
+    def broken(fix: GnssFix) -> None:
+        raise RuntimeError("listener bug")
+
+    with (
+        NmeaEmulator(stationary(quality=8), rate_hz=RATE_HZ) as emu,
+        NmeaGpsReceiver(emu.port, stale_after_s=1.0) as dev,
+    ):
+        assert isinstance(dev, NmeaGpsReceiver)
+        dev.add_fix_listener(broken)
+        dev.add_fix_listener(seen.append)
+        wait_for(lambda: len(seen) >= 5, "epochs from the simulating receiver")
+        assert all(not f.valid and f.quality == FixQuality.SIMULATION for f in seen)
+        assert dev.state == SensorState.DEGRADED and "simulator mode" in dev.state_detail
+        assert dev.stats()["fixes_valid"] == 0 and dev.stats()["cycle_enders"]
+    assert "fix listener failed" in caplog.text
+
+
+def test_week_rollover_over_the_pty_with_a_build_date() -> None:
+    """The emulated receiver dates its fixes 1999-08-22 (the 2019-04-06 rollover); with
+    build_date 2019-01-01 the driver dates them 2019-04-07, 1024 weeks later, time unchanged."""
+    start = datetime(2019, 4, 7, 0, 2, 31, tzinfo=UTC) - GPS_WEEK_ROLLOVER
+    with (
+        NmeaEmulator(stationary(), rate_hz=RATE_HZ, start_utc=start) as emu,
+        NmeaGpsReceiver(emu.port, build_date="2019-01-01") as dev,
+    ):
+        assert isinstance(dev, NmeaGpsReceiver)
+        wait_for(lambda: (f := dev.read_fix(2.0)).t_utc is not None and f.valid, "a dated fix")
+        fix = dev.read_fix(1.0)
+        assert fix.t_utc is not None and fix.t_utc.date() == date(2019, 4, 7)
+        truth = emu.truth_at(fix.t_utc - GPS_WEEK_ROLLOVER)
+        assert truth is not None and truth.t_utc.date() == date(1999, 8, 22)
+        assert dev.stats()["rollover_corrections"] >= 1 and dev.describe()["build_date"] == "2019-01-01"
+    with pytest.raises(ValueError, match="ISO date"):
+        NmeaGpsReceiver("/dev/null", build_date="1st of May")
+
+
 def test_silence_degrades_then_recovers(emulator: NmeaEmulator, gps: NmeaGpsReceiver) -> None:
     emulator.pause(1.0)
     wait_for(lambda: gps.state == SensorState.DEGRADED, "DEGRADED on silence")
