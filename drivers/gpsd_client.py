@@ -245,6 +245,7 @@ class GpsdReceiver(GnssReceiver):
                                   "next in %.1f s", self.name, self.host, self.port, err, backoff)
                     continue
                 log.info("gnss %s: reconnected to gpsd at %s:%d", self.name, self.host, self.port)
+                self.set_state(SensorState.DEGRADED, "reconnected to gpsd, no TPV yet")
                 backoff = self.reconnect_min_s
                 continue
             try:
@@ -424,6 +425,6 @@ class GpsdReceiver(GnssReceiver):
                 return
             detail = "no TPV from gpsd"
             if self._state == SensorState.DEGRADED and self._state_detail.startswith(detail):
-                return
+                return  # already reported; the live age is in stats()["last_tpv_age_s"]
             self._counts["stale_events"] += 1
             self.set_state(SensorState.DEGRADED, f"{detail} for {age:.1f} s")

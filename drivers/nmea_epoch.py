@@ -62,7 +62,6 @@ class _Epoch:
     tod_s: float  # seconds of day of the first timed sentence
     time_utc: dtime  # time of day of the latest timed sentence (what gpsd reports)
     reports: list[NmeaReport] = field(default_factory=list)
-    emitted: bool = False
     dirty: bool = True  # changed since last emitted
     last_formatter: str = ""
 
@@ -148,7 +147,6 @@ class NmeaEpochAssembler:
 
     def _emit(self, ep: _Epoch, t_mono_s: float) -> GnssFix | None:
         ep.dirty = False
-        ep.emitted = True
         return self._make_fix(ep.reports, ep.time_utc, t_mono_s)
 
     # -- dates
