@@ -18,13 +18,10 @@ never on agent timestamps, which may be invalid before GNSS/NTP.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
 from agent.hal.interfaces import Clock, utc_iso
 from controller.config import LivenessConfig
-
-if TYPE_CHECKING:
-    from controller.store import Store
 
 __all__ = ["LivenessMonitor", "UnitState", "death_applies", "state_on_message", "state_on_silence"]
 
@@ -59,10 +56,18 @@ def state_on_silence(current: str, silent_s: float, stale_after_s: float, offlin
     return current
 
 
+class SilenceSweeper(Protocol):
+    """The store's side of the sweep (``controller.store.Store`` has it). A Protocol, so this module, which
+    the store imports for the transition rules, does not import the store back."""
+
+    def sweep_liveness(self, now_utc: str, stale_after_s: float,
+                       offline_after_s: float) -> list[tuple[str, str, str]]: ...
+
+
 class LivenessMonitor:
     """Periodic sweep that demotes silent units; logs every transition."""
 
-    def __init__(self, store: Store, clock: Clock, config: LivenessConfig):
+    def __init__(self, store: SilenceSweeper, clock: Clock, config: LivenessConfig):
         self._store = store
         self._clock = clock
         self._config = config

@@ -23,17 +23,13 @@ All background fields are treated as isotropic at the detector.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 from scipy.special import expn
 
 from hal_sim.gamma import dose, efficiency, transport
 from hal_sim.gamma.materials import get_material
 from hal_sim.gamma.nuclides import get_nuclide
-
-if TYPE_CHECKING:
-    from hal_sim.gamma.response import DetectorResponse
+from hal_sim.gamma.response_view import BackgroundView
 
 UNSCEAR_NGY_H_PER_BQ_KG = {"K": 0.0417, "U": 0.462, "Th": 0.604}
 SERIES = {"K": ("K-40",), "U": ("Ra-226", "U-238"), "Th": ("Th-232",)}
@@ -46,14 +42,14 @@ MIP_DEDX_MEV_CM2_G = {"NaI": 1.305, "CsI": 1.243, "LaBr3": 1.25, "CZT": 1.25, "G
 _PGY_S_PER_NGY_H = 1000.0 / 3600.0
 
 
-def _iso_line_columns(resp: DetectorResponse, energies: np.ndarray) -> np.ndarray:
+def _iso_line_columns(resp: BackgroundView, energies: np.ndarray) -> np.ndarray:
     """(n_lines, n_ch): counts per unit isotropic fluence (photons/cm2) of each line."""
     area = efficiency.window_transmission(resp.spec, energies) * efficiency.isotropic_interaction_area_cm2(
         resp.spec, energies)
     return (resp._interaction_spectra(energies) * area[None, :]).T
 
 
-def terrestrial_fluence(resp: DetectorResponse, k40: float, u238: float, th232: float):
+def terrestrial_fluence(resp: BackgroundView, k40: float, u238: float, th232: float):
     """Line energies, uncollided fluence rates (photons/cm2/s) and scattered fluence on resp.grid_kev."""
     soil = get_material("soil")
     air = get_material("air")
@@ -87,7 +83,7 @@ def terrestrial_fluence(resp: DetectorResponse, k40: float, u238: float, th232: 
     return np.concatenate(energies), np.concatenate(phis), grid_phi
 
 
-def _muon_spectrum(resp: DetectorResponse, flux_cm2_s: float) -> np.ndarray:
+def _muon_spectrum(resp: BackgroundView, flux_cm2_s: float) -> np.ndarray:
     spec = resp.spec
     c = spec.crystal
     dedx = MIP_DEDX_MEV_CM2_G.get(c.material, 1.3) * 1000.0 * c.medium.density_g_cm3  # keV/cm
@@ -99,7 +95,7 @@ def _muon_spectrum(resp: DetectorResponse, flux_cm2_s: float) -> np.ndarray:
 
 
 def background_per_usv_h(
-    resp: DetectorResponse, k40: float, u238: float, th232: float, cosmic_fraction: float
+    resp: BackgroundView, k40: float, u238: float, th232: float, cosmic_fraction: float
 ) -> np.ndarray:
     """Counts/s per channel for a background field of total H*(10) = 1 uSv/h."""
     e, phi, grid_phi = terrestrial_fluence(resp, k40, u238, th232)

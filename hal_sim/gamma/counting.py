@@ -13,12 +13,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
-if TYPE_CHECKING:
-    from hal_sim.gamma.response import DetectorResponse
+from hal_sim.gamma.response_view import ChannelView
 
 
 def gain_factor(gain_tc_per_degc: float, temperature_c: float | None, reference_c: float = 20.0) -> float:
@@ -39,7 +36,7 @@ def apply_gain(expected: np.ndarray, edges_kev: np.ndarray, gain: float) -> np.n
 
 
 def sample(
-    resp: DetectorResponse,
+    resp: ChannelView,
     expected_counts: np.ndarray,
     real_time_s: float,
     rng: np.random.Generator,
