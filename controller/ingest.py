@@ -42,6 +42,7 @@ from agent.wire_schema import (
     MAX_UPLINK_BYTES,
     WIRE_REASONS,
     Envelope,
+    Health,
     TaskEvent,
     WireError,
     decode_uplink,
@@ -181,6 +182,8 @@ class Ingestor:
         self.stats.delivery[env.delivery] += 1
         if env.kind == "birth":
             self._release_parked(env.unit_id)
+        elif isinstance(body, Health):
+            self._note_refused_commands(env, body)
         if self.on_event is not None:
             try:
                 self.on_event(env, body)
@@ -248,6 +251,19 @@ class Ingestor:
             except Exception as err:  # the timeout still decides; never fail ingest for this
                 self._rlog.warning("rebirth", "could not ask %s for a birth: %s", env.unit_id, err)
         return "parked"
+
+    def _note_refused_commands(self, env: Envelope, body: Health) -> None:
+        """Log when a unit reports more refused commands: someone sent it forged, stale or replayed
+        commands (the unit logs each one too; this is the controller's view of the same attempts)."""
+        if body.commands_rejected == 0:
+            return
+        before = self.store.commands_refused_before(env.unit_id, env.boot_id, env.seq)
+        if body.commands_rejected <= before:
+            return
+        self.store.bump_counter("commands_refused_by_unit", env.unit_id, body.commands_rejected - before)
+        self._rlog.warning(f"refused:{env.unit_id}", "%s refused %d more command(s) (%d this boot): forged, "
+                           "expired or replayed commands reach it", env.unit_id, body.commands_rejected - before,
+                           body.commands_rejected)
 
     def _release_parked(self, unit_id: str | None = None) -> int:
         """Store the parked messages that now check out (oldest boot/seq first); returns how many."""

@@ -173,6 +173,7 @@ _TABLES: dict[str, dict[str, Any]] = {
         **_POS_COLS,
         "available": int,
         "task_id": str,
+        "commands_rejected": int,  # commands the unit refused since its start (forged, stale, replayed)
     },
     "task_events": {
         "id": int,
@@ -654,6 +655,7 @@ class Store:
                         **_pos(position),
                         "available": int(body.available),
                         "task_id": body.task_id,
+                        "commands_rejected": body.commands_rejected,
                     },
                 )
                 if env.delivery == "live":
@@ -1252,6 +1254,15 @@ class Store:
 
     def parked_counts(self) -> dict[str, int]:
         return {r["reason"]: r["n"] for r in self._rows("SELECT reason, COUNT(*) AS n FROM parked GROUP BY reason")}
+
+    def commands_refused_before(self, unit_id: str, boot_id: str, seq: int) -> int:
+        """The highest refused-commands count a health message of this boot reported before ``seq``."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT MAX(commands_rejected) FROM health WHERE unit_id = ? AND boot_id = ? AND seq < ?",
+                (unit_id, boot_id, seq),
+            ).fetchone()
+        return int(row[0] or 0)
 
     def command_issued(self, unit_id: str, cmd_id: str, task_id: str) -> bool:
         """True if this controller sent ``unit_id`` a dispatch ``cmd_id`` for ``task_id``."""

@@ -222,6 +222,11 @@ def test_boot_journal_carries_the_last_seq_into_the_next_boot(tmp_path: Path) ->
             pass
     with pytest.raises(RuntimeError), first.reserve():  # a failed store consumes no seq
         raise RuntimeError("disk full")
+    # a crash now: the journal (rewritten at most once a second) holds a lower bound, never more
+    crashed = tmp_path / "crash.json"
+    crashed.write_text(path.read_text())
+    assert 1 <= BootJournal(crashed, "boot-after-crash").prev_boot_last_seq <= 5
+    first.journal.flush()  # a clean stop writes the exact last seq
     second = BootJournal(path, "boot-two-0002")
     assert (second.prev_boot_id, second.prev_boot_last_seq) == ("boot-one-0001", 5)
     path.write_text("{garbage")

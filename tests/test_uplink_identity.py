@@ -145,3 +145,25 @@ def test_task_events_only_from_the_dispatched_unit_for_an_issued_command(tmp_pat
         assert event("hh-1", 3, state="accepted") == "stored"
         assert event("hh-1", 4, state="confirmed") == "stored"
         assert [e["state"] for e in store.list_task_events("T-1")] == ["accepted", "confirmed"]
+
+
+def test_commands_refused_by_a_unit_are_logged_and_counted_at_the_controller(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from agent.wire_schema import Health
+
+    def health(seq: int, refused: int) -> tuple[str, bytes]:
+        return msg("hh-1", "health", Health(uptime_s=seq, cpu_pct=1.0, mem_rss_mb=50.0, outbox_pending=0,
+                                            queue_depth={}, loop_lag_ms=1.0, sensors={},
+                                            commands_rejected=refused), seq)
+
+    with Store(tmp_path / "c.sqlite") as store:
+        ing = Ingestor(store, clock=FakeClock())
+        ing.handle(*birth("hh-1", "handheld"))
+        with caplog.at_level(logging.WARNING, logger="controller.ingest"):
+            for seq, refused in ((1, 0), (2, 3), (3, 3), (4, 5)):
+                assert ing.handle(*health(seq, refused)) == "stored"
+                ing.clock.t += 60.0  # past the log rate limit
+        counters = {(c["name"], c["unit_id"]): c["value"] for c in store.counts()["counters"]}
+        assert counters[("commands_refused_by_unit", "hh-1")] == 5
+        lines = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+        assert len(lines) == 2 and "refused 3 more" in lines[0] and "refused 2 more" in lines[1]

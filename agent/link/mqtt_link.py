@@ -241,6 +241,8 @@ class MqttLink:
         with self._cond:
             if not self._started or self._stopped:
                 self._stopped = True
+                if self._seq.journal is not None:
+                    self._seq.journal.flush()
                 return
             self._stopped = True
             self._draining = True
@@ -264,6 +266,8 @@ class MqttLink:
         self._sender.join(timeout=max(1.0, deadline - time.monotonic()))
         if self._sender.is_alive():
             log.error("link %s: sender thread did not stop", self.unit_id)
+        if self._seq.journal is not None:
+            self._seq.journal.flush()  # this boot's exact last seq, for the next boot's birth
         log.info("link %s stopped: %s", self.unit_id, self.stats())
 
     def stats(self) -> dict[str, Any]:

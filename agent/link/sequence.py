@@ -15,11 +15,14 @@ start is a new boot with a new ``boot_id`` whose sequence starts again at 1.
 consumed, so that the *next* boot's birth can say where the previous one ended
 (``prev_boot_id``, ``prev_boot_last_seq``).  Without it a loss at the end of a boot (the outbox
 moved aside as corrupt, the unit's storage replaced) is invisible: the controller's gap check only
-sees holes *between* stored seqs.  The journal is rewritten (write + rename, no fsync) each time a
-seq is consumed; after a process crash it is exact, after a power loss it may lag by the page-cache
-write-back delay.  It is therefore a lower bound, which never makes a false gap (the controller
-takes the larger of it and the highest seq it stored); it under-reports an end-of-boot loss only
-when a power loss *and* the loss of the outbox coincide.
+sees holes *between* stored seqs.  The journal is rewritten (write + rename, no fsync) at most once
+per ``min_interval_s`` while seqs are consumed (a rewrite costs ~1 ms on a busy SD card or overlay
+file system: per message it would slow the unit's main loop measurably) and exactly, with fsync, at
+a clean stop.  After a crash it may lag by that interval (plus the page-cache write-back delay after
+a power loss); the messages of that interval are still in the durable outbox and arrive later.  So
+it is a lower bound, which never makes a false gap (the controller takes the larger of it and the
+highest seq it stored); it under-reports an end-of-boot loss only when a crash *and* the loss of
+the outbox coincide.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import json
 import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,9 +54,13 @@ class BootJournal:
     boot unknown" (logged), never a failure to start.
     """
 
-    def __init__(self, path: str | Path | None, boot_id: str) -> None:
+    def __init__(self, path: str | Path | None, boot_id: str, min_interval_s: float = 1.0) -> None:
         self.path = Path(path) if path is not None else None
         self.boot_id = boot_id
+        self.min_interval_s = min_interval_s
+        self._last = 0
+        self._written = 0
+        self._next_write = 0.0
         self.prev_boot_id: str | None = None
         self.prev_boot_last_seq: int | None = None
         self._write_failed = False
@@ -69,12 +77,23 @@ class BootJournal:
             pass
         except (OSError, ValueError, KeyError, TypeError) as err:
             log.warning("boot journal %s unreadable (%s): previous boot unknown", self.path, err)
-        self.record(0, sync=True)
+        self._write(0, sync=True)  # the interval starts with the first consumed seq
 
     def record(self, last_seq: int, sync: bool = False) -> None:
-        """Rewrite the journal with this boot's last consumed seq (``sync``: fsync before rename)."""
-        if self.path is None:
+        """Note this boot's last consumed seq; rewritten now if ``sync`` or the interval has passed."""
+        self._last = last_seq
+        if self.path is None or (not sync and time.monotonic() < self._next_write):
             return
+        self._next_write = time.monotonic() + self.min_interval_s
+        self._write(last_seq, sync)
+
+    def flush(self) -> None:
+        """Write the exact last seq, with fsync (clean stop)."""
+        if self._written != self._last or self._last == 0:
+            self.record(self._last, sync=True)
+
+    def _write(self, last_seq: int, sync: bool) -> None:
+        assert self.path is not None
         tmp = self.path.with_name(self.path.name + ".tmp")
         try:
             with open(tmp, "w") as f:
@@ -83,6 +102,7 @@ class BootJournal:
                     f.flush()
                     os.fsync(f.fileno())
             os.replace(tmp, self.path)
+            self._written = last_seq
             self._write_failed = False
         except OSError as err:  # the message itself is already in the outbox; only the hint is stale
             if not self._write_failed:
