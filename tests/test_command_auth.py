@@ -290,23 +290,24 @@ def test_forged_dispatch_to_an_idle_handheld_is_not_obeyed(tmp_path: Path, mosqu
         "health": {"interval_s": 2.0},
     })
     rt = AgentRuntime(prof, state)
+    # no dwell finishes in this test: skip compiling the dwell analysis (numba, 10-50 s on a busy CI box)
+    rt.role.warm_up = lambda: None  # type: ignore[method-assign]
     signer = CommandSigner(priv, key_id, SimClock(START, 1.0, wall_start))
     events: list[dict] = []
-    got = threading.Event()
+    births: list[dict] = []
 
     def on_message(c: mqtt.Client, u: object, msg: mqtt.MQTTMessage) -> None:
-        events.append(json.loads(msg.payload))
-        got.set()
+        (births if msg.topic.endswith("/birth") else events).append(json.loads(msg.payload))
 
     ctl = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-controller", protocol=mqtt.MQTTv5)
     ctl.on_message = on_message
     ctl.connect(mosquitto.host, mosquitto.port)
-    ctl.subscribe(f"cedge/v1/up/{UNIT}/task_event", qos=1)
+    ctl.subscribe([(f"cedge/v1/up/{UNIT}/task_event", 1), (f"cedge/v1/up/{UNIT}/birth", 1)])
     ctl.loop_start()
     th = threading.Thread(target=rt.run, daemon=True)
     th.start()
     try:
-        _wait(lambda: rt.link.stats()["connected"], 180, "handheld connected (after its analysis warm-up)")
+        _wait(lambda: rt.link.stats()["connected"], 60, "handheld connected")
         attacker = CommandSigner(_other_key(tmp_path / "attacker"), None, SimClock(START, 1.0, wall_start))
         forged = attacker.sign(dispatch(task_id="T-evil", cmd_id="evil-1")).model_copy(update={"key_id": key_id})
         genuine = signer.sign(dispatch(task_id="T-real", cmd_id="real-1"))
@@ -320,6 +321,12 @@ def test_forged_dispatch_to_an_idle_handheld_is_not_obeyed(tmp_path: Path, mosqu
             ctl.publish(command_topic(UNIT), encode(genuine), qos=1).wait_for_publish(5)  # a replay
             _wait(lambda: rt.command_gate.rejected.get("replayed", 0) == 1, 30, "replay refused")
         assert rt.command_gate.rejected == {"bad_signature": 1, "unsigned": 1, "replayed": 1}
+        # a signed ping is the controller's request for a new birth (it holds data of an unknown boot)
+        n_births = len(births)
+        ping = signer.sign(Command(cmd_id="ping-1", unit_id=UNIT, command="ping", t_utc=START))
+        ctl.publish(command_topic(UNIT), encode(ping), qos=1).wait_for_publish(5)
+        _wait(lambda: len(births) > n_births, 30, "birth re-sent on a signed ping")
+        assert births[-1]["boot_id"] == rt.boot_id and births[-1]["body"]["last_seq"] >= 1
         assert rt.role.task is not None and rt.role.task.task_id == "T-real"
         # the handheld answered only the genuine command, and named it (later events, if its simulated
         # operator already reached the target, carry the same ids)
