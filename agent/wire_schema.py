@@ -156,6 +156,8 @@ class Birth(_Strict):
 
 class Death(_Strict):
     reason: Text = "connection lost"
+    # the boot's last seq, on a clean shutdown (the Last Will, armed at connect, cannot know it)
+    last_seq: int | None = Field(default=None, ge=0, lt=MAX_SEQ)
 
 
 class Health(_Strict):

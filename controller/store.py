@@ -764,6 +764,8 @@ class Store:
         else:
             assert isinstance(body, Death)
             applied = unit is not None and liveness.death_applies(unit[0], unit[1], env.boot_id, env.t_mono_s)
+            if body.last_seq is not None:
+                self._end_boot(env.unit_id, env.boot_id, body.last_seq, received_utc)
             if applied:
                 self._update(
                     "units",
@@ -1213,6 +1215,14 @@ class Store:
                 {"u": env.unit_id, "b": boot_id, "t": received_utc, "by": env.boot_id, "ref": ref_seq,
                  "now": now_s, "end": end_seq},
             )
+
+    def _end_boot(self, unit_id: str, boot_id: str, last_seq: int, received_utc: str) -> None:
+        """A clean shutdown's death names the boot's last seq: its end (a later loss is a gap)."""
+        self._conn.execute(
+            "INSERT INTO boots (unit_id, boot_id, announced, ref_seq, ref_epoch_s, end_seq) VALUES (?, ?, 0, ?, ?, ?) "
+            "ON CONFLICT(unit_id, boot_id) DO UPDATE SET end_seq = MAX(COALESCE(boots.end_seq, 0), excluded.end_seq)",
+            (unit_id, boot_id, last_seq, epoch_s(received_utc), last_seq),
+        )
 
     def get_boot(self, unit_id: str, boot_id: str) -> dict[str, Any] | None:
         rows = self._rows("SELECT * FROM boots WHERE unit_id = ? AND boot_id = ?", (unit_id, boot_id))

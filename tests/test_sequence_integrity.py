@@ -166,6 +166,19 @@ def test_end_of_boot_loss_shows_as_a_gap(ing: Ingestor) -> None:
     assert boots[BOOT]["n"] == 0 and boots[BOOT]["missing"] == 7
 
 
+def test_a_clean_shutdown_death_names_the_end_of_the_boot(ing: Ingestor) -> None:
+    from agent.wire_schema import Death
+
+    handle(ing, birth())
+    for s in range(1, 6):
+        handle(ing, meas(s))
+    death = make_envelope("death", UNIT, BOOT, 0, iso(T0), 9.0, True, Death(reason="shutdown", last_seq=8))
+    assert ing.handle(uplink_topic(UNIT, "death"), encode(death)) == "stored"
+    assert [(g["first_missing"], g["last_missing"]) for g in ing.store.gaps(UNIT)] == [(6, 8)]
+    assert [handle(ing, meas(s)) for s in (6, 7, 8)] == ["stored"] * 3  # the backlog arrives later
+    assert ing.store.gaps(UNIT) == []
+
+
 # ------------------------------------------------------------------------------ row 6 and far-ahead seqs
 def test_replayed_boot_id_with_the_next_seqs_cannot_erase_the_real_messages(ing: Ingestor) -> None:
     """Row 6: the forger's 200 messages come first under mob-2's boot id; the real 200, with 3 alarms

@@ -252,7 +252,8 @@ class MqttLink:
             connected = self._connected
         if connected:
             try:
-                payload = self._session_payload("death", wire_schema.Death(reason="shutdown"))
+                payload = self._session_payload("death", wire_schema.Death(reason="shutdown",
+                                                                           last_seq=self._seq.last_seq))
                 info = self._client.publish(wire_schema.uplink_topic(self.unit_id, "death"), payload, qos=1)
                 info.wait_for_publish(timeout=max(0.05, deadline - time.monotonic()))
             except (RuntimeError, ValueError) as err:
