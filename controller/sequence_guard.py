@@ -26,7 +26,8 @@ gaps".  The rules here:
    ``seq_conflicts``, counted and logged, and an alarm among them still reaches the dispatcher.
    So the row-6 attack can no longer make real messages vanish: at worst both versions are kept
    and the conflict is reported.
-4. **A boot's end is known**: the next birth's ``prev_boot_last_seq`` becomes the boot's
+4. **A boot's end is known**: a clean shutdown's death (``last_seq``) and the next birth's
+   ``prev_boot_last_seq`` (from the unit's boot journal, so also after a crash) become the boot's
    ``end_seq``, so a loss at the end of a boot shows as a gap in ``controller stats``.
 
 Threat model, honestly: once the broker ACL is in place (``cedge site``), a client without the

@@ -345,3 +345,42 @@ def test_forged_dispatch_to_an_idle_handheld_is_not_obeyed(tmp_path: Path, mosqu
         ctl.loop_stop()
         ctl.disconnect()
     assert not th.is_alive()
+
+
+def test_controller_service_signs_its_rebirth_requests_and_checks_its_key(keys: dict, tmp_path: Path) -> None:
+    """The service wiring: signing key and key id from the config (a mismatch stops the start), the
+    enrolment file must exist, and the ping that asks a unit for a birth is signed and recorded."""
+    import queue
+
+    from controller.config import ConfigError, controller_config_from_dict
+    from controller.service import ControllerService
+
+    class Link:
+        def __init__(self) -> None:
+            self.inbox: queue.Queue = queue.Queue()
+            self.sent: list[Command] = []
+            self.connected = True
+
+        def publish_command(self, unit_id: str, cmd: Command) -> None:
+            self.sent.append(cmd)
+
+    enrolled = tmp_path / "enrolled.yaml"
+    enrolled.write_text(f"units: [{UNIT}]\n")
+    base = {"db_path": str(tmp_path / "c.sqlite"), "command_signing_key": str(keys["priv"]),
+            "enrolled_units_file": str(enrolled)}
+    clock = ManualClock(START)
+    with pytest.raises(ConfigError, match="key id"):
+        ControllerService(controller_config_from_dict({**base, "command_key_id": "0123456789abcdef"}), clock, Link())
+    with pytest.raises(ConfigError, match="missing.yaml"):
+        ControllerService(controller_config_from_dict({**base, "enrolled_units_file": str(tmp_path / "missing.yaml")}),
+                          clock, Link())
+    link = Link()
+    svc = ControllerService(controller_config_from_dict({**base, "command_key_id": keys["key_id"]}), clock, link)
+    try:
+        assert svc.enrolment is not None and svc.enrolment.units == {UNIT}
+        svc._request_birth(UNIT)
+        (ping,) = link.sent
+        assert ping.command == "ping" and [r["cmd_id"] for r in svc.store.list_commands()] == [ping.cmd_id]
+        verifier(keys, clock).verify(decode_command(encode(ping)))
+    finally:
+        svc.store.close()
