@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from agent.config import ConfigError, load_yaml
+from agent.safe_yaml import YamlError, load_yaml_file
 
 __all__ = ["Enrolment", "EnrolmentError", "read_enrolled_units"]
 
@@ -46,19 +46,12 @@ def read_enrolled_units(path: str | Path) -> set[str]:
     """The unit ids of an enrolment file (the site registry's ``units:``, or a bare YAML list)."""
     p = Path(path)
     try:
-        data: Any = load_yaml(p)
-    except ConfigError as err:
-        # load_yaml insists on a mapping; a bare list of ids is accepted as well
-        try:
-            import yaml
-
-            data = yaml.safe_load(p.read_text())
-        except (OSError, yaml.YAMLError):
-            raise EnrolmentError(str(err)) from err
-        if not isinstance(data, list):
-            raise EnrolmentError(str(err)) from err
+        data: Any = load_yaml_file(p)  # bounded: size, alias expansion, depth (agent.safe_yaml)
+    except YamlError as err:
+        raise EnrolmentError(str(err)) from err
+    if isinstance(data, list):
         return _ids(data, str(p))
-    if "units" not in data:
+    if not isinstance(data, dict) or "units" not in data:
         raise EnrolmentError(f"{p}: no 'units' list")
     return _ids(data["units"], str(p))
 
