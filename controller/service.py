@@ -273,6 +273,7 @@ class ControllerService:
         line = (
             f"status: {'connected' if st['connected'] else 'DISCONNECTED'}, inbox {st['inbox']}, "
             f"stored {o.get('stored', 0)}, dup {o.get('duplicate', 0)}, rejected {o.get('rejected', 0)}, "
+            f"held {sum(st['parked'].values())}, seq conflicts {o.get('conflict', 0)}, "
             f"retry {st['retry']}; units online {u.get('online', 0)} stale {u.get('stale', 0)} "
             f"offline {u.get('offline', 0)}; incidents {st['incidents_active']}, tasks {st['tasks_active']}"
         )
