@@ -171,7 +171,8 @@ def malformed_cases() -> list[tuple[str, str, bytes, str]]:
                 "topic_mismatch",
             ),
             (f"{kind}: wrong seq", topic, payload(kind, seq=7 if seq_ok == 0 else 0), "bad_seq"),
-            (f"{kind}: bad body", topic, payload(kind, body=BAD_BODIES[kind]), BAD_BODY_CODES.get(kind, "body_invalid")),
+            (f"{kind}: bad body", topic, payload(kind, body=BAD_BODIES[kind]),
+             BAD_BODY_CODES.get(kind, "body_invalid")),
             (f"{kind}: body not object", topic, payload(kind, body=[1]), "envelope_invalid"),
         ]
     return cases
