@@ -406,3 +406,37 @@ def test_unwritable_disk_at_start_runs_on_memory_until_it_can_write(tiny_tmpfs: 
         assert sorted((r.boot_id, r.seq) for r in ob.take_batch(10)) == [("old", 1), ("old", 2)]
     finally:
         ob.close()
+
+
+def _chattr(on: bool, *paths: Path) -> bool:
+    return all(subprocess.run(["chattr", "+i" if on else "-i", str(p)], capture_output=True).returncode == 0
+               for p in paths)
+
+
+def test_immutable_outbox_is_not_declared_healthy_until_it_takes_a_write(tmp_path: Path) -> None:
+    """chattr +i (root-proof read-only): the retry must do a real write before ending the episode,
+    also when the memory queue was already sent and acknowledged (nothing left to move)."""
+    path = tmp_path / "ob.sqlite"
+    ob = Outbox(path, 1000, retry_min_s=0.05, retry_max_s=0.1)
+    try:
+        _put_env(ob, "measurement", 1)
+        files = [p for p in tmp_path.iterdir() if p.name.startswith("ob.sqlite")]
+        if not _chattr(True, *files, tmp_path):
+            pytest.skip("chattr +i not available here")
+        try:
+            _put_env(ob, "alarm", 2)
+            if ob.report()["state"] == "ok":
+                pytest.skip("this filesystem ignores the immutable flag on open files")
+            assert ob.report()["in_memory"] == 1
+            assert ob.ack_many([r.id for r in ob.take_batch(10)]) == 2  # the link delivered both
+            time.sleep(0.3)
+            rep = _wait_report(ob, lambda r: r["state"] == "ok", timeout_s=1.0)
+            assert rep["state"] == "EIO" and rep["in_memory"] == 0  # still failing: no write got through
+        finally:
+            _chattr(False, tmp_path, *files)
+        rep = _wait_state(ob, "ok")
+        assert rep["state"] == "ok" and rep["lost"] == {}
+        _put_env(ob, "measurement", 3)
+        assert ob.report()["on_disk"] == 1 and _all_seqs(ob) == [3]  # row 1 was acked while failing
+    finally:
+        ob.close()

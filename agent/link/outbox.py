@@ -168,7 +168,7 @@ class Outbox:
                  synchronous: Literal["FULL", "NORMAL"] = "FULL",
                  on_corrupt: Literal["raise", "move_aside"] = "raise",
                  integrity_check: bool = True, lock_timeout_s: float = 2.0,
-                 retry_min_s: float = 0.5, retry_max_s: float = 10.0, check_interval_s: float = 1.0) -> None:
+                 retry_min_s: float = 0.5, retry_max_s: float = 5.0, check_interval_s: float = 1.0) -> None:
         if max_messages < 1:
             raise ValueError(f"max_messages must be >= 1, got {max_messages}")
         if max_bytes is not None and max_bytes < 1:
@@ -517,6 +517,8 @@ class Outbox:
                 self._salvage_and_replace("found corrupt while running")
             moved = self._flush_memory(now)
             self._retry_deletes(now, quiet=False)
+            if not moved:
+                self._probe_write()  # nothing was written: make sure the disk takes a write now
         except OutboxError as err:
             self._faults.fault(err.kind, str(err), now)
             return
@@ -524,6 +526,14 @@ class Outbox:
             self._file_fault(err, "retry failed", now)
             return
         self._faults.recovered(now, f"{moved} message(s) moved from memory to disk")
+
+    def _probe_write(self) -> None:
+        """A real, fsynced write (the header's user_version, rewritten unchanged): a retry that had
+        nothing to move must not declare a still read-only or full disk healthy."""
+        file = self._file
+        assert file is not None
+        with file.transaction():
+            file.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def _flush_memory(self, now: float) -> int:
         """Move every memory row into the file (one transaction); returns rows moved."""

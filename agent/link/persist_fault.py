@@ -77,7 +77,7 @@ class FaultTracker:
     passed in by the caller (testable, and one clock read per operation).
     """
 
-    def __init__(self, what: str, retry_min_s: float = 0.5, retry_max_s: float = 10.0,
+    def __init__(self, what: str, retry_min_s: float = 0.5, retry_max_s: float = 5.0,
                  log_every_s: float = 10.0) -> None:
         if not 0 < retry_min_s <= retry_max_s:
             raise ValueError(f"need 0 < retry_min_s <= retry_max_s, got {retry_min_s}, {retry_max_s}")
@@ -92,6 +92,7 @@ class FaultTracker:
         self.retry_at_s = 0.0
         self.episodes = 0
         self._backoff_s = self.retry_min_s
+        self._recovered_at_s: float | None = None
         self._last_log_s: dict[str, float] = {}
         self._suppressed: Counter[str] = Counter()
 
@@ -100,9 +101,14 @@ class FaultTracker:
         self.errors[kind] += 1
         if self.failing is None:
             self.failing, self.since_s, self.episodes = kind, now_s, self.episodes + 1
-            self._backoff_s = self.retry_min_s
-            log.error("%s: %s (%s); keeping messages in memory and retrying", self.what, detail, kind)
-            self._last_log_s["fault"] = now_s
+            flapping = self._recovered_at_s is not None and now_s - self._recovered_at_s < self.log_every_s
+            if flapping:  # a disk that takes some writes and not others: keep backing off, log less
+                self.note("fault", now_s, logging.ERROR, "%s failing again (%s): %s; %d failed operations so far",
+                          self.what, kind, detail, sum(self.errors.values()))
+            else:
+                self._backoff_s = self.retry_min_s
+                log.error("%s: %s (%s); keeping messages in memory and retrying", self.what, detail, kind)
+                self._last_log_s["fault"] = now_s
         else:
             self.failing = kind
             self.note("fault", now_s, logging.ERROR, "%s still failing (%s): %s; %d failed operations "
@@ -111,12 +117,13 @@ class FaultTracker:
         self._backoff_s = min(self.retry_max_s, self._backoff_s * 2)
 
     def recovered(self, now_s: float, detail: str) -> None:
-        """The disk accepted writes again: close the episode (logged once, at WARNING)."""
+        """The disk accepted writes again: close the episode (logged at WARNING, rate-limited)."""
         if self.failing is None:
             return
-        log.warning("%s recovered after %.1f s of %s: %s", self.what, now_s - self.since_s, self.failing, detail)
+        self.note("recovered", now_s, logging.WARNING, "%s recovered after %.1f s of %s: %s", self.what,
+                  now_s - self.since_s, self.failing, detail)
         self.failing = None
-        self._backoff_s = self.retry_min_s
+        self._recovered_at_s = now_s
 
     def due(self, now_s: float) -> bool:
         """True when a failing store should be tried again."""
