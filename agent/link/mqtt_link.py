@@ -144,6 +144,7 @@ class MqttLink:
         self._started = False
         self._stopped = False
         self._draining = False  # stop(): publish nothing new from the outbox
+        self._publishing = 0  # rows handed to paho but not yet in _inflight (stop() waits for them)
         self._sender_exit = False
         self._connected = False
         self._ever_connected = False
@@ -247,7 +248,9 @@ class MqttLink:
             self._stopped = True
             self._draining = True
             self._cond.notify_all()
-            self._cond.wait_for(lambda: not self._connected or not self._inflight,
+            # a row the sender handed to paho just before _draining was set is not in _inflight yet:
+            # wait for it too, or its PUBACK arrives after the DISCONNECT and it is re-sent next boot
+            self._cond.wait_for(lambda: not self._connected or (not self._inflight and not self._publishing),
                                 timeout=max(0.0, (deadline - time.monotonic()) * 0.5))
             connected = self._connected
         if connected:
@@ -514,41 +517,57 @@ class MqttLink:
             if len(rows) < room and self._session_gen == gen and self._cursor == cursor:
                 self._maybe_pending = False  # all caught up; send() sets it again
         for row in rows:
-            payload = with_delivery(row.payload, self._delivery(row))
-            try:
-                # A packet over the broker's limit would get us disconnected on every retry and
-                # block the link: keep such a row (for forensics / a broker reconfiguration) aside.
-                limit = self._max_packet_bytes
-                if limit is not None and len(payload) + len(row.topic) + 64 > limit:
-                    raise ValueError(f"{len(payload)} B payload exceeds the broker's {limit} B packet limit")
-                info = self._client.publish(row.topic, payload, qos=1)
-            except ValueError as err:
-                log.error("link %s: cannot publish outbox row %d (%s seq %d), retry in 60 s: %s",
-                          self.unit_id, row.id, row.kind, row.seq, err)
-                with self._cond:
-                    self._publish_failures += 1
-                    self._held[row.id] = time.monotonic() + 60.0
-                continue
             with self._cond:
-                if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN) or self._session_gen != gen:
-                    # paho did not keep it, or the session was reset meanwhile (paho's copies
-                    # dropped): the row stays pending and is taken again.
+                if self._draining or not self._connected:
                     self._maybe_pending = True
                     return
-                # NO_CONN: paho keeps the packet and sends it when the session resumes.
-                self._published += 1
-                self._cursor = max(self._cursor, row.id)
-                self._inflight[info.mid] = row.id
-                early = self._early.pop(info.mid, None)
-                if self._early:
-                    old = time.monotonic() - _EARLY_ACK_MAX_AGE_S
-                    for mid in [m for m, (_, t) in self._early.items() if t < old]:
-                        del self._early[mid]
-                halt = self._draining or not self._connected
-            if early is not None:
-                self._resolve_early(info, row.id, early[0])
-            if halt:
+                self._publishing += 1
+            try:
+                go_on = self._publish_row(row, gen)
+            finally:
+                with self._cond:
+                    self._publishing -= 1
+                    self._cond.notify_all()
+            if not go_on:
                 return
+
+    def _publish_row(self, row: OutboxRow, gen: int) -> bool:
+        """Hand one outbox row to paho and register its packet id (sender thread only); False = stop
+        this batch (paho did not keep it, the session was reset, or the link is stopping)."""
+        payload = with_delivery(row.payload, self._delivery(row))
+        try:
+            # A packet over the broker's limit would get us disconnected on every retry and
+            # block the link: keep such a row (for forensics / a broker reconfiguration) aside.
+            limit = self._max_packet_bytes
+            if limit is not None and len(payload) + len(row.topic) + 64 > limit:
+                raise ValueError(f"{len(payload)} B payload exceeds the broker's {limit} B packet limit")
+            info = self._client.publish(row.topic, payload, qos=1)
+        except ValueError as err:
+            log.error("link %s: cannot publish outbox row %d (%s seq %d), retry in 60 s: %s",
+                      self.unit_id, row.id, row.kind, row.seq, err)
+            with self._cond:
+                self._publish_failures += 1
+                self._held[row.id] = time.monotonic() + 60.0
+            return True
+        with self._cond:
+            if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN) or self._session_gen != gen:
+                # paho did not keep it, or the session was reset meanwhile (paho's copies
+                # dropped): the row stays pending and is taken again.
+                self._maybe_pending = True
+                return False
+            # NO_CONN: paho keeps the packet and sends it when the session resumes.
+            self._published += 1
+            self._cursor = max(self._cursor, row.id)
+            self._inflight[info.mid] = row.id
+            early = self._early.pop(info.mid, None)
+            if self._early:
+                old = time.monotonic() - _EARLY_ACK_MAX_AGE_S
+                for mid in [m for m, (_, t) in self._early.items() if t < old]:
+                    del self._early[mid]
+            halt = self._draining or not self._connected
+        if early is not None:
+            self._resolve_early(info, row.id, early[0])
+        return not halt
 
     def _resolve_early(self, info: mqtt.MQTTMessageInfo, row_id: int, failed: bool) -> None:
         """A PUBACK with this packet id arrived before we registered it.  It is ours only if this
