@@ -38,7 +38,8 @@ Disk faults (issue 15: no silent loss) -- :meth:`put` never raises for them:
   from it oldest-first when it is full (each eviction counted as lost, reason
   ``disk_unavailable``); alarms and task events are kept beyond that budget up to 4x, and only a
   unit that has been unable to write its disk for that long loses one (reason ``memory_full``,
-  logged CRITICAL each time).
+  logged CRITICAL each time).  The count errs on the safe side: a message evicted after the link
+  had handed it to the MQTT client may still arrive, and is then both stored and counted lost.
 * While failing, writes go straight to memory, and the disk is retried with exponential back-off
   (``retry_min_s`` .. ``retry_max_s``); the first successful retry moves the memory queue into the
   file, rows keeping their ids and seqs, and the episode ends (logged at WARNING).
@@ -682,8 +683,10 @@ class Outbox:
             return 0
         with self._lock:
             self._check_open()
-            with self._mem.transaction():
-                in_mem = set(self._mem.delete(ids))
+            in_mem: set[int] = set()
+            if self._mem.count:
+                with self._mem.transaction():
+                    in_mem = set(self._mem.delete(ids))
             rest = [i for i in ids if i not in in_mem]
             removed = len(in_mem)
             if rest and self._file is not None:
@@ -725,7 +728,7 @@ class Outbox:
                 except sqlite3.Error as err:
                     self._file_read_failed = True
                     self._file_fault(err, "cannot read pending rows", now)
-            from_mem = self._mem.select(after_id, want)
+            from_mem = self._mem.select(after_id, want) if self._mem.count else []
             rows = sorted((r for r in (*from_file, *from_mem) if r.id not in exclude), key=lambda r: r.id)[:limit]
             if rows and count_attempt:
                 self._bump_attempts(rows, {r.id for r in from_mem}, now)

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 DROP_RANK: dict[str, int] = {"health": 0, "measurement": 1, "vitals": 1}
 #: Bytes charged per row on top of payload and topic (record header, cell, rowid, index entry).
 ROW_OVERHEAD_B = 100
+_HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)  # DELETE ... RETURNING
 
 COLUMNS = ("id", "topic", "payload", "kind", "boot_id", "seq", "created_mono_s", "created_utc",
            "attempts", "offline")
@@ -195,11 +196,16 @@ class RowStore:
         """Delete these ids; returns the ids that were present (and are now gone)."""
         gone: list[int] = []
         for i in ids:
-            r = self.db.execute("SELECT length(payload) + length(CAST(topic AS BLOB)) FROM outbox WHERE id = ?",
-                                (int(i),)).fetchone()
+            if _HAS_RETURNING:
+                r = self.db.execute("DELETE FROM outbox WHERE id = ? RETURNING length(payload) + "
+                                    "length(CAST(topic AS BLOB))", (int(i),)).fetchone()
+            else:
+                r = self.db.execute("SELECT length(payload) + length(CAST(topic AS BLOB)) FROM outbox WHERE id = ?",
+                                    (int(i),)).fetchone()
+                if r is not None:
+                    self.db.execute("DELETE FROM outbox WHERE id = ?", (int(i),))
             if r is None:
                 continue
-            self.db.execute("DELETE FROM outbox WHERE id = ?", (int(i),))
             self.count -= 1
             self.bytes -= int(r[0]) + ROW_OVERHEAD_B
             gone.append(int(i))
