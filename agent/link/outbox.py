@@ -204,6 +204,7 @@ class Outbox:
         self._file_read_failed = False
         self._next_check_s = 0.0
         self._next_id = 1
+        self._ever_attached = False
         self._spilled = 0
         self._open_at_start()
 
@@ -299,19 +300,19 @@ class Outbox:
         """Make ``db`` the file store and remember which file it is.
 
         After a start on the memory queue (the file could not be read, so ids began at 1), file
-        rows may carry ids the memory queue already uses.  Those file rows were never handed to
-        the link by this process, so they -- not the memory rows, whose acks may be on their way
-        -- are renumbered above every id in use.  The next read of the file starts from id 0, so
-        no file row is stranded below the link's cursor.
+        rows may carry ids this process already gave to memory rows -- rows still queued, or
+        delivered, or evicted while in flight, whose PUBACK may still come and would then delete
+        the file row of that id.  The file rows were never handed to the link by this process, so
+        they are the ones renumbered, above every id in use.  The next read of the file starts from
+        id 0, so no file row is stranded below the link's cursor.
         """
         try:
             store = RowStore(db, "file")
-            if self._mem.count:
-                mem_ids = [r.id for r in self._mem.select(0, self._mem.count)]
-                clash = [int(r[0]) for r in db.execute("SELECT id FROM outbox WHERE id >= ? ORDER BY id",
-                                                       (min(mem_ids),))]
+            if not self._ever_attached and self._next_id > 1:
+                clash = [int(r[0]) for r in db.execute("SELECT id FROM outbox WHERE id < ? ORDER BY id",
+                                                       (self._next_id,))]
                 if clash:
-                    base = max(self._next_id, store.max_id() + 1, max(mem_ids) + 1)
+                    base = max(self._next_id, store.max_id() + 1)
                     with store.transaction():
                         db.executemany("UPDATE outbox SET id = ? WHERE id = ?",
                                        [(base + i, old) for i, old in enumerate(clash)])
@@ -323,6 +324,7 @@ class Outbox:
                 db.close()
             raise
         self._file = store
+        self._ever_attached = True
         self._next_id = max(self._next_id, store.max_id() + 1)
         self._identity = _file_id(self.path)
         self._wal_identity = _file_id(Path(f"{self.path}-wal"))
