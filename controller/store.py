@@ -174,6 +174,13 @@ _TABLES: dict[str, dict[str, Any]] = {
         "available": int,
         "task_id": str,
         "commands_rejected": int,  # commands the unit refused since its start (forged, stale, replayed)
+        # the unit's persistence faults (agent.link.persist_fault): a disk that refuses writes is reported
+        # here as well as by the sequence gaps of the messages it cost
+        "outbox_state": str,
+        "outbox_errors": str,
+        "messages_lost": str,
+        "outbox_in_memory": int,
+        "status_write_failures": int,
     },
     "task_events": {
         "id": int,
@@ -656,6 +663,11 @@ class Store:
                         "available": int(body.available),
                         "task_id": body.task_id,
                         "commands_rejected": body.commands_rejected,
+                        "outbox_state": body.outbox_state,
+                        "outbox_errors": _js(body.outbox_errors),
+                        "messages_lost": _js(body.messages_lost),
+                        "outbox_in_memory": body.outbox_in_memory,
+                        "status_write_failures": body.status_write_failures,
                     },
                 )
                 if env.delivery == "live":

@@ -282,3 +282,18 @@ def test_open_existing_requires_database(tmp_path: Path) -> None:
     (tmp_path / "other.sqlite").write_bytes(b"")
     with pytest.raises(StoreError, match="not a controller database"):
         Store(tmp_path / "other.sqlite", create=False)
+
+
+def test_health_keeps_the_units_persistence_faults(store: Store) -> None:
+    """A unit whose disk refuses writes says so in its health (issue 15); the controller keeps it."""
+    body = Health(uptime_s=9, cpu_pct=3, mem_rss_mb=50, outbox_pending=12, queue_depth={"acq": 0},
+                  loop_lag_ms=1.0, sensors={"gamma": SensorHealth(state="ok")}, outbox_state="ENOSPC",
+                  outbox_errors={"ENOSPC": 4}, messages_lost={"memory_full": 7}, outbox_in_memory=12,
+                  status_write_failures=2)
+    e = make_envelope("health", "mob-1", BOOT, 1, iso(T0), 1.0, True, body)
+    assert store.store_uplink(e, body, iso(T0)) == "stored"
+    row = store.query("SELECT outbox_state, outbox_errors, messages_lost, outbox_in_memory, status_write_failures "
+                      "FROM health")[0]
+    assert (row["outbox_state"], json.loads(row["outbox_errors"]), json.loads(row["messages_lost"]),
+            row["outbox_in_memory"], row["status_write_failures"]) == (
+        "ENOSPC", {"ENOSPC": 4}, {"memory_full": 7}, 12, 2)
