@@ -94,6 +94,10 @@ def run(
     broker_host: str | None = typer.Option(None, "--broker-host", help="MQTT broker host"),
     broker_port: int | None = typer.Option(None, "--broker-port", help="MQTT broker port"),
     log_level: str | None = typer.Option(None, "--log-level", help="DEBUG, INFO, WARNING or ERROR"),
+    web: str | None = typer.Option(None, "--web", metavar="HOST:PORT",
+                                   help="serve the operator console here (default: the config's web section, "
+                                        "127.0.0.1:8470 or a free port)"),
+    no_web: bool = typer.Option(False, "--no-web", help="do not serve the operator console"),
 ) -> None:
     """Run the controller until SIGTERM / Ctrl-C."""
     from agent.logging_setup import setup_logging
@@ -106,6 +110,13 @@ def run(
         cfg.broker.host = broker_host
     if broker_port is not None:
         cfg.broker.port = broker_port
+    if web is not None:
+        host, sep, port = web.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            fail(f"--web {web!r}: give HOST:PORT, e.g. 127.0.0.1:8470 (port 0: a free port)", 2)
+        cfg.web.host, cfg.web.port, cfg.web.enabled = host.strip("[]"), int(port), True
+    if no_web:
+        cfg.web.enabled = False
     level = (log_level or cfg.log_level).upper()
     # UTC timestamps on a terminal, <N> syslog priorities under systemd (journalctl -p err)
     setup_logging(level if level in logging.getLevelNamesMapping() else "INFO")
@@ -113,9 +124,47 @@ def run(
         service = ControllerService(cfg)
     except (StoreError, ConfigError) as err:
         fail(f"cannot start: {err}", 1)
+    service.web_port_given = web is not None
     stop = threading.Event()
     install_signal_handlers(stop)
     service.run(stop)
+
+
+user_app = typer.Typer(help="Operator console accounts (stored in the controller database).", no_args_is_help=True)
+app.add_typer(user_app, name="user")
+
+
+@user_app.command("add")
+def user_add(
+    name: str = typer.Argument(..., help="login name"),
+    role: str = typer.Option(..., "--role", help="viewer, operator or administrator"),
+    config: Path | None = ConfigOpt,
+    db: Path | None = DbOpt,
+    replace: bool = typer.Option(False, "--replace", help="set a new password / role for an existing user"),
+    password_stdin: bool = typer.Option(False, "--password-stdin", help="read the password from stdin (one line)"),
+) -> None:
+    """Add an operator console user; the password is asked for (or read from stdin), stored as an scrypt hash."""
+    import sys
+
+    from controller.web.db import connect
+    from controller.web.users import UserError, add_user
+
+    path = db or Path(_config(config).db_path)
+    if password_stdin or not sys.stdin.isatty():
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    try:
+        conn = connect(path)
+    except Exception as err:  # sqlite3.Error, OSError: one line, no traceback
+        fail(f"{path}: cannot open database ({err})", 1)
+    try:
+        add_user(conn, name, role, password, replace=replace)
+    except UserError as err:
+        fail(err, 2)
+    finally:
+        conn.close()
+    print(f"user {name} ({role}) saved in {path}")
 
 
 @app.command()

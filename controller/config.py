@@ -35,6 +35,7 @@ __all__ = [
     "LivenessConfig",
     "LocalizationConfig",
     "SequenceConfig",
+    "WebConfig",
     "apply_controller_env",
     "controller_config_from_dict",
     "default_controller_config",
@@ -150,6 +151,31 @@ class SequenceConfig(_Cfg):
     rebirth_interval_s: float = Field(default=30.0, gt=0)
 
 
+class WebConfig(_Cfg):
+    """The operator console (controller.web): a browser UI and JSON API served by the controller.
+
+    On by default on loopback: the control room opens it on the controller's host, and nothing is
+    reachable from the network unless ``host`` says so.  ``port`` 0 takes a free port; a busy fixed
+    port falls back to a free one (logged), so a second controller on the host still starts.  The
+    address actually bound is written to ``url_file`` (default ``<db_path>.console.json``).
+    """
+
+    enabled: bool = True
+    host: str = Field(default="127.0.0.1", min_length=1, max_length=253)
+    port: int = Field(default=8470, ge=0, le=65535)
+    session_ttl_s: float = Field(default=12 * 3600.0, gt=0, le=7 * 86400.0)
+    poll_interval_s: float = Field(default=0.2, gt=0, le=10.0)  # SSE: how often the store is polled
+    url_file: str | None = None
+    tls_cert_file: str | None = None  # both set: HTTPS
+    tls_key_file: str | None = None
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> WebConfig:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("web: tls_cert_file and tls_key_file go together")
+        return self
+
+
 def _default_site() -> SiteConfig:
     # The demo yard's origin (configs/scenarios/demo_yard.yaml), so a file-less run fits the demo.
     return SiteConfig(name="demo-yard", origin_lat_deg=51.95, origin_lon_deg=4.05, origin_alt_m=5.0)
@@ -167,6 +193,7 @@ class ControllerConfig(_Cfg):
     dispatch: DispatchConfig = Field(default_factory=DispatchConfig)
     localization: LocalizationConfig = Field(default_factory=LocalizationConfig)
     sequence: SequenceConfig = Field(default_factory=SequenceConfig)
+    web: WebConfig = Field(default_factory=WebConfig)
     # Command integrity: every command is signed with this Ed25519 key (PEM, `cedge site init`
     # writes it); units refuse unsigned ones.  command_key_id is checked against the key at start.
     command_signing_key: str | None = None

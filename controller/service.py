@@ -117,6 +117,32 @@ class ControllerService:
         self._notifier = _Notifier()
         self._rlog = RateLimitedLog(self.clock, config.ingest.reject_log_interval_s, log)
         self.acked = 0
+        # operator console (controller.web): actions queued by any console are applied by the process
+        # that dispatches; the web server itself starts in run()
+        self.web_port_given = False
+        self.web: Any = None
+        self.actions: Any = None
+        if config.dispatch.enabled:
+            from controller.web.actions import ActionExecutor
+
+            self.actions = ActionExecutor(config.db_path, self.dispatcher)
+
+    def _start_web(self) -> None:
+        """Serve the operator console (on by default on loopback); a failure never stops ingest."""
+        if not self.config.web.enabled:
+            return
+        try:
+            from controller.web.server import WebServer
+        except ImportError as err:
+            log.error("operator console off: %s (install the 'controller' extra)", err)
+            return
+        try:
+            self.web = WebServer(self.config.web, self.config.db_path, port_was_given=self.web_port_given)
+            self.web.start()
+        except (OSError, ValueError) as err:
+            log.error("operator console off: cannot serve on %s:%d: %s", self.config.web.host,
+                      self.config.web.port, err)
+            self.web = None
 
     def _publish_command(self, unit_id: str, cmd: Command) -> None:
         self.link.publish_command(unit_id, cmd)
@@ -157,6 +183,7 @@ class ControllerService:
             "on" if self.config.dispatch.enabled else "off",
         )
         self.link.start()
+        self._start_web()
         self._notifier.notify("READY=1")
         # Dispatch and liveness run in their own thread: a localization fit takes up to a second
         # on hundreds of measurements, and ingest (and so the acknowledgements the broker waits
@@ -193,6 +220,8 @@ class ControllerService:
             self.liveness.tick()
             if self.config.dispatch.enabled:
                 self.dispatcher.tick()
+            if self.actions is not None:
+                self.actions.run_pending()
         except sqlite3.Error as err:
             self._rlog.error("tick-db", "tick skipped, database error: %s", err)
         except Exception as err:  # one traceback per error type and interval, not one per tick
@@ -286,6 +315,8 @@ class ControllerService:
             self.process(self._drain(0.0))  # store and ack what is already here while still connected
         except Exception:
             log.exception("final drain failed; un-acked messages stay with the broker")
+        if self.web is not None:
+            self.web.stop()
         self.link.stop()
         try:  # anything that arrived during disconnect: store it (un-acked; the broker re-sends, we de-dup)
             while True:
@@ -294,6 +325,8 @@ class ControllerService:
         except queue.Empty:
             pass
         self.log_status()
+        if self.actions is not None:
+            self.actions.close()
         self.store.close()
         log.info("controller stopped")
 

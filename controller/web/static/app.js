@@ -1,0 +1,199 @@
+// The operator console page: log in, load the state, follow the live events, act.
+import { api, ApiError, setCsrf } from "./api.js";
+import { drawMap, fmt } from "./map.js";
+import { drawSpectrum } from "./spectrum.js";
+
+const $ = (sel) => document.querySelector(sel);
+const TRACK_POINTS = 600;  // per unit, newest kept
+const state = { units: [], alarms: [], incidents: [], tasks: [], timeline: [], tracks: new Map(),
+                selected: null, session: null, spectrumFor: null };
+window.consoleState = state;  // for the browser tests and for curious operators (read-only use)
+
+function el(tag, text, cls) { const e = document.createElement(tag); if (text != null) e.textContent = text; if (cls) e.className = cls; return e; }
+function hhmmss(t) { return t ? String(t).split("T")[1]?.slice(0, 8) ?? t : "-"; }
+function showError(err) { $("#action-error").textContent = err ? (err.message || String(err)) : ""; }
+
+function addPositions(rows) {
+  for (const p of rows) {
+    let pts = state.tracks.get(p.unit_id);
+    if (!pts) { pts = []; state.tracks.set(p.unit_id, pts); }
+    pts.push(p);
+    if (pts.length > TRACK_POINTS) pts.splice(0, pts.length - TRACK_POINTS);
+  }
+}
+
+function render() {
+  drawMap($("#map"), state);
+  const may = state.session?.may || [];
+  // units
+  const ub = $("#units tbody"); ub.replaceChildren();
+  for (const u of state.units) {
+    const tr = el("tr", null, u.state); tr.dataset.unit = u.unit_id;
+    const sensors = u.sensors ? Object.entries(u.sensors).map(([k, v]) => `${k}:${v?.state ?? v?.status ?? "?"}`).join(" ") : "-";
+    for (const v of [u.unit_id, u.unit_type, u.state, hhmmss(u.last_seen_utc), u.x_m == null ? "-" : `${fmt(u.x_m)}, ${fmt(u.y_m)}`,
+                     u.outbox_pending ?? "-", sensors, u.task_id || "-"]) tr.append(el("td", v));
+    ub.append(tr);
+  }
+  // alarms, newest first
+  const ab = $("#alarms tbody"); ab.replaceChildren();
+  for (const a of [...state.alarms].reverse()) {
+    const tr = el("tr", null, a.acked ? "acked" : "unacked"); tr.dataset.alarm = a.alarm_id;
+    for (const v of [a.alarm_id.slice(0, 12), a.unit_id, hhmmss(a.t_peak_utc), fmt(a.significance_sigma),
+                     (a.nuclides || []).map((n) => n.name).join(", ") || "-", (a.incident_id || "-").slice(0, 10)]) tr.append(el("td", v));
+    const td = el("td");
+    if (a.acked) td.append(el("span", `ack ${a.acked.split(" ")[0]}`, "note"));
+    else if (may.includes("ack_alarm")) {
+      const b = el("button", "Acknowledge", "ack"); b.dataset.ack = a.alarm_id;
+      b.addEventListener("click", () => act(`/api/alarms/${encodeURIComponent(a.alarm_id)}/ack`, {}));
+      td.append(b);
+    }
+    tr.append(td); ab.append(tr);
+  }
+  // incidents
+  const ib = $("#incidents tbody"); ib.replaceChildren();
+  for (const i of state.incidents) {
+    const tr = el("tr", null, i.incident_id === state.selected ? "selected" : ""); tr.dataset.incident = i.incident_id;
+    const r = i.region_95;
+    for (const v of [i.incident_id.slice(0, 12), i.state, i.est_x_m == null ? "-" : `${fmt(i.est_x_m)}, ${fmt(i.est_y_m)}, ${fmt(i.height_m)}`,
+                     r ? `${fmt(r.a_m)} x ${fmt(r.b_m)}` : "-", i.nuclides.map((n) => n.name).join(", ") || "-", i.task_id || "-"]) tr.append(el("td", v));
+    tr.addEventListener("click", () => selectIncident(i.incident_id));
+    ib.append(tr);
+  }
+  // tasks
+  const tb = $("#tasks tbody"); tb.replaceChildren();
+  for (const t of state.tasks) {
+    const tr = el("tr"); tr.dataset.task = t.task_id; tr.dataset.state = t.state;
+    for (const v of [t.task_id, (t.incident_id || "-").slice(0, 10), t.state, t.unit_id || "-",
+                     `${fmt(t.target_x_m)}, ${fmt(t.target_y_m)}`, fmt(t.radius_m), hhmmss(t.state_since_utc)]) tr.append(el("td", v));
+    tb.append(tr);
+  }
+  // timeline, newest first
+  const tl = $("#timeline"); tl.replaceChildren();
+  for (const e of [...state.timeline].reverse().slice(0, 200)) tl.append(el("li", `${hhmmss(e.t_utc)}  ${e.text}`, e.kind));
+  renderIncidentPanel();
+}
+
+function renderIncidentPanel() {
+  const inc = state.incidents.find((i) => i.incident_id === state.selected);
+  $("#incident-panel").hidden = !inc;
+  if (!inc) return;
+  $("#incident-title").textContent = `Incident ${inc.incident_id} (${inc.state})`;
+  const r = inc.region_95;
+  $("#incident-summary").textContent = inc.est_x_m == null ? "no estimate yet" :
+    `estimate (${fmt(inc.est_x_m)}, ${fmt(inc.est_y_m)}) m, height ${fmt(inc.height_m)} m` +
+    (inc.height_sigma_m != null ? ` ± ${fmt(inc.height_sigma_m)}` : "") +
+    (r ? `; 95 % region ${fmt(r.a_m)} x ${fmt(r.b_m)} m (${r.source})` : "") +
+    `; nuclides ${inc.nuclides.map((n) => `${n.name} ${fmt(n.confidence, 2)}`).join(", ") || "none"}` +
+    (inc.ambiguous ? "; AMBIGUOUS (two candidate spots)" : "") + `; passes ${inc.passes}`;
+  const sel = $("#dispatch-unit"), keep = sel.value;
+  sel.replaceChildren(...state.units.filter((u) => u.unit_type === "handheld")
+    .map((u) => { const o = el("option", `${u.unit_id} (${u.state})`); o.value = u.unit_id; return o; }));
+  if (keep) sel.value = keep;
+  const task = state.tasks.find((t) => t.task_id === inc.task_id);
+  $("#cancel-task-button").disabled = !task || !["open", "dispatched", "accepted", "on_site", "measuring"].includes(task.state);
+}
+
+async function selectIncident(id) {
+  state.selected = id;
+  render();
+  const inc = state.incidents.find((i) => i.incident_id === id);
+  const alarmId = inc?.alarm_ids?.[0];
+  const canvas = $("#spectrum");
+  if (!alarmId) { drawSpectrum(canvas, null); return; }
+  try {
+    const spec = await api(`/api/alarms/${encodeURIComponent(alarmId)}/spectrum`);
+    state.spectrumFor = alarmId;
+    drawSpectrum(canvas, spec);
+    $("#spectrum-note").textContent = `alarm ${alarmId} from ${spec.unit_id}: ${spec.spectra_summed} spectra, ` +
+      `${fmt(spec.live_time_s)} s live (blue); background ${spec.background_spectra} spectra scaled to the same live time (grey)` +
+      `; red: lines of the identified nuclides`;
+  } catch (err) { showError(err); }
+}
+
+async function act(path, body) {
+  showError(null);
+  try { await api(path, { method: "POST", body }); await reload(); }
+  catch (err) { showError(err); if (err instanceof ApiError && err.status === 401) start(); }
+}
+
+async function reload() {
+  const [units, alarms, incidents, tasks, timeline, positions] = await Promise.all([
+    api("/api/units"), api("/api/alarms"), api("/api/incidents"), api("/api/tasks"), api("/api/timeline"), api("/api/positions")]);
+  Object.assign(state, { units, alarms, incidents, tasks, timeline });
+  state.tracks = new Map(); addPositions(positions);
+  render();
+}
+
+let source = null;
+function follow() {
+  if (source) source.close();
+  source = new EventSource("/api/events");
+  const live = $("#live");
+  source.onopen = () => { live.textContent = "live"; live.className = "live on"; };
+  source.onerror = () => { live.textContent = "reconnecting"; live.className = "live off"; };
+  let pending = false;
+  const later = () => { if (!pending) { pending = true; requestAnimationFrame(() => { pending = false; render(); }); } };
+  const on = (kind, fn) => source.addEventListener(kind, (ev) => { fn(JSON.parse(ev.data)); later(); });
+  on("hello", () => reload().catch(showError));  // after a (re)connect: nothing missed in between
+  on("units", (rows) => { state.units = rows; });
+  on("positions", addPositions);
+  on("alarms", (rows) => { state.alarms = [...state.alarms, ...rows].slice(-500); refreshTimeline(); });
+  on("alarms_acked", (rows) => { state.alarms = rows; });
+  on("tasks", (rows) => { state.tasks = rows; refreshTimeline(); });
+  on("incidents", (rows) => { state.incidents = rows; });
+  on("actions", () => refreshTimeline());
+  on("resync", () => reload().catch(showError));
+}
+
+let timelineTimer = null;
+function refreshTimeline() {
+  clearTimeout(timelineTimer);
+  timelineTimer = setTimeout(async () => { try { state.timeline = await api("/api/timeline"); render(); } catch (e) { showError(e); } }, 300);
+}
+
+async function start() {
+  try {
+    state.session = await api("/api/session");
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) { $("#console").hidden = true; $("#login").hidden = false; return; }
+    throw err;
+  }
+  setCsrf(state.session.csrf);
+  document.body.className = state.session.role;
+  $("#who").textContent = `${state.session.user} (${state.session.role})`;
+  $("#login").hidden = true; $("#console").hidden = false;
+  await reload();
+  follow();
+}
+
+$("#login-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  $("#login-error").textContent = "";
+  try {
+    await api("/api/login", { method: "POST", body: { name: $("#login-name").value, password: $("#login-password").value } });
+    $("#login-password").value = "";
+    await start();
+  } catch (err) { $("#login-error").textContent = err.message; }
+});
+$("#logout").addEventListener("click", async () => {
+  try { await api("/api/logout", { method: "POST" }); } catch (err) { /* session already gone */ }
+  if (source) source.close();
+  location.reload();
+});
+$("#dispatch-button").addEventListener("click", () => {
+  const unit = $("#dispatch-unit").value;
+  const inc = state.incidents.find((i) => i.incident_id === state.selected);
+  if (!unit || !inc) return showError(new Error("choose an incident and a handheld"));
+  act("/api/dispatch", { unit_id: unit, incident_id: inc.incident_id });
+});
+$("#cancel-task-button").addEventListener("click", () => {
+  const inc = state.incidents.find((i) => i.incident_id === state.selected);
+  if (inc?.task_id) act(`/api/tasks/${encodeURIComponent(inc.task_id)}/cancel`, undefined);
+});
+$("#close-incident-button").addEventListener("click", () => {
+  const note = $("#close-note").value.trim();
+  if (!note) return showError(new Error("write a note before closing the incident"));
+  act(`/api/incidents/${encodeURIComponent(state.selected)}/close`, { note });
+});
+
+start().catch(showError);
