@@ -28,7 +28,7 @@ from agent.safe_yaml import MAX_YAML_NODES, YamlError, load_yaml_bytes
 from controller.config import load_controller_config
 from hal_sim.scenario import load_scenario
 
-FUZZ = settings(max_examples=200, deadline=None, derandomize=True, database=None,
+FUZZ = settings(max_examples=120, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SHIPPED = {
