@@ -10,6 +10,7 @@ summary (``--json``: one JSON object) and a picture of the yard.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
 import tempfile
@@ -42,12 +43,49 @@ def _source_truth(fleet: Fleet) -> list[dict[str, Any]]:
              "z_m": round(s.position_m[2], 3)} for s in world.sources]
 
 
+DEMO_OPERATOR = "demo-operator"
+
+
+def _console_user(db_path: Path) -> dict[str, str]:
+    """A console operator for this run, with a fresh random password (printed, and in ``--json``)."""
+    import secrets
+
+    from controller.web.db import connect
+    from controller.web.users import add_user
+
+    password = secrets.token_urlsafe(12)
+    conn = connect(db_path)
+    try:
+        add_user(conn, DEMO_OPERATOR, "operator", password, replace=True)
+    finally:
+        conn.close()
+    return {"user": DEMO_OPERATOR, "password": password, "role": "operator"}
+
+
+def _console_url(db_path: Path, timeout_s: float = 10.0) -> str | None:
+    """The address the controller's console bound (it writes ``<db>.console.json`` once serving)."""
+    import json
+
+    url_file = Path(f"{db_path}.console.json")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            return str(json.loads(url_file.read_text())["url"])
+        except (OSError, ValueError, KeyError):
+            time.sleep(0.2)
+    return None
+
+
 def run_demo(scenario_path: Path, work_dir: Path | None = None, rate: float | None = None,
              timeout_s: float = 240.0, console: Console | None = None, quiet: bool = False,
              broker_host: str | None = None, broker_port: int | None = None,
-             site_dir: Path | None = None) -> dict[str, Any]:
+             site_dir: Path | None = None, hold_s: float = 0.0) -> dict[str, Any]:
     """Run the fleet on the secure setup of a site: ``site_dir`` (needed with an external broker), or
-    a site made in the work directory (``<work>/site``: CA, certificates, ACL, command key)."""
+    a site made in the work directory (``<work>/site``: CA, certificates, ACL, command key).
+
+    The controller serves the operator console while the demo runs (its address and a demo
+    operator's credentials are printed and go into the summary); ``hold_s`` keeps the controller,
+    and so the console, up that many seconds after the scenario ends."""
     console = console or Console(stderr=True)
     keep = work_dir is not None
     work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="cedge-demo-"))
@@ -57,6 +95,12 @@ def run_demo(scenario_path: Path, work_dir: Path | None = None, rate: float | No
             f.unlink()
     fleet = Fleet(scenario_path, work, rate=rate, broker_host=broker_host, broker_port=broker_port,
                   site_dir=site_dir)
+    try:
+        console_login: dict[str, str] | None = _console_user(fleet.db_path)
+    except Exception as err:  # the console is optional: no web extra, no console, the demo still runs
+        console_login = None
+        console.print(f"operator console off: {err}")
+    console_url: str | None = None
     view = FleetView(fleet.db_path)
     duration = fleet.scenario.time.duration_s
     t_wall0 = time.monotonic()
@@ -65,6 +109,10 @@ def run_demo(scenario_path: Path, work_dir: Path | None = None, rate: float | No
     final_seen_at: float | None = None
     try:
         fleet.start()
+        console_url = _console_url(fleet.db_path) if console_login else None
+        if console_url and not quiet:
+            console.print(f"operator console: {console_url}  (user {console_login['user']}, "
+                          f"password {console_login['password']})")
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
                       TimeElapsedColumn(), console=console, disable=quiet, transient=False) as progress:
             bar = progress.add_task("simulated yard", total=duration, status="starting processes")
@@ -96,6 +144,11 @@ def run_demo(scenario_path: Path, work_dir: Path | None = None, rate: float | No
             console.print(f"stopping fleet ({ended})")
         fleet.stop_agents()
         fleet.wait_drained(timeout_s=90.0)
+        if hold_s > 0 and console_url:
+            if not quiet:
+                console.print(f"console kept up for {hold_s:.0f} s at {console_url} (Ctrl-C ends it)")
+            with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends the hold, the summary still comes
+                time.sleep(hold_s)
     finally:
         fleet.stop()
     summary = view.summary()
@@ -112,6 +165,8 @@ def run_demo(scenario_path: Path, work_dir: Path | None = None, rate: float | No
     summary["ended"] = ended
     summary["wall_time_s"] = round(time.monotonic() - t_wall0, 1)
     summary["sim_time_s"] = round(fleet.sim_seconds(), 1)
+    summary["console_url"] = console_url
+    summary["console_login"] = console_login
     summary["work_dir"] = str(work)
     summary["site_dir"] = str(fleet.site_dir)
     try:

@@ -343,6 +343,7 @@ def _login(browser: Any, fleet: Fleet, name: str) -> Any:
     page.click("#login-button")
     page.wait_for_selector("#console:not([hidden])", timeout=DEADLINE_S * 1000)
     page.wait_for_selector("#live.on", timeout=DEADLINE_S * 1000)
+    assert not page.is_visible("#login")
     return page
 
 
@@ -365,8 +366,9 @@ def test_operator_console_in_chromium(fleet: Fleet, browser: Any) -> None:
     inc_id = page.evaluate("window.consoleState.incidents.find(i => i.alarm_ids[0] === 'A-web-1').incident_id")
     page.click(f'#incidents tr[data-incident="{inc_id}"]')
     page.wait_for_selector("#incident-panel:not([hidden])", timeout=ms)
-    page.wait_for_function(f"document.querySelector('#map').dataset.ellipses.includes('{inc_id}')", timeout=ms)
-    page.wait_for_function("document.querySelector('#spectrum').dataset.lines.includes('Cs-137@661.7')", timeout=ms)
+    page.wait_for_function(f"(document.querySelector('#map').dataset.ellipses || '').includes('{inc_id}')", timeout=ms)
+    page.wait_for_function("(document.querySelector('#spectrum').dataset.lines || '').includes('Cs-137@661.7')",
+                           timeout=ms)
     assert "Cs-137" in page.inner_text("#incident-summary") and "95 % region" in page.inner_text("#incident-summary")
     page.locator(".grid section").nth(2).screenshot(path=str(DOCS / "console_incident.png"))
     # acknowledge the alarm
@@ -404,3 +406,65 @@ def test_viewer_page_offers_no_actions(fleet: Fleet, browser: Any) -> None:
     assert page.locator("button.ack:visible").count() == 0
     assert not page.locator("#dispatch-button").is_visible()
     page.close()
+
+
+def test_cancel_task_and_close_incident_are_applied_and_recorded(fleet: Fleet) -> None:
+    op = Client(fleet.url)
+    op.login("olga")
+    # a handheld sent by hand to a point, then called back: signed dispatch, then signed cancel
+    status, body = op.call("POST", "/api/dispatch", {"unit_id": "hh-1", "x_m": -30.0, "y_m": 12.0})
+    assert status == 202 and body["state"] == "pending"
+
+    def task_of_hh1() -> Any:
+        rows = [t for t in op.call("GET", "/api/tasks")[1] if t["unit_id"] == "hh-1" and t["state"] == "dispatched"]
+        return rows[0] if rows else None
+
+    task = _wait(task_of_hh1, "hh-1's manual task")
+    assert (task["target_x_m"], task["target_y_m"]) == (-30.0, 12.0)
+    status, body = op.call("POST", f"/api/tasks/{task['task_id']}/cancel")
+    assert status == 202
+    _wait(lambda: [t for t in op.call("GET", "/api/tasks")[1]
+                   if t["task_id"] == task["task_id"] and t["state"] == "cancelled"], "the task cancelled")
+    cancel = _wait(lambda: [c for c in fleet.commands["hh-1"] if c.command == "cancel"], "hh-1's cancel")[0]
+    assert cancel.task_id == task["task_id"] and cancel.signature
+    status, body = op.call("POST", f"/api/tasks/{task['task_id']}/cancel")
+    assert status == 409 and "cancelled" in body["error"]
+    # close the incident with a note
+    inc = [i for i in op.call("GET", "/api/incidents")[1] if i["alarm_ids"] == ["A-web-1"]][0]
+    status, body = op.call("POST", f"/api/incidents/{inc['incident_id']}/close", {"note": "source found: Cs-137 gauge"})
+    assert status == 202
+    _wait(lambda: [i for i in op.call("GET", "/api/incidents")[1]
+                   if i["incident_id"] == inc["incident_id"] and i["state"] == "closed"], "the incident closed")
+    acts = [a for a in op.call("GET", "/api/actions")[1] if a["action"] in ("cancel_task", "close_incident")]
+    assert {(a["action"], a["user"], a["state"]) for a in acts} == {("cancel_task", "olga", "done"),
+                                                                     ("close_incident", "olga", "done")}
+    assert all(a["t_utc"].endswith("Z") and a["done_utc"] for a in acts)
+    assert "Cs-137 gauge" in [a for a in acts if a["action"] == "close_incident"][0]["result"]
+
+
+def test_passwords_are_slow_salted_hashes_and_bad_accounts_are_refused(tmp_path: Path) -> None:
+    from controller.web.db import connect
+    from controller.web.users import UserError, add_user, check_login, hash_password, verify_password
+
+    h1, h2 = hash_password("correct horse"), hash_password("correct horse")
+    assert h1 != h2 and h1.startswith("scrypt$16384$8$1$")  # salted, parameters on record
+    assert verify_password("correct horse", h1) and not verify_password("correct hors", h1)
+    assert not verify_password("x", "md5$abc")
+    conn = connect(tmp_path / "c.sqlite")
+    add_user(conn, "ann", "viewer", "long-enough")
+    assert check_login(conn, "ann", "long-enough") == "viewer"
+    assert check_login(conn, "ann", "wrong") is None and check_login(conn, "bob", "long-enough") is None
+    for name, role, pw, why in (("ann", "viewer", "long-enough", "exists"), ("x y", "viewer", "long-enough", "name"),
+                                ("cy", "boss", "long-enough", "role"), ("cy", "viewer", "short", "password")):
+        with pytest.raises(UserError, match=why):
+            add_user(conn, name, role, pw)
+    stored = conn.execute("SELECT password_hash FROM web_users WHERE name = 'ann'").fetchone()[0]
+    assert "long-enough" not in stored
+    conn.close()
+    r = subprocess.run([sys.executable, "-m", "cedge", "controller", "user", "add", "dan", "--role", "king",
+                        "--db", str(tmp_path / "c.sqlite"), "--password-stdin"], input="long-enough\n",
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "role 'king'" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "-m", "cedge", "controller", "run", "--web", "localhost", "--db",
+                        str(tmp_path / "c.sqlite")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "HOST:PORT" in r.stderr and "Traceback" not in r.stderr

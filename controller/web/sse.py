@@ -53,8 +53,8 @@ class Broadcaster:
 
     def _changes(self) -> list[tuple[str, Any]]:
         """What moved since the last poll (runs in a worker thread: SQLite calls block)."""
-        if self._marks is None:
-            self._init_cursors()
+        if self._marks is None or not self.clients:
+            self._init_cursors()  # nobody listening: only keep the cursors current
             return []
         m = queries.watermarks(self.store)
         out: list[tuple[str, Any]] = []
@@ -86,13 +86,12 @@ class Broadcaster:
         last_err = 0.0
         while True:
             try:
-                if self.clients or self._marks is None:
-                    changes = await run_in_threadpool(self._changes)
-                    self.polls += 1
-                    for kind, data in changes:
-                        self.publish(kind, data)
-                else:
-                    self._marks = None  # nobody listening: re-baseline when someone connects
+                # polled even with nobody connected (one cheap query): the cursors stay current, so a
+                # page that connects and then loads the full state can miss nothing in between
+                changes = await run_in_threadpool(self._changes)
+                self.polls += 1
+                for kind, data in changes:
+                    self.publish(kind, data)
             except Exception:
                 if time.monotonic() - last_err > 60:
                     log.exception("console live poll failed")
