@@ -37,11 +37,15 @@ short-term norms of Nunan, Sandercock & Brodie 2010 (PACE 33:1407); tension lowe
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from hal_sim.face.truth import STATE_CALM, STATE_TENSE
+
+if TYPE_CHECKING:
+    from hal_sim.face.real_ppg import RealPulse
 
 GRID_HZ = 100.0
 
@@ -108,6 +112,11 @@ class PhysiologyTrack:
     beat_times_s: np.ndarray
     blinks: list[tuple[float, float, float]]  # (start, end, closure depth 0..1)
     expressions: list[tuple[float, float, str]] = field(default_factory=list)
+    # A real recording as the pulse (hal_sim.face.real_ppg, set by :func:`with_real_pulse`): the
+    # pulsatile part and the respiratory baseline wander on the grid, unit = median beat p-p.
+    real_pulse_grid: np.ndarray | None = None
+    real_wander_grid: np.ndarray | None = None
+    real_pulse_info: dict[str, Any] | None = None
 
     # -- scalar/vector evaluation at arbitrary times
     def hr_at(self, t_s: np.ndarray) -> np.ndarray:
@@ -121,6 +130,8 @@ class PhysiologyTrack:
 
     def pulse_at(self, t_s: np.ndarray) -> np.ndarray:
         """Blood-volume pulse, zero mean, unit peak-to-peak (positive = more blood)."""
+        if self.real_pulse_grid is not None:
+            return np.interp(t_s, self.grid_t_s, self.real_pulse_grid)
         phase = np.interp(t_s, self.grid_t_s, self.cardiac_phase_cyc)
         return pulse_waveform(phase)
 
@@ -129,7 +140,12 @@ class PhysiologyTrack:
         amplitude modulation (RIAV, -10 % at full inspiration) and the respiratory baseline shift
         (RIIV, venous volume falling on inspiration, ~0.25 of the pulse) - the respiratory
         modulations of the PPG reviewed by Meredith et al. 2012 (J Med Eng Technol 36:1) and used
-        by Karlen et al. 2013 (IEEE TBME 60:1946)."""
+        by Karlen et al. 2013 (IEEE TBME 60:1946).
+
+        With a real recording as the pulse, its own amplitude modulation and baseline wander are
+        used instead (they come with the recording, see :mod:`hal_sim.face.real_ppg`)."""
+        if self.real_pulse_grid is not None and self.real_wander_grid is not None:
+            return np.interp(t_s, self.grid_t_s, self.real_pulse_grid + self.real_wander_grid)
         b = self.breath_at(t_s) - 0.5
         return self.pulse_at(t_s) * (1.0 - 0.2 * b) - 0.25 * b
 
@@ -334,6 +350,30 @@ def simulate_physiology(
         params=p, duration_s=float(duration_s), episodes=[(float(a), float(b), str(c)) for a, b, c, *_ in episodes],
         grid_t_s=t, tension=tension, hr_bpm=hr, rr_bpm=rr, cardiac_phase_cyc=cardiac_phase,
         resp_phase_cyc=resp_phase, breath_amp=breath_amp, beat_times_s=beats, blinks=blinks, expressions=expr,
+    )
+
+
+def with_real_pulse(track: PhysiologyTrack, pulse: RealPulse) -> PhysiologyTrack:
+    """``track`` with its heart replaced by a real recording (:mod:`hal_sim.face.real_ppg`).
+
+    Heart rate, cardiac phase, beat times and the pulse waveform come from the recording;
+    breathing, blinks and expressions stay as simulated.  The recording does not respond to
+    tension, so a clip with tense episodes cannot use it (``ClipSpec.validate`` refuses).
+    """
+    t = track.grid_t_s
+    p_t = pulse.t_s
+    if p_t[-1] < t[-1] - 1.0 / GRID_HZ:
+        raise ValueError(f"real pulse covers {p_t[-1]:.2f} s, the track needs {t[-1]:.2f} s")
+    beats = pulse.beat_times_s[(pulse.beat_times_s >= t[0]) & (pulse.beat_times_s <= t[-1])]
+    return replace(
+        track,
+        params=replace(track.params, base_hr_bpm=float(pulse.info.get("target_hr_bpm", np.nan))),
+        hr_bpm=pulse.hr_bpm(t),
+        cardiac_phase_cyc=pulse.cardiac_phase(t),
+        beat_times_s=beats,
+        real_pulse_grid=np.interp(t, p_t, pulse.pulse),
+        real_wander_grid=np.interp(t, p_t, pulse.wander),
+        real_pulse_info=dict(pulse.info),
     )
 
 

@@ -40,7 +40,7 @@ from hal_sim.face.face_model import (
     sample_geometry,
 )
 from hal_sim.face.optics import Illumination, Sensor, SmoothRandom
-from hal_sim.face.physiology import PhysiologyTrack, sample_params, simulate_physiology
+from hal_sim.face.physiology import PhysiologyTrack, sample_params, simulate_physiology, with_real_pulse
 from hal_sim.face.spec import ClipSpec
 
 _EXPOSURE_DN = 255.0 * 0.9  # radiance 1.0 -> DN
@@ -252,6 +252,8 @@ class Scene:
                 )
                 physio = simulate_physiology(params, self.horizon_s, spec.episodes_for(i), rng,
                                              expressions=spec.expressions and kind == "person")
+                if spec.pulse_source != "parametric":
+                    physio = self._real_heart(physio, i)
             if photographic:
                 from hal_sim.face.photo_face import build_astronaut_texture
 
@@ -267,6 +269,18 @@ class Scene:
                 actor.card = _print_card(actor, self.light, rng)
             actors.append(actor)
         return actors
+
+    def _real_heart(self, physio: PhysiologyTrack, person: int) -> PhysiologyTrack:
+        """Replace the simulated heart by a real recording (hal_sim.face.real_ppg).  Its draws come
+        from a generator of their own, so the rest of the scene (face, motion, light, breathing,
+        blinks, noise) is that of the parametric clip with the same seed."""
+        from hal_sim.face.real_ppg import draw_real_pulse
+
+        rng = np.random.default_rng([self.seed, 0x9E_A1, person])
+        target = self.spec.base_hr_bpm if person == 0 else None
+        pulse = draw_real_pulse(self.spec.pulse_source.split("-", 1)[1], rng, float(physio.grid_t_s[-1]),
+                                target_hr_bpm=target)
+        return with_real_pulse(physio, pulse)
 
     # -- rendering
     def radiance(self, t_s: float) -> np.ndarray:
@@ -354,6 +368,9 @@ class Scene:
             "fitzpatrick": [a.fitzpatrick for a in self.actors],
             "expressions": spec.expressions,
             "bcg_motion": spec.bcg_motion,
+            "pulse_source": spec.pulse_source,
+            "real_ppg": [a.physio.real_pulse_info if a.physio is not None else None for a in self.actors]
+            if spec.pulse_source != "parametric" else None,
             "jitter_ms": spec.jitter_ms,
             "jitter_kind": spec.jitter_kind,
             "drop_prob": spec.drop_prob,

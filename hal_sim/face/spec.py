@@ -10,6 +10,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 CONTROLS = (None, "photo", "mask")
+#: Where the live people's pulse comes from: the parametric model, or a real finger-PPG recording
+#: from the tuning or the benchmark set of :mod:`hal_sim.face.real_ppg` (needs ``heartpy``).
+PULSE_SOURCES = ("parametric", "real-tune", "real-bench")
 
 
 @dataclass
@@ -48,6 +51,7 @@ class ClipSpec:
     bcg_motion: bool = True  # ballistocardiographic head micro-motion (Balakrishnan et al. 2013)
     fitzpatrick_others: list[int] | None = None  # skin types of persons 1.. (default: drawn)
     base_face: str = "parametric"  # person 0's face: "parametric" or "astronaut" (scikit-image portrait)
+    pulse_source: str = "parametric"  # see PULSE_SOURCES; "real-*" keep every other draw of the seed
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad field."""
@@ -67,6 +71,12 @@ class ClipSpec:
             raise ValueError(f"ClipSpec.jpeg_quality must be 1..100 or None, got {self.jpeg_quality}")
         if self.base_face not in ("parametric", "astronaut"):
             raise ValueError(f"ClipSpec.base_face must be 'parametric' or 'astronaut', got {self.base_face!r}")
+        if self.pulse_source not in PULSE_SOURCES:
+            raise ValueError(f"ClipSpec.pulse_source must be one of {', '.join(PULSE_SOURCES)}, "
+                             f"got {self.pulse_source!r}")
+        if self.pulse_source != "parametric" and self.episodes:
+            raise ValueError("ClipSpec.episodes need pulse_source='parametric' (a recorded pulse does not "
+                             "respond to a scripted tense episode)")
         if self.jitter_kind not in ("timestamp", "capture"):
             raise ValueError(f"ClipSpec.jitter_kind must be 'timestamp' or 'capture', got {self.jitter_kind!r}")
         if self.flicker_hz <= 0:
