@@ -146,20 +146,31 @@ def _lines(nuclides: list[dict[str, Any]], e_max_kev: float) -> list[dict[str, A
     return out
 
 
-def alarm_spectrum(store: Store, alarm_id: str, window_s: float = 10.0,
+def alarm_spectrum(store: Store, alarm_id: str, window_s: float = 15.0,
                    background_s: tuple[float, float] = (600.0, 30.0)) -> dict[str, Any] | None:
-    """The alarm's spectrum (the alarming unit's spectra within ``window_s`` of the peak, summed),
-    its background (the same unit's spectra 600..30 s before the peak, scaled to the alarm's live
-    time) and the lines of the nuclides the unit identified.  None if the alarm is unknown."""
+    """The alarm's spectrum, its background and the lines of the nuclides the unit identified.
+
+    Spectrum: the alarming unit's spectra from ``window_s`` before the peak to ``window_s`` after
+    the alarm was sent, summed (units send spectra while an alarm episode is active, which may
+    start after the gross-count peak).  Background: the same unit's spectra 600..30 s before the
+    peak, scaled to the alarm's live time; none when the unit sends spectra only in alarm.
+    None if the alarm is unknown."""
     rows = store.query("SELECT * FROM alarms WHERE alarm_id = ? ORDER BY id LIMIT 1", (alarm_id,))
     if not rows:
         return None
     a = rows[0]
     t = a.get("t_peak_epoch_s") or a.get("t_epoch_s")
+    t_sent = max(a.get("t_epoch_s") or t, t)
     sel = ("SELECT spectrum, energy_calibration_kev, live_time_s FROM measurements WHERE unit_id = ? "
            "AND spectrum IS NOT NULL AND t_epoch_s BETWEEN ? AND ? ORDER BY id LIMIT 2000")
-    fg = store.query(sel, (a["unit_id"], t - window_s, t + window_s))
-    bg = store.query(sel, (a["unit_id"], t - background_s[0], t - background_s[1]))
+    fg = store.query(sel, (a["unit_id"], t - window_s, t_sent + window_s))
+    # background: only spectra whose gross rate was within 3 sigma of the unit's own background
+    # estimate then, so an earlier alarm episode's spectra never pose as background
+    bg = [r for r in store.query(sel.replace("SELECT spectrum,", "SELECT gross_cps, background_cps, spectrum,"),
+                                 (a["unit_id"], t - background_s[0], t - background_s[1]))
+          if r.get("background_cps") is not None and r.get("gross_cps") is not None
+          and r["gross_cps"] - r["background_cps"]
+          <= 3.0 * math.sqrt(max(r["background_cps"], 1.0) / max(r.get("live_time_s") or 1.0, 1e-3))]
 
     def total(rs: list[dict[str, Any]]) -> tuple[np.ndarray | None, float]:
         if not rs:

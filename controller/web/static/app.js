@@ -97,7 +97,10 @@ async function selectIncident(id) {
   state.selected = id;
   render();
   const inc = state.incidents.find((i) => i.incident_id === id);
-  const alarmId = inc?.alarm_ids?.[0];
+  // the incident's strongest alarm with identified nuclides, else its first alarm
+  const named = state.alarms.filter((a) => a.incident_id === id && (a.nuclides || []).length)
+    .sort((a, b) => b.significance_sigma - a.significance_sigma);
+  const alarmId = named[0]?.alarm_id ?? inc?.alarm_ids?.[0];
   const canvas = $("#spectrum");
   if (!alarmId) { drawSpectrum(canvas, null); return; }
   try {
@@ -105,7 +108,8 @@ async function selectIncident(id) {
     state.spectrumFor = alarmId;
     drawSpectrum(canvas, spec);
     $("#spectrum-note").textContent = `alarm ${alarmId} from ${spec.unit_id}: ${spec.spectra_summed} spectra, ` +
-      `${fmt(spec.live_time_s)} s live (blue); background ${spec.background_spectra} spectra scaled to the same live time (grey)` +
+      `${fmt(spec.live_time_s)} s live (blue); ` + (spec.background ? `background ${spec.background_spectra} spectra scaled ` +
+      `to the same live time (grey)` : "no background spectra stored (the unit sends spectra only in alarm)") +
       `; red: lines of the identified nuclides`;
   } catch (err) { showError(err); }
 }

@@ -47,7 +47,7 @@ export function drawMap(canvas, state) {
   // incidents: 95 % region and estimate
   const drawn = [];
   for (const inc of state.incidents) {
-    const r = inc.region_95; if (!r) continue;
+    const r = inc.region_95; if (!r || inc.state === "merged") continue;
     ctx.strokeStyle = inc.incident_id === state.selected ? "#ffd166" : "#ffb020";
     ctx.lineWidth = inc.incident_id === state.selected ? 3 : 1.5;
     ctx.beginPath();
