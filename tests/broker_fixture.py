@@ -108,8 +108,17 @@ class Mosquitto:
         """Start the broker and wait until it accepts TCP connections."""
         if self.running:
             return
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0  # a restart appends
         self._proc = subprocess.Popen([self.binary, "-c", str(self.conf_path)], stdout=subprocess.DEVNULL,
                                       stderr=subprocess.PIPE, start_new_session=True)
+        if self.site_dir is not None:
+            # a bare TCP probe of a TLS listener is logged as a failed connection, which would read
+            # like an attack in the log the attack suite checks: wait for the 'running' line instead
+            from cedge.broker import wait_until_running
+
+            if wait_until_running(self._proc, self.log_path, offset, timeout_s):
+                return
+            timeout_s = 0.0  # exited (reported below) or not running in time (killed below)
         deadline = time.monotonic() + timeout_s
         while True:
             if self._proc.poll() is not None:
@@ -196,16 +205,19 @@ class Mosquitto:
 
         return tls_fields(identity, self.identity_dir(identity))
 
-    def client(self, identity: str | None, client_id: str | None = None, protocol: int = 5):  # -> mqtt.Client
+    def client(self, identity: str | None, client_id: str | None = None, protocol: int = 5,
+               reconnect_on_failure: bool = True):  # -> mqtt.Client
         """A paho client (not connected): TLS with ``identity``'s site certificate, or, with
         ``identity=None``, plain TCP (anonymous) on the anonymous broker or TLS without a client
-        certificate on a secure one."""
+        certificate on a secure one.  ``reconnect_on_failure=False``: one connection attempt only
+        (an attacker that must not reconnect and take a session back and forth)."""
         import ssl
 
         import paho.mqtt.client as mqtt
 
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or identity or "test-client",
-                        protocol=mqtt.MQTTv5 if protocol == 5 else mqtt.MQTTv311)
+                        protocol=mqtt.MQTTv5 if protocol == 5 else mqtt.MQTTv311,
+                        reconnect_on_failure=reconnect_on_failure)
         if self.site_dir is not None:
             from cedge.site.layout import SiteLayout
 
