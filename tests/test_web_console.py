@@ -95,7 +95,7 @@ class Fleet:
         self.broker = Mosquitto(work / "broker")
         self.broker.start()
         self.db = work / "controller.sqlite"
-        self.commands: dict[str, list[Any]] = {"hh-1": [], "hh-2": [], "mob-1": []}
+        self.commands: dict[str, list[Any]] = {"hh-1": [], "hh-2": [], "mob-1": [], "cam-1": []}
         self.frame = LocalFrame(51.95, 4.05, 5.0)  # the controller's default site origin
         self.clock = _ShiftedClock()
         from cryptography.hazmat.primitives import serialization
@@ -126,7 +126,7 @@ class Fleet:
         _wait(lambda: "operator console at" in self.log_path.read_text(errors="replace"), "the console")
         time.sleep(0.3)
         self.links: dict[str, Any] = {}
-        for unit, typ in (("mob-1", "mobile"), ("hh-1", "handheld"), ("hh-2", "handheld")):
+        for unit, typ in (("mob-1", "mobile"), ("hh-1", "handheld"), ("hh-2", "handheld"), ("cam-1", "camerabox")):
             outbox = Outbox(work / f"{unit}.outbox.sqlite", 100_000)
             link = MqttLink(unit, self.broker.broker_config(), outbox, self.clock,  # type: ignore[arg-type]
                             birth=lambda typ=typ: ws.Birth(unit_type=typ, profile="test", software_version="0",
@@ -172,6 +172,11 @@ class Fleet:
         self.health("mob-1", 40.0, 0.0)
         self.health("hh-1", -20.0, -10.0)
         self.health("hh-2", 30.0, 25.0)
+        cam = self.links["cam-1"][0]
+        cam.send("vitals", self.ws.Vitals(track_id="t1", heart_rate_bpm=71.0, hr_quality=0.9, respiration_rate_bpm=15.0,
+                                          blink_rate_per_min=14.0, abnormal_score=0.1))
+        cam.send("vitals", self.ws.Vitals(track_id="t2", heart_rate_bpm=97.0, abnormal_score=0.96, alert=True,
+                                          evidence={"hr_bpm": 97.0, "hr_bpm_baseline": 78.0, "hr_bpm_z": 6.3}))
 
     def stop(self) -> None:
         for link, outbox in self.links.values():
@@ -229,8 +234,9 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
             return status == 200 and [i for i in rows if i["region_95"] and i["alarm_ids"] == ["A-web-1"]]
 
         _wait(incident_with_estimate, "the incident and its estimate")
-        _wait(lambda: {u["unit_id"] for u in op.call("GET", "/api/units")[1]} >= {"mob-1", "hh-1", "hh-2"},
-              "all three units")
+        _wait(lambda: {u["unit_id"] for u in op.call("GET", "/api/units")[1]} >= {"mob-1", "hh-1", "hh-2", "cam-1"},
+              "all four units")
+        _wait(lambda: len(op.call("GET", "/api/vitals")[1]) == 2, "the camera box's two tracks")
         yield f
     finally:
         f.stop()
@@ -350,9 +356,12 @@ def _login(browser: Any, fleet: Fleet, name: str) -> Any:
 def test_operator_console_in_chromium(fleet: Fleet, browser: Any) -> None:
     page = _login(browser, fleet, "olga")
     ms = DEADLINE_S * 1000
-    # the units
-    for unit in ("mob-1", "hh-1", "hh-2"):
+    # the units, and the camera box's tracked people with the cue behind the alert
+    for unit in ("mob-1", "hh-1", "hh-2", "cam-1"):
         page.wait_for_selector(f'#units tr[data-unit="{unit}"]', timeout=ms)
+    alert_row = page.inner_text('#vitals tr[data-track="cam-1/t2"]')
+    assert "ALERT" in alert_row and "hr_bpm 97 (78, z 6.3)" in alert_row
+    assert "71 bpm" in page.inner_text('#vitals tr[data-track="cam-1/t1"]')
     assert "mob-1" in page.get_attribute("#map", "data-units")
     # watch a unit move: new positions arrive over the live stream, no reload
     x_before = page.evaluate("window.consoleState.units.find(u => u.unit_id === 'hh-1').x_m")

@@ -242,6 +242,15 @@ class ConsoleApi:
 
         return await self._read(request, read)
 
+    async def vitals(self, request: Request) -> Response:
+        """Camera boxes: each tracked person's newest heart rate, breathing, blink rate, abnormal score,
+        alert and the cues behind it (numbers only, no images).
+        ---
+        summary: Camera-box vitals
+        responses: {200: {description: newest message per (unit, track)}}
+        """
+        return await self._read(request, queries.vitals_rows, self.store)
+
     async def actions(self, request: Request) -> Response:
         """Operator actions with who, when, state and result.
         ---

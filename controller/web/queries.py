@@ -15,7 +15,7 @@ import numpy as np
 from controller.store import Store, epoch_s
 
 __all__ = ["alarm_spectrum", "list_actions", "list_alarms", "list_incidents", "positions_after", "timeline",
-           "unit_rows", "watermarks"]
+           "unit_rows", "vitals_rows", "watermarks"]
 
 _UNIT_COLS = ("unit_id", "unit_type", "state", "state_since_utc", "last_seen_utc", "x_m", "y_m", "z_m",
               "available", "task_id", "sensors", "outbox_pending", "messages", "software_version", "boot_id")
@@ -81,6 +81,16 @@ def list_incidents(store: Store) -> list[dict[str, Any]]:
     return out
 
 
+def vitals_rows(store: Store) -> list[dict[str, Any]]:
+    """Camera boxes: the newest message of each (unit, track), numbers only, with the cues behind an alert."""
+    from controller.console import evidence_summary
+
+    cols = ("unit_id", "track_id", "t_utc", "heart_rate_bpm", "hr_quality", "respiration_rate_bpm",
+            "blink_rate_per_min", "abnormal_score", "alert")
+    return [{**{k: v.get(k) for k in cols}, "why": evidence_summary(v.get("evidence")) if v.get("alert") else ""}
+            for v in store.list_vitals(latest_per_track=True)]
+
+
 def list_actions(store: Store, after_id: int = 0, limit: int = 200) -> list[dict[str, Any]]:
     return store.query("SELECT * FROM web_actions WHERE id > ? ORDER BY id DESC LIMIT ?", (after_id, limit))[::-1]
 
@@ -100,7 +110,8 @@ def watermarks(store: Store) -> dict[str, Any]:
     """Cheap change detectors polled by the live push: newest ids and update times."""
     row = store.query(
         "SELECT (SELECT MAX(id) FROM alarms) AS alarms, (SELECT MAX(id) FROM measurements) AS measurements, "
-        "(SELECT MAX(id) FROM health) AS health, (SELECT MAX(last_seen_utc) || MAX(state_since_utc) FROM units) "
+        "(SELECT MAX(id) FROM health) AS health, (SELECT MAX(id) FROM vitals) AS vitals, "
+        " (SELECT MAX(last_seen_utc) || MAX(state_since_utc) FROM units) "
         "AS units, (SELECT MAX(updated_utc) FROM tasks) AS tasks, (SELECT MAX(updated_utc) FROM incidents) "
         "AS incidents, (SELECT MAX(id) || ':' || COUNT(done_utc) FROM web_actions) AS actions")[0]
     return {k: (v or 0) for k, v in row.items()}

@@ -70,6 +70,8 @@ class Broadcaster:
                 out.append(("positions", rows))
         if m["units"] != self._marks["units"] or m["health"] != self._marks["health"]:
             out.append(("units", queries.unit_rows(self.store)))
+        if m["vitals"] != self._marks["vitals"]:
+            out.append(("vitals", queries.vitals_rows(self.store)))
         if m["tasks"] != self._marks["tasks"]:
             out.append(("tasks", self.store.list_tasks()))
         if m["incidents"] != self._marks["incidents"]:

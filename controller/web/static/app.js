@@ -5,7 +5,7 @@ import { drawSpectrum } from "./spectrum.js";
 
 const $ = (sel) => document.querySelector(sel);
 const TRACK_POINTS = 600;  // per unit, newest kept
-const state = { units: [], alarms: [], incidents: [], tasks: [], timeline: [], tracks: new Map(),
+const state = { units: [], alarms: [], incidents: [], tasks: [], timeline: [], vitals: [], tracks: new Map(),
                 selected: null, session: null, spectrumFor: null };
 window.consoleState = state;  // for the browser tests and for curious operators (read-only use)
 
@@ -67,6 +67,16 @@ function render() {
                      `${fmt(t.target_x_m)}, ${fmt(t.target_y_m)}`, fmt(t.radius_m), hhmmss(t.state_since_utc)]) tr.append(el("td", v));
     tb.append(tr);
   }
+  // camera boxes
+  const vb = $("#vitals tbody"); vb.replaceChildren();
+  for (const v of state.vitals) {
+    const tr = el("tr", null, v.alert ? "unacked" : ""); tr.dataset.track = `${v.unit_id}/${v.track_id}`;
+    for (const c of [v.unit_id, v.track_id, hhmmss(v.t_utc), v.heart_rate_bpm == null ? "-" : `${fmt(v.heart_rate_bpm, 0)} bpm`,
+                     v.respiration_rate_bpm == null ? "-" : `${fmt(v.respiration_rate_bpm, 0)} /min`,
+                     v.blink_rate_per_min == null ? "-" : `${fmt(v.blink_rate_per_min, 0)} /min`,
+                     fmt(v.abnormal_score, 2) + (v.alert ? " ALERT" : ""), v.why || "-"]) tr.append(el("td", c));
+    vb.append(tr);
+  }
   // timeline, newest first
   const tl = $("#timeline"); tl.replaceChildren();
   for (const e of [...state.timeline].reverse().slice(0, 200)) tl.append(el("li", `${hhmmss(e.t_utc)}  ${e.text}`, e.kind));
@@ -121,9 +131,10 @@ async function act(path, body) {
 }
 
 async function reload() {
-  const [units, alarms, incidents, tasks, timeline, positions] = await Promise.all([
-    api("/api/units"), api("/api/alarms"), api("/api/incidents"), api("/api/tasks"), api("/api/timeline"), api("/api/positions")]);
-  Object.assign(state, { units, alarms, incidents, tasks, timeline });
+  const [units, alarms, incidents, tasks, timeline, positions, vitals] = await Promise.all([
+    api("/api/units"), api("/api/alarms"), api("/api/incidents"), api("/api/tasks"), api("/api/timeline"),
+    api("/api/positions"), api("/api/vitals")]);
+  Object.assign(state, { units, alarms, incidents, tasks, timeline, vitals });
   state.tracks = new Map(); addPositions(positions);
   render();
 }
@@ -145,6 +156,7 @@ function follow() {
   on("alarms_acked", (rows) => { state.alarms = rows; });
   on("tasks", (rows) => { state.tasks = rows; refreshTimeline(); });
   on("incidents", (rows) => { state.incidents = rows; });
+  on("vitals", (rows) => { state.vitals = rows; });
   on("actions", () => refreshTimeline());
   on("resync", () => reload().catch(showError));
 }
