@@ -105,6 +105,8 @@ def demo(
     broker_port: int | None = typer.Option(None, help="Port of --broker-host."),
     site: Path | None = typer.Option(None, help="Site directory (`cedge site init`) whose certificates the "
                                      "fleet uses; needed with --broker-host (default: a new site in the work dir)."),
+    hold: float = typer.Option(0.0, "--hold", help="Keep the operator console up this many seconds after the "
+                               "scenario ends."),
 ) -> None:
     """Run broker, controller, 2 mobile units, 2 handhelds and a camera box on a simulated yard,
     over TLS with a certificate per process, the site ACL and signed commands."""
@@ -117,7 +119,7 @@ def demo(
     console = make_console(stderr=True)
     path = scenario or packaged_scenario_path("demo_yard")
     summary = run_demo(path, out, rate=rate, timeout_s=timeout_s, console=console, quiet=json_out,
-                       broker_host=broker_host, broker_port=broker_port, site_dir=site)
+                       broker_host=broker_host, broker_port=broker_port, site_dir=site, hold_s=hold)
     if json_out:
         print(json.dumps(summary, default=str))
     else:
