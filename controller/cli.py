@@ -307,6 +307,26 @@ def incidents(config: Path | None = ConfigOpt, db: Path | None = DbOpt, as_json:
     )
 
 
+@app.command("export-incident")
+def export_incident_cmd(
+    incident_id: str = typer.Argument(..., help="incident id (see `cedge controller incidents`)"),
+    out: Path = typer.Option(Path("."), "--out", "-o", help="directory for the N42 files (one per unit)"),
+    config: Path | None = ConfigOpt, db: Path | None = DbOpt,
+) -> None:
+    """Write an incident's count data as N42.42-2012 survey files (for `cedge localize` and reach-back)."""
+    from agent.spectral_files.model import SpectrumFileError
+    from controller.incident_export import ExportError, export_incident
+
+    cfg = _config(config)
+    with _open_store(config, db) as store:
+        try:
+            paths = export_incident(store, incident_id, out, cfg.localization)
+        except (ExportError, SpectrumFileError) as err:
+            fail(err, 1)
+    for p in paths:
+        print(p)
+
+
 @app.command()
 def stats(config: Path | None = ConfigOpt, db: Path | None = DbOpt, as_json: bool = JsonOpt) -> None:
     """Messages per unit and boot, sequence gaps, rejects by reason."""

@@ -112,22 +112,47 @@ class DispatchConfig(_Cfg):
 
 
 class LocalizationConfig(_Cfg):
+    """Source localization (controller.localization; docs/localization.md).
+
+    ``site_file``: the yard's container rows and stacks (configs/sites/*.yaml); with it the source
+    is searched inside cargo only, cargo attenuates, and the height bound is the highest stack.
+    ``position_sigma_m`` null: each measurement's GNSS error from its fix quality
+    (``gnss_sigma_by_fix_m``), so the GNSS term of the 95 % region counts only where there is one;
+    a number applies to every unit (0: positions exact).
+    """
+
     prior_z_min_m: float = 0.0
-    prior_z_max_m: float = 6.0  # two stacked ISO containers are 5.2 m high
+    prior_z_max_m: float = 10.5  # without a site file: four stacked ISO containers (4 x 2.59 m)
     mu_air_per_m: float = Field(default=0.0093, ge=0)  # 662 keV: 0.0775 cm2/g x 1.205e-3 g/cm3 (NIST XCOM)
     search_radius_m: float = Field(default=40.0, gt=0)
     time_margin_s: float = Field(default=120.0, ge=0)
     near_field_m: float = Field(default=0.3, gt=0)
-    subsamples: int = Field(default=5, ge=1, le=50)
+    subsamples: int = Field(default=1, ge=1, le=50)  # minimum path sub-samples (1 per metre of path above it)
     ambiguity_dnll: float = Field(default=2.0, gt=0)
-    min_measurements: int = Field(default=8, ge=4)
-    position_sigma_m: float = Field(default=1.0, ge=0)  # horizontal GNSS error of the units, 1-sigma
+    min_measurements: int = Field(default=3, ge=3)
+    position_sigma_m: float | None = Field(default=None, ge=0)
+    gnss_sigma_by_fix_m: dict[int, float] = Field(
+        default_factory=lambda: {1: 1.0, 2: 0.5, 3: 0.5, 4: 0.02, 5: 0.3, 6: 3.0, 7: 0.0, 8: 1.0})
     strength_per: Literal["unit", "detector_model"] = "detector_model"  # see localization.from_rows
+    site_file: str | None = None
+    detect_threshold: float = Field(default=30.0, gt=0)
+    second_source_threshold: float = Field(default=40.0, gt=0)
+    max_sources: int = Field(default=2, ge=1, le=2)
+    height_resolved_sigma_m: float = Field(default=0.6, gt=0)
 
     @model_validator(mode="after")
     def _z_range(self) -> LocalizationConfig:
         if self.prior_z_max_m <= self.prior_z_min_m:
             raise ValueError("prior_z_max_m must be > prior_z_min_m")
+        if any(not 0 <= k <= 8 or not v >= 0 for k, v in self.gnss_sigma_by_fix_m.items()):
+            raise ValueError("gnss_sigma_by_fix_m: keys are GGA fix qualities 0..8, values sigmas >= 0")
+        if self.site_file is not None:
+            from controller.localization.site import SiteError, load_site
+
+            try:
+                load_site(self.site_file)
+            except SiteError as err:
+                raise ValueError(f"site_file: {err}") from err
         return self
 
 

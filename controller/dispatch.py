@@ -41,13 +41,15 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import numpy as np
+
 from agent.config import SiteConfig
 from agent.geo import LocalFrame
 from agent.hal.interfaces import Clock, utc_iso
 from agent.wire_schema import Command, DispatchTask, Position
 from controller.command_signer import CommandSigner
 from controller.config import DispatchConfig, LocalizationConfig
-from controller.localization import LocalizationParams, MeasurementSet, SourceEstimate, localize
+from controller.localization import LocalizationParams, LocalizationResult, MeasurementSet, load_site, locate
 from controller.store import ACTIVE_TASK_STATES, Store, epoch_s
 
 __all__ = ["Dispatcher", "PublishCommand", "count_passes"]
@@ -114,6 +116,11 @@ class Dispatcher:
             xy_prior_sigma_m=lc.search_radius_m,
             min_measurements=lc.min_measurements,
             position_sigma_m=lc.position_sigma_m,
+            site=load_site(lc.site_file) if lc.site_file else None,
+            detect_threshold=lc.detect_threshold,
+            second_source_threshold=lc.second_source_threshold,
+            max_sources=lc.max_sources,
+            height_resolved_sigma_m=lc.height_resolved_sigma_m,
         )
         self.stats: Counter[str] = Counter()
         self._waiting_logged: set[str] = set()
@@ -264,22 +271,31 @@ class Dispatcher:
             inc["first_alarm_epoch_s"] - lc.time_margin_s,
             inc["last_alarm_epoch_s"] + lc.time_margin_s,
         )
-        est: SourceEstimate | None = None
+        result: LocalizationResult | None = None
+        failure = "no measurements near the alarms"
         if rows:
             try:
-                est = localize(
-                    MeasurementSet.from_rows(rows, self.loc_config.strength_per),
+                result = locate(
+                    MeasurementSet.from_rows(rows, self.loc_config.strength_per,
+                                             gnss_sigma_by_fix=self.loc_config.gnss_sigma_by_fix_m,
+                                             position_sigma_m=self.loc_config.position_sigma_m),
                     self.loc_params,
                     seeds_xy=[(a["x_m"], a["y_m"]) for a in inc["alarms"]],
                 )
-            except (ValueError, FloatingPointError) as err:
+            except (ValueError, FloatingPointError, np.linalg.LinAlgError) as err:
+                failure = f"localization failed: {err}"
                 log.warning("incident %s: localization failed (%s)", inc["incident_id"], err)
+        est = result.sources[0] if result is not None and result.sources else None
+        if result is not None and est is None:
+            failure = result.reason
         far = (
             est is not None
             and math.hypot(est.x_m - inc["center_x_m"], est.y_m - inc["center_y_m"]) > lc.search_radius_m
         )
         if est is not None and est.converged and not far:
-            estimate = {"method": "poisson_ml", **est.to_dict()}
+            estimate = {"method": "poisson_ml", **est.to_dict(), "n_sources": result.n_sources if result else 1,
+                        "sources": [s.to_dict() for s in result.sources[1:]] if result else [],
+                        "decision": result.reason if result else ""}
             x, y, z, sigma = est.x_m, est.y_m, est.z_m, est.sigma_xy_m
             log.info(
                 "incident %s: source at (%.1f, %.1f, %.1f) m, sigma_xy %.1f m, %d meas / %d units%s",
@@ -308,9 +324,7 @@ class Dispatcher:
                 "sigma_xy_m": sigma,
                 "n_measurements": len(rows),
                 "ambiguous": False,
-                "reason": "too few measurements"
-                if est is None
-                else ("fit too far from alarms" if far else "fit did not converge"),
+                "reason": failure if est is None else ("fit too far from alarms" if far else "fit did not converge"),
             }
             log.info(
                 "incident %s: no ML fit (%s); alarm centroid (%.1f, %.1f)",
