@@ -343,7 +343,7 @@ def test_row9_counted_zeroes_bomb_through_the_cli_is_one_clear_line(tmp_path: Pa
     errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "bomb.n42" in errors[0] and "channels" in errors[0], run.stderr
     peak_mb = int(re.search(r"PEAK_RSS_KB (\d+)", run.stderr).group(1)) / 1024  # type: ignore[union-attr]
-    assert peak_mb < 300, f"peak RSS {peak_mb:.0f} MB (row 9 took 6.4 GB)"
+    assert peak_mb < 300, f"peak RSS {peak_mb:.0f} MB (row 9 took 6.4 GB); stderr: {run.stderr[-1500:]}"
 
 
 def _n42(manufacturer: str, doctype: str = "", extra_ns: str = "") -> bytes:
