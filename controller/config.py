@@ -135,10 +135,10 @@ class LocalizationConfig(_Cfg):
         default_factory=lambda: {1: 1.0, 2: 0.5, 3: 0.5, 4: 0.02, 5: 0.3, 6: 3.0, 7: 0.0, 8: 1.0})
     strength_per: Literal["unit", "detector_model"] = "detector_model"  # see localization.from_rows
     site_file: str | None = None
-    detect_threshold: float = Field(default=30.0, gt=0)
+    detect_threshold: float = Field(default=20.0, gt=0)
     second_source_threshold: float = Field(default=40.0, gt=0)
     max_sources: int = Field(default=2, ge=1, le=2)
-    height_resolved_sigma_m: float = Field(default=0.6, gt=0)
+    height_resolved_sigma_m: float = Field(default=0.75, gt=0)
 
     @model_validator(mode="after")
     def _z_range(self) -> LocalizationConfig:

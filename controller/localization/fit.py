@@ -208,9 +208,33 @@ def _starts(ctx: FitContext, gains: np.ndarray, n: int, exclude: list[tuple[np.n
 
 
 def _overdispersion(model: Model, lam: np.ndarray, n_par: int) -> tuple[float, float, int]:
+    """(phi, deviance, dof): phi = deviance/dof when the deviance is significantly (5 %) above
+    chi^2_dof, else 1 - on a short pass (dof ~ 8) deviance/dof scatters by +-50 % by chance alone,
+    and dividing a likelihood ratio by that noise would hide weak sources."""
     dev = model.deviance(lam)
     dof = max(len(model.c) - n_par, 1)
+    if dev <= float(stats.chi2.ppf(0.95, dof)):
+        return 1.0, dev, dof
     return max(1.0, dev / dof), dev, dof
+
+
+def _single_height_z_error(ms: MeasurementSet, s: np.ndarray, p: LocalizationParams) -> float:
+    """Model error of the height when every detector is at one height h.
+
+    Then the height comes from the width of the count-rate profile alone, i.e. from the distance
+    r = sqrt(d^2 + (z - h)^2) to the track (d horizontal), and a relative error eps of the model's
+    distance scale (cargo build-up and walls bend the profile; ``model_distance_rel_error``) moves
+    z by eps r^2 / |z - h|: unbounded near the detector plane.  On the tuning seeds single-height
+    fits put sources 0.5 m below the detectors 1.4-3 m too high with a counting sigma of 0.4 m;
+    with a second detector height the ratio between detectors carries the height instead.
+    """
+    heights = np.concatenate([ms.start_xyz_m[:, 2], ms.end_xyz_m[:, 2]])
+    if heights.size == 0 or float(np.ptp(heights)) >= 0.5:
+        return 0.0
+    h = float(np.median(heights))
+    d2 = float(np.min(np.sum((ms.mid_xyz_m[:, :2] - s[:2]) ** 2, axis=1)))
+    dz = float(s[2]) - h
+    return min(p.model_distance_rel_error * (d2 + dz * dz) / max(abs(dz), 0.1), 100.0)
 
 
 def _inverse(fisher: np.ndarray) -> np.ndarray:
@@ -267,7 +291,7 @@ def _estimate(ctx: FitContext, fit: FitOutcome, lay: Layout, k: int, cols: list[
     # model's; at high counts that, not counting statistics, sets the error (tuning seeds: ~0.1-0.3 m)
     cov[0, 0] += p.model_error_sigma_m**2
     cov[1, 1] += p.model_error_sigma_m**2
-    cov[2, 2] += p.model_error_sigma_z_m**2
+    cov[2, 2] += p.model_error_sigma_z_m**2 + _single_height_z_error(ms, fit.phi[lay.pos(k)], p) ** 2
     var = np.clip(np.diag(cov), 0.0, None)
     evals, evecs = np.linalg.eigh(cov[:2, :2])
     evals = np.clip(evals, 0.0, None)
