@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -9,6 +10,9 @@ import numpy as np
 from cedge.bench.camera import (
     BENCH_SEED,
     N_CLIPS_66,
+    N_CLIPS_96,
+    REAL_GROUPS,
+    REAL_REPS,
     REPS,
     SUBSET_KEYS,
     TONES,
@@ -23,7 +27,7 @@ from cedge.bench.camera import (
 
 
 def test_full_design_keeps_the_earlier_clips_and_appends_the_extra_ones() -> None:
-    cases = bench_cases()
+    cases = [c for c in bench_cases() if c.group not in REAL_GROUPS]
     assert len({c.name for c in cases}) == len(cases)
     assert [c.seed for c in cases] == list(range(BENCH_SEED, BENCH_SEED + len(cases)))
     first = cases[:42]  # the 2-per-type design: still, hard, controls, episodes
@@ -39,11 +43,76 @@ def test_full_design_keeps_the_earlier_clips_and_appends_the_extra_ones() -> Non
     assert [c.name for c in cases[-6:]] == [f"episode-f{f}-1" for f in TONES]
 
 
-def test_quick_design_is_unchanged() -> None:
+def test_quick_design_keeps_its_clips_and_adds_real_ppg_ones() -> None:
     quick = bench_cases(quick=True)
     assert [c.name for c in quick] == ["still-f1-0", "still-f4-0", "still-f6-0", "hard-f1-0", "hard-f4-0",
                                        "hard-f6-0", "photo-f1", "mask-f1", "photo-f4", "mask-f4", "photo-f6",
-                                       "mask-f6", "episode-f3"]
+                                       "mask-f6", "episode-f3", "real-still-f1-0", "real-still-f4-0",
+                                       "real-still-f6-0", "real-hard-f4-0"]
+    assert {c.spec.pulse_source for c in quick if c.group in REAL_GROUPS} == {"real-bench"}
+
+
+def test_real_ppg_clips_are_appended_with_benchmark_recordings_only() -> None:
+    cases = bench_cases()
+    assert len(cases) == N_CLIPS_96 + 2 * REAL_REPS * len(TONES)
+    real = cases[N_CLIPS_96:]
+    assert all(c.group in REAL_GROUPS and c.spec.pulse_source == "real-bench" for c in real)
+    assert all(c.spec.pulse_source == "parametric" for c in cases[:N_CLIPS_96])
+    for g in REAL_GROUPS:
+        assert sorted(c.spec.fitzpatrick for c in real if c.group == g) == sorted(list(TONES) * REAL_REPS)
+    from cedge.bench.camera import tuning_cases
+
+    tune = tuning_cases()
+    assert not {c.seed for c in tune} & {c.seed for c in cases}
+    assert {c.spec.pulse_source for c in tune} == {"real-tune", "parametric"}
+
+
+def _fake_result(case: Any, rng: np.random.Generator) -> dict[str, Any]:
+    """What run_case returns for a clip, without rendering it (the JSON assembly is under test)."""
+    live = case.spec.control is None
+    truth = 70.0 + 10.0 * rng.random()
+    hr = [{"t_s": 15.0 + k, "window_s": 15.0 + k, "truth": truth if live else float("nan"),
+           "pos": truth + 0.5 if live and k % 3 else None, "pos_raw": truth + 0.5, "green": truth + 9.0,
+           "chrom": truth + 1.0, "snr_db": 3.0, "valid": bool(live and k % 3)} for k in range(6)]
+    t = np.arange(900) / 30.0
+    rgb = np.stack([180 + 0.2 * np.sin(2 * np.pi * truth / 60 * t), 140 + 0.5 * np.sin(2 * np.pi * truth / 60 * t),
+                    120 + 0.3 * np.sin(2 * np.pi * truth / 60 * t)], axis=1) + rng.normal(0, 0.05, (900, 3))
+    out = {"name": case.name, "group": case.group, "seed": case.seed, "fitzpatrick": case.spec.fitzpatrick,
+           "kind": "person" if live else str(case.spec.control), "frames_without_track": 0, "n_updates": 6,
+           "pulse_amplitude_rel": 0.003, "pulse_source": case.spec.pulse_source, "updates": [], "hr": hr,
+           "rr": [{"t_s": 20.0, "truth": 15.0, "est": 15.4, "motion": 15.4, "pulse": None}],
+           "abnormal": [{"t_s": 12.0 + k, "score": 0.1 + 0.05 * k, "tense": k > 5, "alert": False,
+                         "since_onset_s": float(k - 5) if k > 5 else None, "score_true_hr_rr": 0.5,
+                         "features": {}} for k in range(10)],
+           "blink": {"tp": 4, "fp": 0, "fn": 1, "n_truth": 5, "n_detected": 4, "rate_truth_per_min": 12.0,
+                     "rate_detected_per_min": 10.0},
+           "_trace": {"t_s": t, "rgb": rgb}}
+    if live:
+        out["peer_pos_hr_bpm"], out["truth_clip_hr_bpm"] = truth + 2.0, truth
+    return out
+
+
+def test_quick_bench_json_has_the_real_ppg_keys(monkeypatch: Any, tmp_path: Any) -> None:
+    import cedge.bench.camera as cam
+
+    rng = np.random.default_rng(0)
+
+    def fake_run_clips(cases: list[Any], progress: Any = None, config: Any = None) -> tuple[list, list]:
+        return [_fake_result(c, rng) for c in cases], [4.0] * 50
+
+    monkeypatch.setattr(cam, "run_clips", fake_run_clips)
+    result = cam.run_bench(json_out=True, quick=True, out_dir=tmp_path)
+    for key in ("real_ppg_hr_mae_bpm", "real_ppg_coverage_still", "real_ppg_coverage_hard", "coverage_by_skin_tone",
+                "peer_pos_hr_mae_bpm", "real_ppg_hr_mae_bpm_by_skin_tone", "coverage_by_skin_tone_worst_to_best",
+                "hr_coverage", "hr_coverage_by_skin_tone_still", "gate_threshold_curve"):
+        assert key in result, key
+    assert result["real_ppg_hr_mae_bpm"] == 0.5 and result["peer_pos_hr_mae_bpm"] == 2.0
+    assert set(result["coverage_by_skin_tone"]) == {"1", "4", "6"}
+    assert result["real_ppg_coverage_still"] == round(4 / 6, 3)
+    assert [r["offset_db"] for r in result["gate_threshold_curve"]][:2] == [-3.0, -2.0]
+    saved = json.loads((tmp_path / "bench_camera.json").read_text())
+    assert any(f.endswith("camera_gate_curve.png") for f in saved["figures"])
+    assert "_trace" not in json.loads((tmp_path / "bench_camera_clips.json").read_text())[0]
 
 
 def test_subset_summary_reports_the_headline_keys() -> None:

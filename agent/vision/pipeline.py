@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,11 +38,13 @@ from agent.vision.face_mesh import FaceMesh
 from agent.vision.face_tracker import Box, FaceTracker, Track
 from agent.vision.pulse import (
     AGREE_BPM,
+    AGREE_WIDTH_FACTOR,
     HOLD_AFTER_VALID,
     SNR_HOLD_MARGIN_DB,
     PulseEstimate,
     PulseGate,
     estimate_pulse,
+    projections_agree,
     snr_threshold_db,
 )
 from agent.vision.respiration import (
@@ -74,12 +77,16 @@ class PipelineConfig:
     baseline_s: float = 10.0
     fast_hr_s: float = 4.0  # heart-rate cue of the abnormal score: beats of the last few seconds
     snr_threshold_db: float | None = None  # None: by window length (agent.vision.pulse.snr_threshold_db)
+    # Added to every pulse-validity threshold: > 0 trades coverage for fewer false pulses (the
+    # gate-threshold curve of docs/camera_benchmark.md).
+    snr_threshold_offset_db: float = 0.0
     snr_hold_margin_db: float = SNR_HOLD_MARGIN_DB  # hysteresis, see agent.vision.pulse.PulseGate
     hold_after_valid: int = HOLD_AFTER_VALID
     # Second projection that must find the pulse within agree_bpm of the first (None: off); see
     # agent.vision.pulse.AGREE_BPM.
     agree_method: str | None = "chrom"
     agree_bpm: float = AGREE_BPM
+    agree_width_factor: float = AGREE_WIDTH_FACTOR
     # DistancePPG patch weighting of the POS signal (agent.vision.rppg.distance_ppg).  Off: on the
     # tuning seeds (types I, IV-VI still + hard, 4 controls) it raised the controls' SNR as much as
     # the live faces' (selection bias; controls no-pulse 1.00 -> 0.98 at unchanged thresholds) and
@@ -145,6 +152,46 @@ def _uniform(t: np.ndarray, x: np.ndarray, fps: float, t_end: float, span_s: flo
     if x.ndim == 1:
         return grid, np.interp(grid, t, x)
     return grid, np.stack([np.interp(grid, t, x[:, i]) for i in range(x.shape[1])], axis=1)
+
+
+def window_pulse(t: np.ndarray, rgb: np.ndarray, t_end: float, span_s: float, fps: float, method: str,
+                 threshold_db: float) -> PulseEstimate | None:
+    """Pulse estimate of the last ``span_s`` up to ``t_end`` of a track's skin colour (R, G, B per
+    sample at times ``t``), or None when fewer than 80 % of the window's frames hold skin."""
+    sel = t >= t_end - span_s
+    ok = sel & np.isfinite(rgb[:, 0])
+    if ok.sum() < 0.8 * span_s * fps:
+        return None
+    grid, u = _uniform(t[ok], rgb[ok], fps, t_end, span_s)
+    try:
+        return estimate_pulse(pulse_signal(u, fps, method), fps, threshold_db, t0_s=float(grid[0]))
+    except VisionInputError as err:
+        log.debug("pulse estimate skipped: %s", err)
+        return None
+
+
+def validated_pulse(pulse_at: Callable[[str, float], PulseEstimate | None], gate: PulseGate, t_now: float,
+                    full_threshold_db: float, config: PipelineConfig) -> PulseEstimate | None:
+    """One update of a track's heart-rate validity path: the estimate at the gate's threshold, the
+    second projection's agreement (:func:`agent.vision.pulse.projections_agree`), then the gate.
+
+    ``pulse_at(method, threshold_db)`` estimates the current window with one rPPG method.  Shared
+    by the pipeline and the benchmark's offline replays, so that both take the same decisions.
+    """
+    pe = pulse_at(config.method, gate.threshold_db(t_now, full_threshold_db))
+    if pe is None:
+        return None
+    agrees = True
+    if pe.valid and config.agree_method is not None and config.agree_method != config.method:
+        agrees = projections_agree(pe, pulse_at(config.agree_method, -np.inf), config.agree_bpm,
+                                   config.agree_width_factor)
+    return gate.accept(t_now, pe, full_threshold_db, agrees)
+
+
+def full_threshold_db(config: PipelineConfig, window_s: float) -> float:
+    """The pulse-validity threshold for a window of ``window_s`` under ``config``."""
+    c = config.snr_threshold_db
+    return (snr_threshold_db(window_s) if c is None else c) + config.snr_threshold_offset_db
 
 
 class CameraPipeline:
@@ -249,16 +296,16 @@ class CameraPipeline:
     def _pulse(self, t: np.ndarray, rgb: np.ndarray, t_end: float, span_s: float,
                method: str, threshold_db: float | None = None,
                patches: np.ndarray | None = None) -> PulseEstimate | None:
+        thr = self._threshold(span_s) if threshold_db is None else threshold_db
+        if patches is None or method != "pos":
+            return window_pulse(t, rgb, t_end, span_s, self.fps, method, thr)
         sel = t >= t_end - span_s
         ok = sel & np.isfinite(rgb[:, 0])
         if ok.sum() < 0.8 * span_s * self.fps:
             return None
         grid, u = _uniform(t[ok], rgb[ok], self.fps, t_end, span_s)
         try:
-            sig = pulse_signal(u, self.fps, method)
-            if patches is not None and method == "pos":
-                sig = self._patch_weighted(t, patches, sel, t_end, span_s, sig)
-            thr = self._threshold(span_s) if threshold_db is None else threshold_db
+            sig = self._patch_weighted(t, patches, sel, t_end, span_s, pulse_signal(u, self.fps, method))
             return estimate_pulse(sig, self.fps, thr, t0_s=float(grid[0]))
         except VisionInputError as err:
             log.debug("pulse estimate skipped: %s", err)
@@ -276,17 +323,8 @@ class CameraPipeline:
             return reference
         return distance_ppg(np.stack(cols, axis=1), self.fps, reference)[0]
 
-    def _agrees(self, t: np.ndarray, rgb: np.ndarray, t_end: float, span_s: float, pe: PulseEstimate) -> bool:
-        """Does the second projection (``agree_method``) put the pulse where ``pe`` does?"""
-        c = self.config
-        if not pe.valid or c.agree_method is None or c.agree_method == c.method:
-            return True
-        other = self._pulse(t, rgb, t_end, span_s, c.agree_method, -np.inf)
-        return other is not None and abs(other.raw_hr_bpm - pe.raw_hr_bpm) <= c.agree_bpm
-
     def _threshold(self, window_s: float) -> float:
-        c = self.config.snr_threshold_db
-        return snr_threshold_db(window_s) if c is None else c
+        return full_threshold_db(self.config, window_s)
 
     def _update(self, st: _TrackState, t_now: float, box: Box) -> None:
         c = self.config
@@ -297,11 +335,11 @@ class CameraPipeline:
         span = min(c.hr_window_s, age)
         # Hysteresis with confirmation (agent.vision.pulse.PulseGate): an established pulse is kept
         # at a lower threshold while its rate does not jump.
-        thr = self._threshold(span)
-        pe = self._pulse(t, rgb, t_now, span, c.method, st.gate.threshold_db(t_now, thr), patches) \
+        def pulse_at(m: str, thr: float) -> PulseEstimate | None:
+            return self._pulse(t, rgb, t_now, span, m, thr, patches if m == c.method else None)
+
+        pe = validated_pulse(pulse_at, st.gate, t_now, self._threshold(span), c) \
             if span >= c.hr_min_window_s else None
-        if pe is not None:
-            pe = st.gate.accept(t_now, pe, thr, self._agrees(t, rgb, t_now, span, pe))
         others = {m: self._pulse(t, rgb, t_now, span, m) for m in c.compare_methods} \
             if span >= c.hr_min_window_s else {}
         beats = pe.beat_times_s if pe is not None and pe.valid else np.zeros(0)

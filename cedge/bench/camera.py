@@ -3,7 +3,7 @@
 Every clip is rendered by ``hal_sim.face`` from a fixed seed (30 s, 640x480, 30 fps, sensor
 noise on) and run frame by frame through :class:`agent.vision.pipeline.CameraPipeline`, exactly
 as on the box.  Seeds ``BENCH_SEED + i`` are disjoint from the tuning seeds ``TUNE_SEED + i``
-used to set the pulse-quality thresholds (:func:`tune_sqi`) and the other detector settings.
+used to set the pulse-quality thresholds (:func:`tune_gate`) and the other detector settings.
 
 Clip groups (all six Fitzpatrick skin types in each group of the full run):
 
@@ -85,10 +85,18 @@ EXTRA_REPS = 2
 MORE_REPS = 2
 EPISODE_REPS = 2
 N_CLIPS_66 = 66  # length of the earlier design (REPS + EXTRA_REPS, one episode clip per type)
+#: Appended after those (issue 16): REAL_REPS still and REAL_REPS hard clips per skin type whose
+#: pulse is a real finger-PPG recording from the benchmark set of hal_sim.face.real_ppg (never the
+#: tuning set), time-stretched to 55-130 bpm.  Groups ``real_still`` / ``real_hard``; they are kept
+#: out of every earlier figure so that those stay comparable across sessions.
+REAL_REPS = 2
+REAL_GROUPS = ("real_still", "real_hard")
+N_CLIPS_96 = 96  # length of the design before the real-PPG clips
 
 
 def bench_cases(quick: bool = False, seed0: int = BENCH_SEED) -> list[Case]:
-    """The clip list.  Quick: one clip per group and skin types I, IV and VI only."""
+    """The clip list.  Quick: one clip per group and skin types I, IV and VI only (real-PPG: still
+    clips of those types and one hard clip of type IV)."""
     from hal_sim.face import ClipSpec
 
     tones = (1, 4, 6) if quick else TONES
@@ -119,6 +127,15 @@ def bench_cases(quick: bool = False, seed0: int = BENCH_SEED) -> list[Case]:
     for r in range(1, 1 if quick else EPISODE_REPS):
         for f in tones:
             add(f"episode-f{f}-{r}", "episode", fitzpatrick=f, episodes=list(EPISODE))
+    if quick:
+        for f in tones:
+            add(f"real-still-f{f}-0", "real_still", fitzpatrick=f, pulse_source="real-bench")
+        add("real-hard-f4-0", "real_hard", fitzpatrick=4, pulse_source="real-bench", **HARD)
+        return out
+    for r in range(REAL_REPS):
+        for f in tones:
+            add(f"real-still-f{f}-{r}", "real_still", fitzpatrick=f, pulse_source="real-bench")
+            add(f"real-hard-f{f}-{r}", "real_hard", fitzpatrick=f, pulse_source="real-bench", **HARD)
     return out
 
 
@@ -142,6 +159,7 @@ def run_case(case: Case, timings_ms: list[float] | None = None, config: Any = No
     from agent.vision.beats import score_ibis
     from agent.vision.blink import match_events
     from agent.vision.pipeline import CameraPipeline, PipelineConfig
+    from cedge.bench.peer_pos import PeerPosCollector
     from hal_sim.face import render_clip
 
     clip = render_clip(case.spec, case.seed)
@@ -151,6 +169,7 @@ def run_case(case: Case, timings_ms: list[float] | None = None, config: Any = No
     pipe = CameraPipeline(truth.fps, cfg)
     t_frames = np.asarray(truth.t_s, dtype=float)
     frames_without_track = 0
+    peer = PeerPosCollector() if person.pulse_present else None
     for k, frame in enumerate(clip.frames()):
         t0 = time.perf_counter()
         res = pipe.process(frame, float(t_frames[k]))
@@ -158,16 +177,24 @@ def run_case(case: Case, timings_ms: list[float] | None = None, config: Any = No
         if timings_ms is not None:
             timings_ms.append(dt)
         frames_without_track += not res
+        if peer is not None:  # untimed: the peer baseline is not part of the box
+            peer.add(frame)
     # Records of the track(s) on this person (a stray detection elsewhere is not them).
     recs: list[dict[str, Any]] = []
     blinks: list[tuple[float, float]] = []
     ibis: list[tuple[float, float]] = []
     first_t = np.inf
     events = pipe.blink_events()
+    trace_t: list[float] = []
+    trace_rgb: list[np.ndarray] = []
     for tid, hist in pipe.history().items():
         on_person = [r for r in hist if _iou(np.asarray(r["box"]), person.face_box[
             int(np.clip(np.searchsorted(t_frames, r["t_s"]), 0, t_frames.size - 1))]) > 0.2]
         if len(on_person) >= 0.5 * max(len(hist), 1) and on_person:
+            st = pipe._states.get(tid) or pipe.finished.get(tid)
+            if st is not None:
+                trace_t.extend(st.t_s)
+                trace_rgb.extend(st.rgb)
             recs.extend(on_person)
             ibis.extend(pipe.ibis(tid))
             blinks.extend((e.start_s, e.end_s) for e in events.get(tid, []))
@@ -177,7 +204,12 @@ def run_case(case: Case, timings_ms: list[float] | None = None, config: Any = No
     out: dict[str, Any] = {"name": case.name, "group": case.group, "seed": case.seed,
                            "fitzpatrick": int(case.spec.fitzpatrick), "kind": person.kind,
                            "frames_without_track": frames_without_track, "n_updates": len(recs),
-                           "pulse_amplitude_rel": person.pulse_amplitude_rel}
+                           "pulse_amplitude_rel": person.pulse_amplitude_rel,
+                           "pulse_source": case.spec.pulse_source}
+    if peer is not None:
+        # whole-clip rate of the peer baseline against the mean true rate over the clip
+        out["peer_pos_hr_bpm"] = peer.hr_bpm(truth.fps)
+        out["truth_clip_hr_bpm"] = float(np.nanmean(person.hr_bpm))
     hr_rows, rr_rows, ab_rows = [], [], []
     tense_frames = np.array([s == "tense" for s in person.state])
     onset_s = t_frames[1:][tense_frames[1:] & ~tense_frames[:-1]]
@@ -209,6 +241,11 @@ def run_case(case: Case, timings_ms: list[float] | None = None, config: Any = No
                             "since_onset_s": float(t - before[-1]) if tense and before.size else None,
                             "score_true_hr_rr": true_score, "features": r["features"]})
     out["updates"] = updates
+    # The person's skin-colour trace, for offline replays of the heart-rate validity path (the
+    # gate-threshold curve); kept in memory only (keys starting with "_" are not written out).
+    order = np.argsort(trace_t, kind="mergesort")
+    out["_trace"] = {"t_s": np.asarray(trace_t, dtype=float)[order],
+                     "rgb": np.asarray(trace_rgb, dtype=float).reshape(-1, 3)[order]}
     if recs and person.pulse_present:
         out["ibi"] = score_ibis(ibis, np.asarray(person.beat_times_s, dtype=float), first_t + 2.0,
                                 recs[-1]["t_s"] - 1.0)
@@ -280,6 +317,60 @@ def onset_loss_share(rows: list[dict[str, Any]], first_s: float) -> float | None
 
 
 def summarize(clips: list[dict[str, Any]]) -> dict[str, Any]:
+    """All figures: those of the parametric-pulse clips (every group but the real-PPG ones, as in
+    earlier sessions) and those of the real-PPG clips with the peer baseline
+    (:func:`summarize_real_ppg`)."""
+    res = summarize_parametric([c for c in clips if c["group"] not in REAL_GROUPS])
+    res.update(summarize_real_ppg(clips))
+    return res
+
+
+def _coverage(rows: list[dict[str, Any]]) -> float | None:
+    return round(float(np.mean([r["valid"] for r in rows])), 3) if rows else None
+
+
+def summarize_real_ppg(clips: list[dict[str, Any]]) -> dict[str, Any]:
+    """Heart rate on the real-PPG clips, coverage next to every MAE (overall, still / hard, by skin
+    type), and the peer baseline (whole-clip POS, :mod:`cedge.bench.peer_pos`) on the same clips."""
+    real = [c for c in clips if c["group"] in REAL_GROUPS]
+    res: dict[str, Any] = {"real_ppg_clips": len(real)}
+
+    def hr(sel: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [r for c in sel for r in c.get("hr", [])]
+
+    res["real_ppg_hr_mae_bpm"] = _mae(hr(real), "pos", valid_only=True)
+    res["real_ppg_coverage"] = _coverage(hr(real))
+    for g in ("still", "hard"):
+        sel = [c for c in real if c["group"] == f"real_{g}"]
+        res[f"real_ppg_hr_mae_bpm_{g}"] = _mae(hr(sel), "pos", valid_only=True)
+        res[f"real_ppg_coverage_{g}"] = _coverage(hr(sel))
+    errs = [abs(r["pos"] - r["truth"]) for r in hr(real) if r["valid"] and r["pos"] is not None
+            and np.isfinite(r["truth"])]
+    res["real_ppg_updates_over_5bpm"] = int(sum(e > 5.0 for e in errs))
+    res["real_ppg_hr_mae_bpm_ungated"] = _mae(hr(real), "pos_raw")
+    tones = sorted({c["fitzpatrick"] for c in real})
+    res["real_ppg_hr_mae_bpm_by_skin_tone"] = {
+        str(f): _mae(hr([c for c in real if c["fitzpatrick"] == f]), "pos", valid_only=True) for f in tones}
+    cov = {str(f): _coverage(hr([c for c in real if c["fitzpatrick"] == f])) for f in tones}
+    res["coverage_by_skin_tone"] = cov
+    for g in ("still", "hard"):
+        res[f"real_ppg_coverage_by_skin_tone_{g}"] = {
+            str(f): _coverage(hr([c for c in real if c["fitzpatrick"] == f and c["group"] == f"real_{g}"]))
+            for f in tones}
+    vals = [v for v in cov.values() if v is not None]
+    res["coverage_by_skin_tone_worst_to_best"] = round(min(vals) / max(vals), 3) if vals and max(vals) > 0 else None
+    # peer baseline: one whole-clip rate per clip against the clip's mean true rate
+    for label, sel in (("", real), ("_still", [c for c in real if c["group"] == "real_still"]),
+                       ("_hard", [c for c in real if c["group"] == "real_hard"]),
+                       ("_parametric", [c for c in clips if c["group"] in ("still", "hard")])):
+        e = [abs(c["peer_pos_hr_bpm"] - c["truth_clip_hr_bpm"]) for c in sel
+             if c.get("peer_pos_hr_bpm") is not None and np.isfinite(c.get("truth_clip_hr_bpm", np.nan))]
+        res[f"peer_pos_hr_mae_bpm{label}"] = round(float(np.mean(e)), 3) if e else None
+    res["real_ppg_rr_mae_bpm"] = _mae_key([r for c in real for r in c.get("rr", []) if np.isfinite(r["truth"])], "est")
+    return res
+
+
+def summarize_parametric(clips: list[dict[str, Any]]) -> dict[str, Any]:
     res: dict[str, Any] = {}
     by_group: dict[str, list[dict[str, Any]]] = {}
     for c in clips:
@@ -310,6 +401,11 @@ def summarize(clips: list[dict[str, Any]]) -> dict[str, Any]:
             str(f): _mae([r for c in clips if c["group"] == g and c["fitzpatrick"] == f for r in c["hr"]], "pos",
                          valid_only=True) for f in tones}
     res["hr_coverage_by_skin_tone"] = cov_tone
+    for g in ("still", "hard"):
+        res[f"hr_coverage_by_skin_tone_{g}"] = {
+            str(f): _coverage([r for c in clips if c["group"] == g and c["fitzpatrick"] == f for r in c["hr"]])
+            for f in tones}
+    res["hr_coverage"] = _coverage(rows(("still", "hard")))
     res["green_hr_mae_bpm_by_skin_tone"] = green_tone
     vals = [v for v in by_tone.values() if v is not None]
     res["hr_skin_tone_worst_to_best"] = round(max(vals) / max(min(vals), 1e-9), 2) if len(vals) >= 2 else None
@@ -405,7 +501,7 @@ SUBSET_KEYS = ("hr_mae_bpm_still", "hr_mae_bpm_hard", "hr_mae_bpm_by_skin_tone",
 
 def summarize_subset(clips: list[dict[str, Any]]) -> dict[str, Any]:
     """The headline metrics of a subset of the clips (see :data:`SUBSET_KEYS`)."""
-    full = summarize(clips)
+    full = summarize_parametric(clips)
     return {k: full[k] for k in SUBSET_KEYS}
 
 
@@ -477,7 +573,7 @@ def _rate(rows: list[dict[str, Any]]) -> float | None:
 
 
 def _mae_key(rows: list[dict[str, Any]], key: str) -> float | None:
-    e = [abs(r[key] - r["truth"]) for r in rows if r.get(key) is not None]
+    e = [abs(r[key] - r["truth"]) for r in rows if r.get(key) is not None and np.isfinite(r["truth"])]
     return round(float(np.mean(e)), 3) if e else None
 
 
@@ -537,8 +633,14 @@ def run_bench(json_out: bool = False, quick: bool = False, out_dir: str | Path |
     result: dict[str, Any] = {"bench": "camera", "quick": quick, "seed": seed0, "duration_s": DURATION_S,
                               "resolution": "640x480", "fps": 30, "hard_conditions": HARD}
     result.update(summarize(clips))
+    # coverage and MAE as every pulse-validity threshold moves (offline replay of the same traces)
+    from cedge.bench.camera_replay import threshold_curve
+
+    result["gate_threshold_curve"] = threshold_curve(clips)
     if not quick and len(clips) > N_CLIPS_66:
         result["first_66_clips"] = summarize_subset(clips[:N_CLIPS_66])
+    if not quick and len(clips) > N_CLIPS_96:
+        result["first_96_clips"] = summarize_subset(clips[:N_CLIPS_96])
     tm = np.asarray(timings)
     result["ms_per_frame_p50"] = round(float(np.percentile(tm, 50)), 3) if tm.size else None
     result["ms_per_frame_p99"] = round(float(np.percentile(tm, 99)), 3) if tm.size else None
@@ -547,52 +649,109 @@ def run_bench(json_out: bool = False, quick: bool = False, out_dir: str | Path |
     result["speed_conditions"] = core_note
     result["seconds_total"] = round(time.perf_counter() - t0, 1)
     if out_dir is not None:
-        saved = save_results(result, out_dir, "camera", lambda out: write_figures(result, clips, out))
-        (saved.parent / "bench_camera_clips.json").write_text(json.dumps(clips, default=float), encoding="utf-8")
+        saved = save_results(result, out_dir, "camera", lambda out: write_figures(result, clips, out)
+                             + write_gate_figure({"benchmark": result["gate_threshold_curve"]}, out))
+        public = [{k: v for k, v in c.items() if not k.startswith("_")} for c in clips]
+        (saved.parent / "bench_camera_clips.json").write_text(json.dumps(public, default=float), encoding="utf-8")
     if not json_out:
         console.print({k: v for k, v in result.items() if not isinstance(v, list)})
     return result
 
 
 # =========================================================================== tuning
-def tune_sqi(n_per_tone: int = 1, seed0: int = TUNE_SEED) -> dict[str, Any]:
-    """SNR distributions on tuning seeds (never the bench seeds), by analysis-window length.
-
-    The validity thresholds of ``agent.vision.pulse.SNR_THRESHOLD_ANCHORS_DB`` come from the
-    control (photo, mask) columns of this table: the SNR of noise falls as the window grows, so
-    the threshold is set per window length near the controls' 98th percentile / maximum.
-    """
+def tuning_cases() -> list[Case]:
+    """Tuning clips of the pulse-validity gate (issue 16), never the benchmark seeds or recordings:
+    real-PPG clips from the *tuning* set of hal_sim.face.real_ppg (still and hard, every skin type,
+    two seed sets, TUNE_SEED + 51000 / + 52000) and parametric-pulse clips with their photo/mask
+    controls (two sets, TUNE_SEED + 60000 / + 61000): 24 + 24 + 24 clips."""
     from hal_sim.face import ClipSpec
 
     cases = []
-    k = 0
-    for f in TONES:
-        for r in range(n_per_tone):
-            for group, kw in (("still", {}), ("hard", HARD), ("control", {"control": "photo", "motion": bool(r % 2)}),
-                              ("control", {"control": "mask"})):
-                cases.append(Case(f"tune-{group}-f{f}-{r}-{k}", group,
-                                  ClipSpec(duration_s=DURATION_S, fitzpatrick=f, **kw), seed0 + k))
+    for base in (TUNE_SEED + 51_000, TUNE_SEED + 52_000):
+        k = 0
+        for group, kw in (("real_still", {}), ("real_hard", HARD)):
+            for f in TONES:
+                cases.append(Case(f"tune-{group}-f{f}-{base}", group, ClipSpec(
+                    duration_s=DURATION_S, fitzpatrick=f, pulse_source="real-tune", **kw), base + k))
                 k += 1
-    with one_core(), Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                              TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
-                              console=Console(stderr=True)) as progress:
-        clips, _ = run_clips(cases, progress)
-    table = []
-    for lo, hi in ((6.0, 10.0), (10.0, 15.0), (15.0, 20.0), (20.0, 21.0)):
-        ctrl = np.array([r["snr_db"] for c in clips if c["group"] == "control" for r in c["hr"]
-                         if lo <= r["window_s"] < hi])
-        live = np.array([r["snr_db"] for c in clips if c["group"] != "control" for r in c["hr"]
-                         if lo <= r["window_s"] < hi])
-        if ctrl.size and live.size:
-            table.append({"window_s": [lo, hi], "control_q95_db": round(float(np.quantile(ctrl, 0.95)), 2),
-                          "control_q98_db": round(float(np.quantile(ctrl, 0.98)), 2),
-                          "control_max_db": round(float(ctrl.max()), 2),
-                          "live_median_db": round(float(np.median(live)), 2), "n_control": int(ctrl.size),
-                          "n_live": int(live.size)})
-    return {"snr_by_window": table, "clips": clips}
+    photo, mask = ("control", {"control": "photo", "motion": True}), ("control", {"control": "mask"})
+    for base, order in ((TUNE_SEED + 60_000, (("still", {}), ("hard", HARD), photo, mask)),
+                        (TUNE_SEED + 61_000, (photo, mask, ("still", {}), ("hard", HARD)))):
+        k = 0
+        for group, kw in order:
+            for f in TONES:
+                cases.append(Case(f"tune-{group}-{kw.get('control', '')}-f{f}-{base}", group,
+                                  ClipSpec(duration_s=DURATION_S, fitzpatrick=f, **kw), base + k))
+                k += 1
+    return cases
+
+
+def tune_gate(clips: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Derive the pulse-validity thresholds on the tuning clips (:func:`tuning_cases`).
+
+    The anchors of :data:`agent.vision.pulse.SNR_THRESHOLD_ANCHORS_DB` are the 98th percentile of
+    the controls' SNR by window length (:func:`cedge.bench.camera_replay.derive_anchors`); the
+    gate-threshold curve shows what moving them costs or buys on the same clips.  Renders the
+    clips unless given (~45 min on one core)."""
+    from cedge.bench.camera_replay import derive_anchors, threshold_curve
+
+    if clips is None:
+        with one_core(), Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                                  TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                                  console=Console(stderr=True)) as progress:
+            clips, _ = run_clips(tuning_cases(), progress)
+    return {"anchors_db": derive_anchors(clips), "curve": threshold_curve(clips), "clips": clips}
 
 
 # =========================================================================== figures
+def write_gate_figure(curves: dict[str, list[dict[str, Any]]], out_dir: Path,
+                      name: str = "camera_gate_curve.png") -> list[str]:
+    """Coverage and MAE as every pulse-validity threshold moves by the same offset, one line
+    style per clip set (``curves``: label -> :func:`cedge.bench.camera_replay.threshold_curve`);
+    the shipped operating point is offset 0."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(13, 4.8))
+    series = (("real-tune", "real-PPG (tuning recordings)"), ("real-bench", "real-PPG"),
+              ("parametric", "parametric pulse"))
+    styles = ["-", "--", ":"]
+    for (label, curve), style in zip(curves.items(), styles, strict=False):
+        off = np.array([r["offset_db"] for r in curve])
+        for key, text in series:
+            cov = [r.get(f"coverage_{key}") for r in curve]
+            mae = [r.get(f"mae_bpm_{key}") for r in curve]
+            if all(v is None for v in cov):
+                continue
+            line, = ax0.plot(off, [np.nan if v is None else v for v in cov], style, marker="o", ms=3,
+                             label=f"{text}, {label}")
+            ax1.plot([np.nan if v is None else v for v in cov], [np.nan if v is None else v for v in mae], style,
+                     marker="o", ms=3, color=line.get_color(), label=f"{text}, {label}")
+            i0 = int(np.argmin(np.abs(off)))
+            if cov[i0] is not None and mae[i0] is not None:
+                ax1.plot(cov[i0], mae[i0], "k*", ms=11)
+        fp = [r.get("control_false_pulse_rate") for r in curve]
+        ax0.plot(off, [np.nan if v is None else v for v in fp], style, color="k", lw=1,
+                 label=f"photo/mask updates reported as a pulse, {label}")
+    ax0.axvline(0.0, color="grey", lw=0.8)
+    ax0.set_xlabel("offset added to every validity threshold (dB)")
+    ax0.set_ylabel("share of updates with a valid heart rate")
+    ax0.set_ylim(0, 1.02)
+    ax0.set_title("Coverage and false pulses vs the gate threshold")
+    ax0.legend(fontsize=7)
+    ax1.set_xlabel("coverage")
+    ax1.set_ylabel("HR MAE over valid updates (bpm)")
+    ax1.set_title("MAE against coverage (star: shipped threshold)")
+    ax1.legend(fontsize=7)
+    fig.tight_layout()
+    p = out_dir / name
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    return [str(p)]
+
+
 def write_figures(result: dict[str, Any], clips: list[dict[str, Any]], out_dir: Path) -> list[str]:
     import matplotlib
 
@@ -668,7 +827,7 @@ if __name__ == "__main__":  # pragma: no cover - developer entry: python -m cedg
     import sys
 
     if "--tune" in sys.argv:
-        r = tune_sqi()
+        r = tune_gate()
         r.pop("clips")
         print(json.dumps(r, indent=1))
     else:
