@@ -73,12 +73,12 @@ def _fake_result(case: Any, rng: np.random.Generator) -> dict[str, Any]:
     truth = 70.0 + 10.0 * rng.random()
     hr = [{"t_s": 15.0 + k, "window_s": 15.0 + k, "truth": truth if live else float("nan"),
            "pos": truth + 0.5 if live and k % 3 else None, "pos_raw": truth + 0.5, "green": truth + 9.0,
-           "chrom": truth + 1.0, "snr_db": 3.0, "valid": bool(live and k % 3)} for k in range(6)]
+           "chrom": truth + 1.0, "snr_db": 3.0, "valid": bool(live and k % 3)} for k in range(3)]
     t = np.arange(900) / 30.0
-    rgb = np.stack([180 + 0.2 * np.sin(2 * np.pi * truth / 60 * t), 140 + 0.5 * np.sin(2 * np.pi * truth / 60 * t),
-                    120 + 0.3 * np.sin(2 * np.pi * truth / 60 * t)], axis=1) + rng.normal(0, 0.05, (900, 3))
+    pulse = np.sin(2 * np.pi * truth / 60 * t) if live else np.zeros_like(t)
+    rgb = np.stack([180 + 0.2 * pulse, 140 + 0.5 * pulse, 120 + 0.3 * pulse], axis=1) + rng.normal(0, 0.05, (900, 3))
     out = {"name": case.name, "group": case.group, "seed": case.seed, "fitzpatrick": case.spec.fitzpatrick,
-           "kind": "person" if live else str(case.spec.control), "frames_without_track": 0, "n_updates": 6,
+           "kind": "person" if live else str(case.spec.control), "frames_without_track": 0, "n_updates": 3,
            "pulse_amplitude_rel": 0.003, "pulse_source": case.spec.pulse_source, "updates": [], "hr": hr,
            "rr": [{"t_s": 20.0, "truth": 15.0, "est": 15.4, "motion": 15.4, "pulse": None}],
            "abnormal": [{"t_s": 12.0 + k, "score": 0.1 + 0.05 * k, "tense": k > 5, "alert": False,
@@ -101,6 +101,7 @@ def test_quick_bench_json_has_the_real_ppg_keys(monkeypatch: Any, tmp_path: Any)
         return [_fake_result(c, rng) for c in cases], [4.0] * 50
 
     monkeypatch.setattr(cam, "run_clips", fake_run_clips)
+    monkeypatch.setattr("cedge.bench.camera_replay.CURVE_OFFSETS_DB", (0.0, 1.0))  # fewer replays
     result = cam.run_bench(json_out=True, quick=True, out_dir=tmp_path)
     for key in ("real_ppg_hr_mae_bpm", "real_ppg_coverage_still", "real_ppg_coverage_hard", "coverage_by_skin_tone",
                 "peer_pos_hr_mae_bpm", "real_ppg_hr_mae_bpm_by_skin_tone", "coverage_by_skin_tone_worst_to_best",
@@ -108,8 +109,10 @@ def test_quick_bench_json_has_the_real_ppg_keys(monkeypatch: Any, tmp_path: Any)
         assert key in result, key
     assert result["real_ppg_hr_mae_bpm"] == 0.5 and result["peer_pos_hr_mae_bpm"] == 2.0
     assert set(result["coverage_by_skin_tone"]) == {"1", "4", "6"}
-    assert result["real_ppg_coverage_still"] == round(4 / 6, 3)
-    assert [r["offset_db"] for r in result["gate_threshold_curve"]][:2] == [-3.0, -2.0]
+    assert result["real_ppg_coverage_still"] == round(2 / 3, 3)
+    curve = result["gate_threshold_curve"]
+    assert [r["offset_db"] for r in curve] == [0.0, 1.0]
+    assert all(r["control_false_pulse_rate"] == 0.0 for r in curve)  # the controls' traces hold no pulse
     saved = json.loads((tmp_path / "bench_camera.json").read_text())
     assert any(f.endswith("camera_gate_curve.png") for f in saved["figures"])
     assert "_trace" not in json.loads((tmp_path / "bench_camera_clips.json").read_text())[0]

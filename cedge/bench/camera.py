@@ -634,9 +634,9 @@ def run_bench(json_out: bool = False, quick: bool = False, out_dir: str | Path |
                               "resolution": "640x480", "fps": 30, "hard_conditions": HARD}
     result.update(summarize(clips))
     # coverage and MAE as every pulse-validity threshold moves (offline replay of the same traces)
-    from cedge.bench.camera_replay import threshold_curve
+    from cedge.bench import camera_replay
 
-    result["gate_threshold_curve"] = threshold_curve(clips)
+    result["gate_threshold_curve"] = camera_replay.threshold_curve(clips, offsets_db=camera_replay.CURVE_OFFSETS_DB)
     if not quick and len(clips) > N_CLIPS_66:
         result["first_66_clips"] = summarize_subset(clips[:N_CLIPS_66])
     if not quick and len(clips) > N_CLIPS_96:
