@@ -20,6 +20,7 @@ import json
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -101,10 +102,16 @@ def decode_with_gpsd(capture: Path, timeout_s: float = 120.0, cycle_s: float = 0
     """
     if not gpsd_available():
         raise FileNotFoundError("gpsfake/gpsd not installed (Debian: apt-get install gpsd gpsd-clients)")
-    proc = subprocess.run(
-        ["gpsfake", "-s", "38400", "-c", f"{cycle_s:g}", "-1", "-p", str(capture)],
-        capture_output=True, text=True, timeout=timeout_s, check=False,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"gpsfake failed on {capture} ({proc.returncode}): {proc.stderr.strip()[-400:]}")
-    return proc.stdout
+    # gpsfake connects to the gpsd it has just started; on a loaded machine that first connect can be
+    # refused before gpsd listens ("socket error [Errno 111]"): a start-up race of the tool, retried.
+    for attempt in range(3):
+        proc = subprocess.run(
+            ["gpsfake", "-s", "38400", "-c", f"{cycle_s:g}", "-1", "-p", str(capture)],
+            capture_output=True, text=True, timeout=timeout_s, check=False,
+        )
+        if proc.returncode == 0:
+            return proc.stdout
+        if "Connection refused" not in proc.stderr or attempt == 2:
+            break
+        time.sleep(1.0)
+    raise RuntimeError(f"gpsfake failed on {capture} ({proc.returncode}): {proc.stderr.strip()[-400:]}")
