@@ -715,26 +715,26 @@ def write_gate_figure(curves: dict[str, list[dict[str, Any]]], out_dir: Path,
     import matplotlib.pyplot as plt
 
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(13, 4.8))
-    series = (("real-tune", "real-PPG (tuning recordings)"), ("real-bench", "real-PPG"),
-              ("parametric", "parametric pulse"))
-    styles = ["-", "--", ":"]
-    for (label, curve), style in zip(curves.items(), styles, strict=False):
+    series = (("real-tune", "real PPG, tuning recordings", "C0"), ("real-bench", "real PPG", "C0"),
+              ("parametric", "parametric pulse", "C1"))
+    for (label, curve), style in zip(curves.items(), ["-", "--", ":"], strict=False):
         off = np.array([r["offset_db"] for r in curve])
-        for key, text in series:
-            cov = [r.get(f"coverage_{key}") for r in curve]
-            mae = [r.get(f"mae_bpm_{key}") for r in curve]
-            if all(v is None for v in cov):
+        i0 = int(np.argmin(np.abs(off)))
+
+        def col(key: str, curve: list[dict[str, Any]] = curve) -> list[float]:
+            return [np.nan if r.get(key) is None else float(r[key]) for r in curve]
+
+        for key, text, color in series:
+            if all(np.isnan(col(f"coverage_{key}"))):
                 continue
-            line, = ax0.plot(off, [np.nan if v is None else v for v in cov], style, marker="o", ms=3,
-                             label=f"{text}, {label}")
-            ax1.plot([np.nan if v is None else v for v in cov], [np.nan if v is None else v for v in mae], style,
-                     marker="o", ms=3, color=line.get_color(), label=f"{text}, {label}")
-            i0 = int(np.argmin(np.abs(off)))
-            if cov[i0] is not None and mae[i0] is not None:
-                ax1.plot(cov[i0], mae[i0], "k*", ms=11)
-        fp = [r.get("control_false_pulse_rate") for r in curve]
-        ax0.plot(off, [np.nan if v is None else v for v in fp], style, color="k", lw=1,
-                 label=f"photo/mask updates reported as a pulse, {label}")
+            for cond, marker in (("still", "o"), ("hard", "^")):
+                ax0.plot(off, col(f"coverage_{key}_{cond}"), style, color=color, marker=marker, ms=3,
+                         label=f"{text}, {cond} ({label})")
+            cov, mae = col(f"coverage_{key}"), col(f"mae_bpm_{key}")
+            ax1.plot(cov, mae, style, color=color, marker="o", ms=3, label=f"{text}, still + hard ({label})")
+            ax1.plot(cov[i0], mae[i0], "k*", ms=11)
+        ax0.plot(off, col("control_false_pulse_rate"), style, color="k", lw=1,
+                 label=f"photo/mask updates reported as a pulse ({label})")
     ax0.axvline(0.0, color="grey", lw=0.8)
     ax0.set_xlabel("offset added to every validity threshold (dB)")
     ax0.set_ylabel("share of updates with a valid heart rate")
