@@ -823,12 +823,17 @@ def write_figures(result: dict[str, Any], clips: list[dict[str, Any]], out_dir: 
     return written
 
 
-if __name__ == "__main__":  # pragma: no cover - developer entry: python -m cedge.bench.camera [--quick]
+if __name__ == "__main__":  # pragma: no cover - developer entry: python -m cedge.bench.camera [--quick|--tune|...]
     import sys
 
-    if "--tune" in sys.argv:
+    if "--tune" in sys.argv:  # > tune.json
         r = tune_gate()
         r.pop("clips")
         print(json.dumps(r, indent=1))
+    elif "--gate-figure" in sys.argv:  # --gate-figure tune.json bench_camera.json OUT_DIR (docs/)
+        i = sys.argv.index("--gate-figure")
+        tune, bench = (json.loads(Path(a).read_text()) for a in sys.argv[i + 1:i + 3])
+        print(write_gate_figure({"tuning clips": tune["curve"], "benchmark clips": bench["gate_threshold_curve"]},
+                                Path(sys.argv[i + 3])))
     else:
         print(json.dumps(run_bench(json_out=True, quick="--quick" in sys.argv), default=float))
