@@ -191,7 +191,9 @@ def test_reject_table_keeps_a_budget_and_counts_what_it_dropped(tmp_path: Path) 
 
 # --------------------------------------------------------------------------- rows 9-13, real processes
 def _controller(tmp_path: Path, broker: Mosquitto, db: Path, **extra: Any) -> tuple[subprocess.Popen, Path]:
-    cfg = {"schema": 1, "db_path": str(db), "dispatch": {"enabled": False},
+    # the ingest path under test, without the operator console (a web server thread and its libraries
+    # add ~100 MB of their own to the process; issue 18)
+    cfg = {"schema": 1, "db_path": str(db), "dispatch": {"enabled": False}, "web": {"enabled": False},
            "broker": {"host": broker.host, "port": broker.port, "reconnect_max_s": 1.0}, **extra}
     path = tmp_path / "controller.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -342,8 +344,23 @@ def test_row9_counted_zeroes_bomb_through_the_cli_is_one_clear_line(tmp_path: Pa
     assert "Traceback" not in run.stderr and "MemoryError" not in run.stderr
     errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "bomb.n42" in errors[0] and "channels" in errors[0], run.stderr
-    peak_mb = int(re.search(r"PEAK_RSS_KB (\d+)", run.stderr).group(1)) / 1024  # type: ignore[union-attr]
-    assert peak_mb < 300, f"peak RSS {peak_mb:.0f} MB (row 9 took 6.4 GB); stderr: {run.stderr[-1500:]}"
+    # The bomb itself must cost nothing: what the reader allocates for it, measured in-process. (The CLI
+    # process's peak RSS also holds its imports and, on a fresh clone, numba compiling its kernels: 134 MB
+    # warm, up to 850 MB in a full fresh-clone run; that is not the file's doing.)
+    import tracemalloc
+
+    from agent.spectral_files import SpectrumFileError, read_spectrum_file
+    with pytest.raises(SpectrumFileError):  # once untraced: the readers' lazy imports are not the file's cost
+        read_spectrum_file(path)
+    tracemalloc.start()
+    try:
+        with pytest.raises(SpectrumFileError, match="channels"):
+            read_spectrum_file(path)
+        _, peak_b = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # ~67 MB here, all of it lxml's parser set-up (the same for any N42 file), none for the claimed channels
+    assert peak_b < 150e6, f"reading the bomb allocated {peak_b / 1e6:.0f} MB (row 9 took 6.4 GB)"
 
 
 def _n42(manufacturer: str, doctype: str = "", extra_ns: str = "") -> bytes:
