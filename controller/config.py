@@ -136,7 +136,7 @@ class LocalizationConfig(_Cfg):
     strength_per: Literal["unit", "detector_model"] = "detector_model"  # see localization.from_rows
     site_file: str | None = None
     detect_threshold: float = Field(default=20.0, gt=0)
-    second_source_threshold: float = Field(default=40.0, gt=0)
+    second_source_threshold: float = Field(default=200.0, gt=0)
     max_sources: int = Field(default=2, ge=1, le=2)
     height_resolved_sigma_m: float = Field(default=0.75, gt=0)
 

@@ -418,8 +418,8 @@ def write_figures(recs: list[dict[str, Any]], sims: dict[str, SimulatedCase], ou
         ax.add_patch(Ellipse((rec["x_m"], rec["y_m"]), 2 * k * math.sqrt(vals[1]), 2 * k * math.sqrt(vals[0]),
                              angle=math.degrees(math.atan2(vecs[1, 1], vecs[0, 1])), fill=False, ec="magenta",
                              lw=1.5, label="95 % region"))
-        ax.set_xlim(tr[0] - 25, tr[0] + 25)
-        ax.set_ylim(tr[1] - 15, tr[1] + 15)
+        ax.set_xlim(tr[0] - 12, tr[0] + 12)  # close enough to see the 95 % ellipse, wide enough for both lanes
+        ax.set_ylim(tr[1] - 7, tr[1] + 8)
         ax.set_aspect("equal")
         ax.legend(fontsize=7, loc="upper right")
         ax.set_title(f"{name}: error {rec['horizontal_error_m']:.2f} m")

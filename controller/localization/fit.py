@@ -369,8 +369,38 @@ def fit_single(ctx: FitContext, h0: FitOutcome, starts: list[tuple[np.ndarray, i
     return out
 
 
-def fit_double(ctx: FitContext, single: SingleFit, n_starts: int) -> tuple[FitOutcome, list[int]] | None:
-    """Two-source fit: source 1 from the one-source fit, source 2 from the grid rescored on top of it."""
+def _column_of(ctx: FitContext, pt: np.ndarray) -> int | None:
+    """Column (candidate box) holding a point, or None."""
+    inside = np.all((ctx.cands.lo <= pt) & (pt <= ctx.cands.hi), axis=1)
+    idx = np.flatnonzero(inside)
+    return int(idx[0]) if idx.size else None
+
+
+def _split_starts(ctx: FitContext, s1: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, int, int]]:
+    """Pairs either side of the one-source position: two sources a few metres apart along a row
+    fit as one between them, and the grid rescored on top of that fit does not separate them."""
+    out = []
+    axes = [np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])]
+    col = _column_of(ctx, s1)
+    if ctx.params.site is not None and col is not None:
+        ext = ctx.cands.hi[col] - ctx.cands.lo[col]
+        axes = [axes[int(np.argmax(ext[:2]))]]  # along the row
+    for e in axes:
+        for d in (3.0, 6.0):
+            a, b = s1 - d * e, s1 + d * e
+            ca, cb = _column_of(ctx, a), _column_of(ctx, b)
+            if ca is not None and cb is not None:
+                out.append((a, b, ca, cb))
+    return out
+
+
+def fit_double(ctx: FitContext, single: SingleFit, n_starts: int, others: list[SingleFit] = ()
+               ) -> tuple[FitOutcome, list[int]] | None:
+    """Two-source fit.  Starts: source 1 at the one-source fit and source 2 at the best grid
+    points rescored on top of it (one per column); pairs split either side of the one-source
+    position; and pairs of the other one-source minima (``others``, distinct columns): with two
+    sources the best single fit may sit between them, in neither's basin.  Each start is first
+    fitted in its nuisance parameters, then in everything."""
     m = ctx.model
     lay1 = m.layout(1)
     lay2 = m.layout(2)
@@ -378,20 +408,84 @@ def fit_double(ctx: FitContext, single: SingleFit, n_starts: int) -> tuple[FitOu
         return None
     gains, _ = profile_gain(m, ctx.cands.pts, single.fit.lam)
     s1 = single.fit.phi[lay1.pos(0)]
-    starts = _starts(ctx, gains, n_starts, exclude=[(s1, ctx.params.min_source_separation_m)])
+    starts = [(s1, pt, single.col, col) for pt, col in
+              _starts(ctx, gains, n_starts, exclude=[(s1, ctx.params.min_source_separation_m)])]
+    starts += _split_starts(ctx, s1)
+    distinct: list[SingleFit] = []
+    for f in others:
+        pos = f.fit.phi[lay1.pos(0)]
+        if all(np.linalg.norm(pos - g.fit.phi[lay1.pos(0)]) >= ctx.params.min_source_separation_m for g in distinct):
+            distinct.append(f)
+    distinct = distinct[:4]
+    for i in range(len(distinct)):
+        for j in range(i + 1, len(distinct)):
+            fa, fb = distinct[i], distinct[j]
+            starts.append((fa.fit.phi[lay1.pos(0)], fb.fit.phi[lay1.pos(0)], fa.col, fb.col))
     best: tuple[FitOutcome, list[int]] | None = None
-    for pt, col in starts:
-        cols = [single.col, col]
+    for pa, pb, ca, cb in starts:
+        cols = [ca, cb]
         lb, ub = _bounds(ctx, lay2, cols)
-        phi0 = _start_phi(ctx, lay2, [s1, pt], single.fit.phi[lay1.log_b],
+        phi0 = _start_phi(ctx, lay2, [pa, pb], single.fit.phi[lay1.log_b],
                           single.fit.phi[lay1.mu] if lay1.n_mu else None, single.fit.phi[lay1.spl])
-        # source 1 keeps its fitted strength; source 2 starts at its profiled strength
-        phi0[lay2.log_s(0)] = single.fit.phi[lay1.log_s(0)]
+        if pa is s1:  # source 1 keeps its fitted strength; source 2 starts at its profiled strength
+            phi0[lay2.log_s(0)] = single.fit.phi[lay1.log_s(0)]
         if lay2.n_off:
             phi0[lay2.off] = single.fit.phi[lay1.off]
-        f = fisher_scoring(m, lay2, phi0, lb, ub)
+        nuis = np.ones(lay2.size, dtype=bool)
+        nuis[lay2.pos(0)] = False
+        nuis[lay2.pos(1)] = False
+        pre = fisher_scoring(m, lay2, phi0, lb, ub, free=nuis, max_iter=15, tol=1e-3)
+        f = fisher_scoring(m, lay2, pre.phi, lb, ub)
         if best is None or f.value < best[0].value:
             best = (f, cols)
+    if best is not None:
+        best = _refine_pair(ctx, best, n_starts)
+    return best
+
+
+def _one_of(lay2: Layout, lay1: Layout, phi2: np.ndarray, k: int) -> np.ndarray:
+    """The one-source parameter vector of source k of a two-source vector (shared nuisances kept)."""
+    phi = np.empty(lay1.size)
+    phi[lay1.pos(0)] = phi2[lay2.pos(k)]
+    phi[lay1.log_s(0)] = phi2[lay2.log_s(k)]
+    phi[lay1.log_b] = phi2[lay2.log_b]
+    if lay1.n_mu:
+        phi[lay1.mu] = phi2[lay2.mu]
+    if lay1.n_off:
+        phi[lay1.off] = phi2[lay2.off]
+    return phi
+
+
+def _refine_pair(ctx: FitContext, best: tuple[FitOutcome, list[int]], n_starts: int
+                 ) -> tuple[FitOutcome, list[int]]:
+    """One round of conditional re-search: hold one source, rescore the grid for the other on top
+    of it, refit from the best new spots.  A pair started from a one-source fit that sat between
+    two sources keeps one of them in a wrong basin; this moves it out."""
+    m = ctx.model
+    lay1 = m.layout(1)
+    lay2 = m.layout(2)
+    for keep in (0, 1):
+        f2, cols = best
+        other = 1 - keep
+        lam_keep, _ = m.lam_jac(_one_of(lay2, lay1, f2.phi, keep), lay1, False)
+        gains, _ = profile_gain(m, ctx.cands.pts, lam_keep)
+        s_keep = f2.phi[lay2.pos(keep)]
+        for pt, col in _starts(ctx, gains, max(2, n_starts // 2),
+                               exclude=[(s_keep, ctx.params.min_source_separation_m)]):
+            if np.linalg.norm(pt - f2.phi[lay2.pos(other)]) < 1.0:
+                continue
+            phi0 = f2.phi.copy()
+            phi0[lay2.pos(other)] = pt
+            new_cols = list(cols)
+            new_cols[other] = col
+            lb, ub = _bounds(ctx, lay2, new_cols)
+            nuis = np.ones(lay2.size, dtype=bool)
+            nuis[lay2.pos(0)] = False
+            nuis[lay2.pos(1)] = False
+            pre = fisher_scoring(m, lay2, np.clip(phi0, lb, ub), lb, ub, free=nuis, max_iter=15, tol=1e-3)
+            f = fisher_scoring(m, lay2, pre.phi, lb, ub)
+            if f.value < best[0].value:
+                best = (f, new_cols)
     return best
 
 
@@ -459,8 +553,9 @@ def evaluate(ctx: FitContext, h0: FitOutcome, fits: list[SingleFit], double: tup
             note2 = (f"two sources: likelihood ratio 2 vs 1 {t2:.1f} >= {p.second_source_threshold:.0f}, "
                      f"{sep:.1f} m apart")
     t_smooth = None
-    if h0_test is not None and h0_test is not h0:
-        t_smooth = 2.0 * (h0_test.value - best.fit.value) / (phi1 if double is None else max(phi1, 1.0))
+    if h0_test is not None and h0_test is not h0:  # against the model chosen below (1 or 2 sources)
+        nll_model = double[0].value if two is not None and double is not None else best.fit.value
+        t_smooth = 2.0 * (h0_test.value - nll_model) / (phi1 if double is None else phi2)
     smooth = t_smooth is not None and t_smooth < p.detect_threshold <= t1
     flag = (f"; but a smooth background change along the passes explains the excess nearly as well "
             f"(ratio {t_smooth:.1f}): NORM? check the spectrum") if smooth and t_smooth is not None else ""
@@ -512,7 +607,7 @@ def locate(ms: MeasurementSet, params: LocalizationParams | None = None,
         phi1, _, _ = _overdispersion(ctx.model, best.fit.lam, ctx.model.layout(1).size)
         nll0 = h0.value
         if 2.0 * (nll0 - best.fit.value) >= p.detect_threshold:  # raw ratio: phi_1 may hold a second source
-            double = fit_double(ctx, best, max(2, p.n_starts - 2))
+            double = fit_double(ctx, best, max(2, p.n_starts - 2), fits)
     return evaluate(ctx, h0, fits, double, t0, h0_test)
 
 

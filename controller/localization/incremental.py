@@ -144,7 +144,7 @@ class IncrementalLocalizer:
         double = None
         if (p.max_sources >= 2 and (full or self._double_ok)
                 and 2.0 * (h0.value - fits[0].fit.value) >= p.detect_threshold):
-            double = fit_double(ctx, fits[0], max(2, p.n_starts - 2))
+            double = fit_double(ctx, fits[0], max(2, p.n_starts - 2), fits)
         result = evaluate(ctx, h0, fits, double, t0, h0_test)
         if full or self._double_ok:
             self._double_ok = result.n_sources == 2

@@ -36,15 +36,14 @@ class LocalizationParams:
     # yard, site model, flat background): median 4.2, 99th percentile 11.8, maximum 17.1; an
     # exponential fit to the upper tenth puts P(T1 > 20) at ~2e-4 per incident.
     detect_threshold: float = 20.0
-    second_source_threshold: float = 40.0
+    second_source_threshold: float = 200.0
     max_sources: int = 2
     # Two sources closer than this are one incident for the handheld, and a second source that
     # close mostly absorbs model error (tuning seeds): reported as one.
     min_source_separation_m: float = 5.0
-    # A second source must add at least this share of the first's likelihood ratio: the model
-    # error of a strong source grows with its signal, and a second source absorbed up to ~8 % of
-    # the first's ratio on one-source tuning scenarios.
-    second_source_min_share: float = 0.1
+    # A second source must also add at least this share of the first's likelihood ratio: the
+    # model error of a strong source grows with its signal.
+    second_source_min_share: float = 0.005
     # Height is reported (with its 95 % interval) only when its 1-sigma is below this: then the
     # interval (+-1.5 m) tells the tiers of a 2.59-m stack apart.
     height_resolved_sigma_m: float = 0.75
