@@ -263,6 +263,53 @@ class Vitals(_Strict):
     ibi_ms: list[Annotated[float, Field(ge=200.0, le=2000.0)]] = Field(default_factory=list, max_length=256)
 
 
+# --------------------------------------------------------------------------- CCTV tracklets (issue 19)
+#: Hall ground-plane coordinates are metres in the site's hall frame; an arrival hall is < 1 km.
+HALL_EXTENT_M = 1e4
+MAX_TRACKLET_SAMPLES = 64  #: one message per ~2-6 s of a track at 10-15 fps, subsampled
+#: Appearance layout: per body part, 8 hue bins of the chromatic foreground pixels then 3 grey
+#: bins (dark, mid, light) of the achromatic ones, summing to 1 (agent/cctv/appearance.py).
+APPEARANCE_LAYOUT = "hue8+grey3/v1"
+HistBin = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class TrackletSample(_Strict):
+    """One ground-plane position of a track: ``dt_s`` after the message's ``t_start_utc``."""
+
+    dt_s: float = Field(ge=0.0, le=3600.0)
+    x_m: float = Field(ge=-HALL_EXTENT_M, le=HALL_EXTENT_M)
+    y_m: float = Field(ge=-HALL_EXTENT_M, le=HALL_EXTENT_M)
+    confidence: float = Field(ge=0.0, le=1.0)
+
+
+class Appearance(_Strict):
+    """Compact appearance of a tracklet: colour by body part and a height estimate (no pixels)."""
+
+    layout: Literal["hue8+grey3/v1"] = APPEARANCE_LAYOUT
+    head: list[HistBin] = Field(default_factory=list, max_length=16)
+    torso: list[HistBin] = Field(default_factory=list, max_length=16)
+    legs: list[HistBin] = Field(default_factory=list, max_length=16)
+    height_m: float | None = Field(default=None, ge=0.3, le=3.0)
+    n_frames: NonNegCount = 0  #: frames averaged into the histograms
+
+
+class Tracklet(_Strict):
+    """Camera box: one anonymous person track of one camera, on the hall's ground plane.
+
+    Why no boxes or pixels: the controller associates tracks across cameras on ground positions,
+    transit times and this appearance summary; nothing here can be turned back into a picture.
+    ``evidence_clip`` names a clip kept on the box, only when the site switched evidence clips on.
+    """
+
+    camera_id: Annotated[str, StringConstraints(max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+    track_id: WireId  #: random per boot and camera: no identity, no link to earlier boots
+    state: Literal["active", "ended"]
+    t_start_utc: UtcTime
+    samples: list[TrackletSample] = Field(max_length=MAX_TRACKLET_SAMPLES)
+    appearance: Appearance
+    evidence_clip: WireId | None = None
+
+
 BODY_TYPES: dict[str, type[_Strict]] = {
     "birth": Birth,
     "death": Death,
@@ -271,6 +318,7 @@ BODY_TYPES: dict[str, type[_Strict]] = {
     "alarm": Alarm,
     "task_event": TaskEvent,
     "vitals": Vitals,
+    "tracklet": Tracklet,
 }
 UPLINK_KINDS = tuple(BODY_TYPES)
 SESSION_KINDS = ("birth", "death")  # seq == 0, not de-duplicated
@@ -279,7 +327,7 @@ SEQUENCED_KINDS = tuple(k for k in UPLINK_KINDS if k not in SESSION_KINDS)
 
 class Envelope(_Strict):
     schema_: Literal[1] = Field(alias="schema", default=SCHEMA_VERSION)
-    kind: Literal["birth", "death", "health", "measurement", "alarm", "task_event", "vitals"]
+    kind: Literal["birth", "death", "health", "measurement", "alarm", "task_event", "vitals", "tracklet"]
     unit_id: str = Field(pattern=UNIT_ID_PATTERN)
     boot_id: str = Field(min_length=8, max_length=64, pattern=r"^[\x21-\x7e]+$")  # printable ASCII (a uuid4 hex)
     seq: int = Field(ge=0, lt=MAX_SEQ)

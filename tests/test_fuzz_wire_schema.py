@@ -59,6 +59,9 @@ def _valid_bodies() -> dict[str, dict[str, Any]]:
                   "background_cps": 1000.0, "t_peak_utc": NOW, "position": pos, "threshold_sigma": 5.0},
         "task_event": {"task_id": "T1", "cmd_id": "c1", "state": "accepted", "position": pos},
         "vitals": {"track_id": "t1", "heart_rate_bpm": 70.0, "evidence": {"hr_bpm_z": 2.5}, "ibi_ms": [830.0]},
+        "tracklet": {"camera_id": "cam-1", "track_id": "k1", "state": "active", "t_start_utc": NOW,
+                     "samples": [{"dt_s": 0.0, "x_m": 3.5, "y_m": 7.25, "confidence": 0.9}],
+                     "appearance": {"torso": [0.5, 0.5], "height_m": 1.75, "n_frames": 12}},
     }
 
 
