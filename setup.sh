@@ -18,6 +18,9 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mos
 # Tests only: Debian's Chromium, driven headless by Playwright in tests/test_web_console.py (the
 # operator console); we never run `playwright install`, which would download a browser.
 [ "$mode" != test ] || command -v chromium >/dev/null 2>&1 || need+=(chromium)
+# Tests only: Debian's PostgreSQL server binaries; tests/pg_fixture.py starts a private server on a
+# temporary directory for the PostgreSQL store's tests (they skip without it)
+[ "$mode" != test ] || [ -x /usr/lib/postgresql/15/bin/initdb ] || command -v initdb >/dev/null 2>&1 || need+=(postgresql)
 # $PYTHON if given, else the first supported Python on the PATH: 3.11 (Debian 12), 3.12 (Ubuntu 24.04),
 # 3.13 (Debian 13); pyproject says requires-python >= 3.11 and CI tests the wheel on all three
 PY="${PYTHON:-$(command -v python3.11 || command -v python3.12 || command -v python3.13 || command -v python3)}"

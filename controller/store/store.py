@@ -1,29 +1,32 @@
-"""The controller's SQLite store: everything received, de-duplicated, plus incidents and tasks.
+"""The controller's store: everything received, de-duplicated, plus incidents and tasks.
 
-Why SQLite (through sqlite-utils) in WAL mode: one file, crash-safe transactions, concurrent
-readers (the CLI, the demo, a console) while the controller writes.  The MQTT layer acknowledges a
-message to the broker only after :meth:`Store.store_uplink` has committed, so the store is the
-point where a message stops being the broker's responsibility.
+Two engines behind one class (issue 20): SQLite in WAL mode, the embedded default (one file,
+crash-safe transactions, concurrent readers - CLI, demo, console - while the controller writes), and
+PostgreSQL for several controller processes sharing one database.  ``Store(location)`` picks the
+engine from the location (:mod:`controller.store.location`: a path or ``sqlite:///...``, or
+``postgresql://...``); the schema and its versioned migrations are shared
+(:mod:`controller.store.migrations`).  The MQTT layer acknowledges a message to the broker only
+after :meth:`Store.store_uplink` has committed, so the store is the point where a message stops
+being the broker's responsibility.
 
 Exactly-once: QoS 1 means at-least-once; redeliveries are removed here.  The ``received`` ledger is
-keyed by ``(unit_id, boot_id, seq)`` and written in the same transaction as the message's row, so a
-message is either fully stored and in the ledger, or neither; a second copy finds its key taken and
-stores nothing (``'duplicate'``).  ``BEGIN IMMEDIATE`` takes the write lock up front, so concurrent
-writers (several controller processes on a shared subscription, or threads) serialise instead of
-dead-locking on a read->write upgrade.  Session messages (birth/death, ``seq == 0``) are not in the
+keyed by ``(unit_id, boot_id, seq)`` (its primary key: the database enforces it) and written with
+``INSERT ... ON CONFLICT DO NOTHING`` in the same transaction as the message's row, so a message is
+either fully stored and in the ledger, or neither; a second copy - from a redelivery, or through
+another controller - finds its key taken and stores nothing (``'duplicate'``).  On SQLite
+``BEGIN IMMEDIATE`` takes the write lock up front, so writers serialise instead of dead-locking on a
+read->write upgrade; on PostgreSQL the second insert of a key waits for the first transaction and
+the unit's row is read ``FOR UPDATE``.  Session messages (birth/death, ``seq == 0``) are not in the
 ledger; they go to ``sessions``.
 
 Transactions are explicit (the connection is in autocommit mode and every write goes through
 :meth:`Store.transaction`): nested use becomes a SAVEPOINT, so a batch of messages commits with one
-fsync while a failing message rolls back alone.  sqlite-utils is used for schema, indices and
-queries; writes are plain SQL because its table helpers commit on their own.
+fsync while a failing message rolls back alone.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import sqlite3
 import threading
@@ -33,7 +36,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import sqlite_utils
 from pydantic import BaseModel
 
 from agent.wire_schema import (
@@ -49,6 +51,11 @@ from agent.wire_schema import (
     Vitals,
 )
 from controller import liveness
+from controller.store import migrations
+from controller.store.backend import Backend
+from controller.store.location import parse_store_location
+from controller.store.rows import alarm_row, content_digest, decode, epoch_s, iso_utc, js, pos_cols
+from controller.store.schema import JSON_COLS, PKS, TABLES
 
 __all__ = ["RejectBudget", "Store", "StoreError", "StoreOutcome", "epoch_s", "iso_utc"]
 
@@ -61,328 +68,6 @@ class StoreError(RuntimeError):
     """The database cannot be opened or is not a controller database."""
 
 
-def epoch_s(t: str | float | datetime | None) -> float | None:
-    """ISO-8601 UTC text, a datetime or epoch seconds -> epoch seconds (None if unparseable)."""
-    if t is None:
-        return None
-    if isinstance(t, int | float):
-        return float(t)
-    if isinstance(t, datetime):
-        dt = t
-    else:
-        try:
-            dt = datetime.fromisoformat(t)
-        except ValueError:
-            return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.timestamp()
-
-
-def iso_utc(t: datetime) -> str:
-    return t.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-_POS_COLS = {
-    "x_m": float,
-    "y_m": float,
-    "z_m": float,
-    "lat_deg": float,
-    "lon_deg": float,
-    "alt_m": float,
-    "fix_quality": int,
-}
-_COMMON = {
-    "unit_id": str,
-    "boot_id": str,
-    "seq": int,
-    "t_utc": str,
-    "t_epoch_s": float,
-    "delivery": str,
-    "received_utc": str,
-}
-
-# table -> (columns, JSON columns); "id" is an INTEGER PRIMARY KEY (rowid) unless a pk is given.
-_TABLES: dict[str, dict[str, Any]] = {
-    "received": {
-        "unit_id": str,
-        "boot_id": str,
-        "seq": int,
-        "kind": str,
-        "t_utc": str,
-        "t_mono_s": float,
-        "delivery": str,
-        "received_utc": str,
-        "content_sha256": str,  # the envelope without `delivery`: a redelivery has the same digest
-    },
-    "sessions": {
-        "id": int,
-        "unit_id": str,
-        "boot_id": str,
-        "kind": str,
-        "t_utc": str,
-        "t_mono_s": float,
-        "clock_valid": int,
-        "received_utc": str,
-        "body": str,
-        "applied": int,
-    },
-    "measurements": {
-        "id": int,
-        **_COMMON,
-        "interval_s": float,
-        "live_time_s": float,
-        "gross_counts": int,
-        "gross_cps": float,
-        "background_cps": float,
-        "dose_rate_usv_h": float,
-        "detector_model": str,
-        **_POS_COLS,
-        "hdop": float,
-        "speed_m_s": float,
-        "spectrum": str,
-        "energy_calibration_kev": str,
-    },
-    "alarms": {
-        "id": int,
-        **_COMMON,
-        "alarm_id": str,
-        "detector": str,
-        "significance_sigma": float,
-        "peak_cps": float,
-        "background_cps": float,
-        "threshold_sigma": float,
-        "false_alarm_rate_per_h": float,
-        "t_peak_utc": str,
-        "t_peak_epoch_s": float,
-        **_POS_COLS,
-        "nuclides": str,
-        "dose_rate_usv_h": float,
-        "incident_id": str,
-    },
-    "health": {
-        "id": int,
-        **_COMMON,
-        "uptime_s": float,
-        "cpu_pct": float,
-        "mem_rss_mb": float,
-        "outbox_pending": int,
-        "loop_lag_ms": float,
-        "queue_depth": str,
-        "sensors": str,
-        **_POS_COLS,
-        "available": int,
-        "task_id": str,
-        "commands_rejected": int,  # commands the unit refused since its start (forged, stale, replayed)
-        # the unit's persistence faults (agent.link.persist_fault): a disk that refuses writes is reported
-        # here as well as by the sequence gaps of the messages it cost
-        "outbox_state": str,
-        "outbox_errors": str,
-        "messages_lost": str,
-        "outbox_in_memory": int,
-        "status_write_failures": int,
-    },
-    "task_events": {
-        "id": int,
-        **_COMMON,
-        "task_id": str,
-        "cmd_id": str,
-        "state": str,
-        **_POS_COLS,
-        "result": str,
-        "reason": str,
-        "disposition": str,
-        "disposition_reason": str,
-    },
-    "vitals": {
-        "id": int,
-        **_COMMON,
-        "track_id": str,
-        "heart_rate_bpm": float,
-        "hr_quality": float,
-        "respiration_rate_bpm": float,
-        "blink_rate_per_min": float,
-        "abnormal_score": float,
-        "alert": int,
-        "evidence": str,
-        "ibi_ms": str,  # JSON list
-    },
-    "units": {
-        "unit_id": str,
-        "unit_type": str,
-        "state": str,
-        "state_since_utc": str,
-        "last_seen_utc": str,
-        "last_seen_epoch_s": float,
-        "last_kind": str,
-        "boot_id": str,
-        "session_t_mono_s": float,
-        "birth_utc": str,
-        "birth": str,
-        "profile": str,
-        "software_version": str,
-        "death_reason": str,
-        **_POS_COLS,
-        "position_epoch_s": float,
-        "available": int,
-        "task_id": str,
-        "sensors": str,
-        "outbox_pending": int,
-        "messages": int,
-    },
-    "incidents": {
-        "incident_id": str,
-        "state": str,
-        "created_utc": str,
-        "updated_utc": str,
-        "first_alarm_epoch_s": float,
-        "last_alarm_epoch_s": float,
-        "hold_until_utc": str,
-        "alarms": str,
-        "units": str,
-        "passes": int,
-        "center_x_m": float,
-        "center_y_m": float,
-        "est_x_m": float,
-        "est_y_m": float,
-        "est_z_m": float,
-        "est_strength": float,
-        "sigma_xy_m": float,
-        "ambiguous": int,
-        "estimate": str,
-        "task_id": str,
-    },
-    "tasks": {
-        "task_id": str,
-        "incident_id": str,
-        "alarm_ids": str,
-        "state": str,
-        "unit_id": str,
-        "cmd_id": str,
-        "target_x_m": float,
-        "target_y_m": float,
-        "target_z_m": float,
-        "target_lat_deg": float,
-        "target_lon_deg": float,
-        "sigma_xy_m": float,
-        "radius_m": float,
-        "dwell_s": float,
-        "created_utc": str,
-        "updated_utc": str,
-        "state_since_utc": str,
-        "deadline_utc": str,
-        "attempts": int,
-        "excluded_units": str,
-        "cmd_ids": str,
-        "note": str,
-        "result": str,
-        "history": str,
-    },
-    "commands": {
-        "id": int,
-        "cmd_id": str,
-        "unit_id": str,
-        "command": str,
-        "task_id": str,
-        "t_utc": str,
-        "payload": str,
-    },
-    "rejects": {
-        "id": int,
-        "received_utc": str,
-        "topic": str,
-        "reason_code": str,
-        "reason": str,
-        "payload_excerpt": str,
-        "payload_bytes": int,
-    },
-    "counters": {"name": str, "unit_id": str, "value": int},
-    "meta": {"key": str, "value": str},
-    # sequence integrity (controller.sequence_guard)
-    "boots": {
-        "unit_id": str,
-        "boot_id": str,
-        "announced": int,  # 1 once a birth of this boot, or the next boot's birth, named it
-        "announced_utc": str,
-        "announced_by": str,  # boot id whose birth announced it (itself, or the next boot)
-        "ref_seq": int,  # highest seq known for the boot: stored, or claimed by a birth
-        "ref_epoch_s": float,  # controller time ref_seq last rose
-        "end_seq": int,  # the boot's last seq, from the next boot's birth (prev_boot_last_seq)
-    },
-    "parked": {
-        "id": int,
-        "unit_id": str,
-        "boot_id": str,
-        "seq": int,
-        "kind": str,
-        "topic": str,
-        "payload": bytes,
-        "payload_bytes": int,
-        "received_utc": str,
-        "parked_epoch_s": float,
-        "reason": str,
-    },
-    "seq_conflicts": {
-        "id": int,
-        "unit_id": str,
-        "boot_id": str,
-        "seq": int,
-        "kind": str,
-        "stored_kind": str,
-        "received_utc": str,
-        "envelope": str,
-        "alarm_stored": int,
-    },
-}
-_PKS: dict[str, str | tuple[str, ...]] = {
-    "received": ("unit_id", "boot_id", "seq"),
-    "units": "unit_id",
-    "incidents": "incident_id",
-    "tasks": "task_id",
-    "counters": ("name", "unit_id"),
-    "meta": "key",
-    "boots": ("unit_id", "boot_id"),
-}
-_JSON_COLS = {
-    "body",
-    "spectrum",
-    "energy_calibration_kev",
-    "nuclides",
-    "queue_depth",
-    "sensors",
-    "result",
-    "evidence",
-    "birth",
-    "alarm_ids",
-    "alarms",
-    "units",
-    "estimate",
-    "excluded_units",
-    "cmd_ids",
-    "history",
-    "payload",
-}
-_INDICES: list[tuple[str, tuple[str, ...], bool]] = [
-    ("measurements", ("unit_id", "boot_id", "seq"), True),
-    ("measurements", ("t_epoch_s",), False),
-    ("alarms", ("unit_id", "boot_id", "seq"), True),
-    ("alarms", ("alarm_id",), False),
-    ("alarms", ("incident_id",), False),
-    ("health", ("unit_id", "boot_id", "seq"), True),
-    ("task_events", ("unit_id", "boot_id", "seq"), True),
-    ("task_events", ("task_id",), False),
-    ("vitals", ("unit_id", "boot_id", "seq"), True),
-    ("sessions", ("unit_id",), False),
-    ("tasks", ("state",), False),
-    ("tasks", ("unit_id",), False),
-    ("incidents", ("state",), False),
-    ("rejects", ("reason_code",), False),
-    ("commands", ("task_id",), False),
-    ("commands", ("cmd_id",), False),
-    ("parked", ("unit_id", "boot_id", "seq"), False),
-    ("seq_conflicts", ("unit_id",), False),
-]
-ACTIVE_TASK_STATES = ("open", "dispatched", "accepted", "on_site", "measuring")
 _DROPPED_PREFIX = "rejects_dropped."
 
 
@@ -401,57 +86,6 @@ class RejectBudget:
     prune_every: int = 100
 
 
-def _pos(p: Position | None) -> dict[str, Any]:
-    if p is None:
-        return dict.fromkeys(_POS_COLS)
-    return {
-        "x_m": p.x_m,
-        "y_m": p.y_m,
-        "z_m": p.z_m,
-        "lat_deg": p.lat_deg,
-        "lon_deg": p.lon_deg,
-        "alt_m": p.alt_m,
-        "fix_quality": p.fix_quality,
-    }
-
-
-def content_digest(env: Envelope) -> str:
-    """SHA-256 of the envelope without ``delivery`` (canonical JSON): equal for a QoS-1 redelivery or
-    an outbox re-send of the same message, different for another message under the same seq."""
-    data = env.model_dump(mode="json", by_alias=True, exclude={"delivery"})
-    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def _alarm_row(common: dict[str, Any], body: Alarm) -> dict[str, Any]:
-    return common | {
-        "alarm_id": body.alarm_id,
-        "detector": body.detector,
-        "significance_sigma": body.significance_sigma,
-        "peak_cps": body.peak_cps,
-        "background_cps": body.background_cps,
-        "threshold_sigma": body.threshold_sigma,
-        "false_alarm_rate_per_h": body.false_alarm_rate_per_h,
-        "t_peak_utc": body.t_peak_utc,
-        "t_peak_epoch_s": epoch_s(body.t_peak_utc),
-        **_pos(body.position),
-        "nuclides": _js([n.model_dump() for n in body.nuclides]),
-        "dose_rate_usv_h": body.dose_rate_usv_h,
-        "incident_id": None,
-    }
-
-
-def _js(v: Any) -> str | None:
-    return None if v is None else json.dumps(v, separators=(",", ":"))
-
-
-def _decode(row: dict[str, Any]) -> dict[str, Any]:
-    for k in _JSON_COLS.intersection(row):
-        if isinstance(row[k], str):
-            with contextlib.suppress(json.JSONDecodeError):
-                row[k] = json.loads(row[k])
-    return row
-
-
 class Store:
     """One controller database. Thread-safe (one connection behind a re-entrant lock)."""
 
@@ -463,36 +97,65 @@ class Store:
         create: bool = True,
         reject_budget: RejectBudget | None = None,
     ):
-        self.path = str(path)
+        """``path``: a SQLite file path (or ``sqlite:///...``), or a ``postgresql://`` URL.
+        ``create=False`` opens an existing controller database only (readers: CLI, console)."""
         self.reject_budget = reject_budget or RejectBudget()
         self._rejects_since_prune = self.reject_budget.prune_every  # prune on the first reject
-        if not create and (self.path == ":memory:" or not Path(self.path).exists()):
-            raise StoreError(f"no controller database at {self.path}")
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
-            conn = sqlite3.connect(
-                self.path, isolation_level=None, timeout=busy_timeout_ms / 1000, check_same_thread=False
-            )
-            self.db = sqlite_utils.Database(conn)
-            if self.path != ":memory:":
-                self.db.enable_wal()
-            conn.execute(f"PRAGMA synchronous={synchronous}")
-            conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-        except sqlite3.Error as err:
-            raise StoreError(f"{self.path}: cannot open database ({err})") from err
-        self._conn = conn
+            where = parse_store_location(path)
+        except ValueError as err:
+            raise StoreError(str(err)) from err
+        self.backend_name = where.backend
+        self.path = where.target
+        if where.backend == "sqlite" and not create and (self.path == ":memory:" or not Path(self.path).exists()):
+            raise StoreError(f"no controller database at {self.path}")
+        self._b: Backend = self._open_backend(where.backend, where.target, synchronous, busy_timeout_ms)
+        self.path = self._b.location  # a PostgreSQL URL without its password, for logs and messages
         self._lock = threading.RLock()
         self._depth = 0
-        if create:
-            self._create_schema()
-        elif "received" not in self.db.table_names():
-            raise StoreError(f"{self.path} is not a controller database (no 'received' table)")
+        try:
+            if create:
+                self._create_schema()
+            elif "received" not in self._b.table_names():
+                raise StoreError(f"{self.path} is not a controller database (no 'received' table)")
+        except sqlite3.Error as err:
+            self._b.close()
+            raise StoreError(f"{self.path}: cannot open database ({err})") from err
+        except StoreError:
+            self._b.close()
+            raise
+
+    @staticmethod
+    def _open_backend(kind: str, target: str, synchronous: Literal["FULL", "NORMAL"],
+                      busy_timeout_ms: int) -> Backend:
+        try:
+            if kind == "postgresql":
+                try:
+                    from controller.store.postgres_backend import PostgresBackend
+                except ImportError as err:
+                    raise StoreError("a postgresql:// store needs psycopg 3 (pip install 'psycopg[binary]', "
+                                     "part of the controller extra)") from err
+                return PostgresBackend(target, lock_timeout_ms=busy_timeout_ms)
+            from controller.store.sqlite_backend import SqliteBackend
+
+            return SqliteBackend(target, synchronous, busy_timeout_ms)
+        except sqlite3.Error as err:  # BackendError is one too
+            shown = target if kind == "sqlite" else target.rsplit("@", 1)[-1]
+            raise StoreError(f"{shown}: cannot open database ({err})") from err
+
+    @property
+    def dialect(self) -> str:
+        """``'sqlite'`` or ``'postgresql'``."""
+        return self._b.dialect
+
+    def schema_version(self) -> int:
+        with self._lock:
+            return migrations.schema_version(self._b)
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
         with self._lock:
-            self._conn.close()
+            self._b.close()
 
     def __enter__(self) -> Store:
         return self
@@ -501,31 +164,18 @@ class Store:
         self.close()
 
     def _create_schema(self) -> None:
-        with self._lock:
-            existing = set(self.db.table_names())
-            for name, cols in _TABLES.items():
-                if name in existing:
-                    # a database written by an earlier version: add the columns it lacks (all
-                    # nullable), so an upgrade never makes an insert fail and lose a message
-                    have = set(self.db[name].columns_dict)
-                    for col, typ in cols.items():
-                        if col not in have:
-                            self.db[name].add_column(col, typ)
-                            log.info("store: added column %s.%s (database from an earlier version)", name, col)
-                    continue
-                pk = _PKS.get(name, "id")
-                self.db[name].create(cols, pk=pk, if_not_exists=True)
-            for table, cols, unique in _INDICES:
-                self.db[table].create_index(
-                    list(cols), unique=unique, if_not_exists=True, index_name=f"idx_{table}_{'_'.join(cols)}"
-                )
+        with self.transaction():
+            migrations.migrate(self._b)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
         """One atomic unit of work; nested calls become SAVEPOINTs (roll back alone)."""
         with self._lock:
             depth = self._depth
-            self._conn.execute("BEGIN IMMEDIATE" if depth == 0 else f"SAVEPOINT sp{depth}")
+            if depth == 0:
+                self._b.begin()
+            else:
+                self._b.execute(f"SAVEPOINT sp{depth}")
             self._depth += 1
             try:
                 yield
@@ -536,51 +186,52 @@ class Store:
             self._depth = depth
             if depth == 0:
                 try:
-                    self._conn.execute("COMMIT")
+                    self._b.execute("COMMIT")
                 except sqlite3.Error:
-                    if self._conn.in_transaction:
-                        self._conn.execute("ROLLBACK")
+                    if self._b.in_transaction:
+                        self._b.execute("ROLLBACK")
                     raise
             else:
-                self._conn.execute(f"RELEASE sp{depth}")
+                self._b.execute(f"RELEASE sp{depth}")
 
     batch = transaction
 
     def _rollback(self, depth: int) -> None:
         # SQLite may already have rolled the whole transaction back (SQLITE_FULL, IOERR, BUSY):
         # then there is nothing to undo, and the caller's exception is the one that matters.
-        if not self._conn.in_transaction:
+        # (PostgreSQL keeps a failed transaction open until ROLLBACK: in_transaction stays true.)
+        if not self._b.in_transaction:
             return
         try:
             if depth == 0:
-                self._conn.execute("ROLLBACK")
+                self._b.execute("ROLLBACK")
             else:
-                self._conn.execute(f"ROLLBACK TO sp{depth}")
-                self._conn.execute(f"RELEASE sp{depth}")
+                self._b.execute(f"ROLLBACK TO sp{depth}")
+                self._b.execute(f"RELEASE sp{depth}")
         except sqlite3.Error:
-            if depth == 0 and self._conn.in_transaction:
-                self._conn.execute("ROLLBACK")
+            if depth == 0 and self._b.in_transaction:
+                self._b.execute("ROLLBACK")
 
-    def _insert(self, table: str, row: dict[str, Any], on_conflict: str = "") -> sqlite3.Cursor:
+    def _insert(self, table: str, row: dict[str, Any], on_conflict: str = "") -> Any:
         cols = ", ".join(row)
         marks = ", ".join(f":{c}" for c in row)
-        return self._conn.execute(f"INSERT INTO {table} ({cols}) VALUES ({marks}) {on_conflict}", row)
+        return self._b.execute(f"INSERT INTO {table} ({cols}) VALUES ({marks}) {on_conflict}", row)
 
     def _upsert(self, table: str, row: dict[str, Any]) -> None:
-        pk = _PKS[table]
+        pk = PKS[table]
         keys = (pk,) if isinstance(pk, str) else pk
         sets = ", ".join(f"{c}=excluded.{c}" for c in row if c not in keys)
         self._insert(table, row, f"ON CONFLICT({', '.join(keys)}) DO UPDATE SET {sets}")
 
-    def _update(self, table: str, key: dict[str, Any], values: dict[str, Any]) -> int:
-        sets = ", ".join(f"{c}=:v_{c}" for c in values)
+    def _update(self, table: str, key: dict[str, Any], values: dict[str, Any], also: str = "") -> int:
+        sets = ", ".join([f"{c}=:v_{c}" for c in values] + ([also] if also else []))
         where = " AND ".join(f"{c}=:k_{c}" for c in key)
         params = {f"v_{c}": v for c, v in values.items()} | {f"k_{c}": v for c, v in key.items()}
-        return self._conn.execute(f"UPDATE {table} SET {sets} WHERE {where}", params).rowcount
+        return self._b.execute(f"UPDATE {table} SET {sets} WHERE {where}", params).rowcount
 
     def _rows(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[dict[str, Any]]:
         with self._lock:
-            return [_decode(r) for r in self.db.query(sql, params)]
+            return [decode(r) for r in self._b.query(sql, params)]
 
     def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[dict[str, Any]]:
         """Ad-hoc read (views, plots): rows as dicts with JSON columns decoded. SELECT only."""
@@ -637,15 +288,15 @@ class Store:
                         "background_cps": body.background_cps,
                         "dose_rate_usv_h": body.dose_rate_usv_h,
                         "detector_model": body.detector_model,
-                        **_pos(position),
+                        **pos_cols(position),
                         "hdop": position.hdop if position else None,
                         "speed_m_s": body.speed_m_s,
-                        "spectrum": _js(body.spectrum),
-                        "energy_calibration_kev": _js(body.energy_calibration_kev),
+                        "spectrum": js(body.spectrum),
+                        "energy_calibration_kev": js(body.energy_calibration_kev),
                     },
                 )
             elif isinstance(body, Alarm):
-                self._insert("alarms", _alarm_row(common, body))
+                self._insert("alarms", alarm_row(common, body))
             elif isinstance(body, Health):
                 position = body.position
                 self._insert(
@@ -657,15 +308,15 @@ class Store:
                         "mem_rss_mb": body.mem_rss_mb,
                         "outbox_pending": body.outbox_pending,
                         "loop_lag_ms": body.loop_lag_ms,
-                        "queue_depth": _js(body.queue_depth),
-                        "sensors": _js({k: v.model_dump() for k, v in body.sensors.items()}),
-                        **_pos(position),
+                        "queue_depth": js(body.queue_depth),
+                        "sensors": js({k: v.model_dump() for k, v in body.sensors.items()}),
+                        **pos_cols(position),
                         "available": int(body.available),
                         "task_id": body.task_id,
                         "commands_rejected": body.commands_rejected,
                         "outbox_state": body.outbox_state,
-                        "outbox_errors": _js(body.outbox_errors),
-                        "messages_lost": _js(body.messages_lost),
+                        "outbox_errors": js(body.outbox_errors),
+                        "messages_lost": js(body.messages_lost),
                         "outbox_in_memory": body.outbox_in_memory,
                         "status_write_failures": body.status_write_failures,
                     },
@@ -674,7 +325,7 @@ class Store:
                     unit_extra = {
                         "available": int(body.available),
                         "task_id": body.task_id,
-                        "sensors": _js({k: v.model_dump() for k, v in body.sensors.items()}),
+                        "sensors": js({k: v.model_dump() for k, v in body.sensors.items()}),
                         "outbox_pending": body.outbox_pending,
                     }
             elif isinstance(body, TaskEvent):
@@ -686,8 +337,8 @@ class Store:
                         "task_id": body.task_id,
                         "cmd_id": body.cmd_id,
                         "state": body.state,
-                        **_pos(position),
-                        "result": _js(body.result.model_dump() if body.result else None),
+                        **pos_cols(position),
+                        "result": js(body.result.model_dump() if body.result else None),
                         "reason": body.reason,
                         "disposition": None,
                         "disposition_reason": None,
@@ -705,8 +356,8 @@ class Store:
                         "blink_rate_per_min": body.blink_rate_per_min,
                         "abnormal_score": body.abnormal_score,
                         "alert": int(body.alert),
-                        "evidence": _js(body.evidence),
-                        "ibi_ms": _js(body.ibi_ms) if body.ibi_ms else None,
+                        "evidence": js(body.evidence),
+                        "ibi_ms": js(body.ibi_ms) if body.ibi_ms else None,
                     },
                 )
             else:  # pragma: no cover - decode_uplink guarantees the body type
@@ -715,7 +366,10 @@ class Store:
             return "stored"
 
     def _touch_unit(self, env: Envelope, received_utc: str, position: Position | None, extra: dict[str, Any]) -> None:
-        row = self._conn.execute("SELECT state, position_epoch_s FROM units WHERE unit_id=?", (env.unit_id,)).fetchone()
+        # FOR UPDATE (PostgreSQL): another controller storing this unit's next message waits here
+        # instead of reading the same state and overwriting this one's update
+        row = self._b.execute(f"SELECT state, position_epoch_s FROM units WHERE unit_id=?{self._b.for_update}",
+                              (env.unit_id,)).fetchone()
         now_s = epoch_s(received_utc)
         values: dict[str, Any] = {
             "last_seen_utc": received_utc,
@@ -724,6 +378,8 @@ class Store:
             **extra,
         }
         if row is None:
+            # two controllers may both find the unit new: the second insert does nothing, and the
+            # row (now the first one's, locked) is read again
             self._insert(
                 "units",
                 {
@@ -734,19 +390,20 @@ class Store:
                     "messages": 0,
                     **values,
                 },
+                "ON CONFLICT DO NOTHING",
             )
-            row = ("online", None)
+            row = self._b.execute(f"SELECT state, position_epoch_s FROM units WHERE unit_id=?{self._b.for_update}",
+                                  (env.unit_id,)).fetchone()
         new_state = liveness.state_on_message(row[0], env.kind, env.delivery)
         if new_state != row[0]:
             values |= {"state": new_state, "state_since_utc": received_utc}
         t_s = epoch_s(env.t_utc)
         if position is not None and position.fix_quality > 0 and (row[1] is None or t_s is None or t_s >= row[1]):
-            values |= {**_pos(position), "position_epoch_s": t_s}
-        self._update("units", {"unit_id": env.unit_id}, values)
-        self._conn.execute("UPDATE units SET messages = messages + 1 WHERE unit_id=?", (env.unit_id,))
+            values |= {**pos_cols(position), "position_epoch_s": t_s}
+        self._update("units", {"unit_id": env.unit_id}, values, also="messages = messages + 1")
 
     def _store_session(self, env: Envelope, body: BaseModel, received_utc: str) -> None:
-        unit = self._conn.execute(
+        unit = self._b.execute(
             "SELECT boot_id, session_t_mono_s, state FROM units WHERE unit_id=?", (env.unit_id,)
         ).fetchone()
         now_s = epoch_s(received_utc)
@@ -763,11 +420,11 @@ class Store:
                 "boot_id": env.boot_id,
                 "session_t_mono_s": env.t_mono_s,
                 "birth_utc": env.t_utc,
-                "birth": _js(body.model_dump(mode="json")),
+                "birth": js(body.model_dump(mode="json")),
                 "profile": body.profile,
                 "software_version": body.software_version,
                 "death_reason": None,
-                "sensors": _js({k: v.model_dump() for k, v in body.sensors.items()}),
+                "sensors": js({k: v.model_dump() for k, v in body.sensors.items()}),
             }
             if unit is None:
                 self._insert("units", {"unit_id": env.unit_id, "messages": 0, "available": 1} | values)
@@ -812,7 +469,7 @@ class Store:
                 "t_mono_s": env.t_mono_s,
                 "clock_valid": int(env.clock_valid),
                 "received_utc": received_utc,
-                "body": _js(body.model_dump(mode="json")),
+                "body": js(body.model_dump(mode="json")),
                 "applied": int(applied),
             },
         )
@@ -851,7 +508,7 @@ class Store:
         self._rejects_since_prune = 0
         now_s = epoch_s(now_utc)
         cutoff = iso_utc(datetime.fromtimestamp(now_s - budget.max_age_s, UTC)) if now_s is not None else None
-        newest_dropped = self._conn.execute(
+        newest_dropped = self._b.execute(
             "SELECT id FROM rejects ORDER BY id DESC LIMIT 1 OFFSET ?", (budget.max_rows,)
         ).fetchone()
         where, params = [], []
@@ -864,14 +521,14 @@ class Store:
         if not where:
             return
         cond = " OR ".join(where)
-        dropped = self._conn.execute(
+        dropped = self._b.execute(
             f"SELECT reason_code, COUNT(*) FROM rejects WHERE {cond} GROUP BY reason_code", params
         ).fetchall()
         if not dropped:
             return
-        self._conn.execute(f"DELETE FROM rejects WHERE {cond}", params)
+        self._b.execute(f"DELETE FROM rejects WHERE {cond}", params)
         for code, n in dropped:
-            self._conn.execute(
+            self._b.execute(
                 "INSERT INTO counters (name, unit_id, value) VALUES (?, '', ?) "
                 "ON CONFLICT(name, unit_id) DO UPDATE SET value = value + excluded.value",
                 (f"{_DROPPED_PREFIX}{code}", n),
@@ -881,7 +538,7 @@ class Store:
 
     def bump_counter(self, name: str, unit_id: str = "", by: int = 1) -> None:
         with self.transaction():
-            self._conn.execute(
+            self._b.execute(
                 "INSERT INTO counters (name, unit_id, value) VALUES (?, ?, ?) "
                 "ON CONFLICT(name, unit_id) DO UPDATE SET value = value + excluded.value",
                 (name, unit_id, by),
@@ -893,7 +550,7 @@ class Store:
         now_s = epoch_s(now_utc) or 0.0
         changes: list[tuple[str, str, str]] = []
         with self.transaction():
-            rows = self._conn.execute(
+            rows = self._b.execute(
                 "SELECT unit_id, state, last_seen_epoch_s FROM units WHERE state IN ('online', 'stale')"
             ).fetchall()
             for unit_id, state, seen in rows:
@@ -926,7 +583,7 @@ class Store:
 
     def save_task(self, task: dict[str, Any]) -> None:
         with self.transaction():
-            self._upsert("tasks", {k: (_js(v) if k in _JSON_COLS else v) for k, v in task.items()})
+            self._upsert("tasks", {k: (js(v) if k in JSON_COLS else v) for k, v in task.items()})
 
     def get_task(self, task_id: str) -> dict[str, Any] | None:
         rows = self._rows("SELECT * FROM tasks WHERE task_id = ?", (task_id,))
@@ -934,7 +591,7 @@ class Store:
 
     def save_incident(self, incident: dict[str, Any]) -> None:
         with self.transaction():
-            self._upsert("incidents", {k: (_js(v) if k in _JSON_COLS else v) for k, v in incident.items()})
+            self._upsert("incidents", {k: (js(v) if k in JSON_COLS else v) for k, v in incident.items()})
 
     def get_incident(self, incident_id: str) -> dict[str, Any] | None:
         rows = self._rows("SELECT * FROM incidents WHERE incident_id = ?", (incident_id,))
@@ -972,7 +629,7 @@ class Store:
 
     def get_meta(self, key: str, default: str | None = None) -> str | None:
         with self._lock:
-            row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            row = self._b.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else default
 
     def set_meta(self, key: str, value: str) -> None:
@@ -1153,10 +810,10 @@ class Store:
         return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
     def count(self, table: str) -> int:
-        if table not in _TABLES:
+        if table not in TABLES:
             raise ValueError(f"no table {table!r}")
         with self._lock:
-            return int(self._conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+            return int(self._b.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
 
     # ------------------------------------------------------------------ sequence integrity
     # (policy in controller.sequence_guard; these are the facts it decides on)
@@ -1173,7 +830,7 @@ class Store:
         (the dispatcher sees it) unless an alarm already holds that key.  Which of the two is the
         real one the controller cannot know; the broker ACL is what keeps others off a unit's topics.
         """
-        row = self._conn.execute(
+        row = self._b.execute(
             "SELECT content_sha256, kind FROM received WHERE unit_id=? AND boot_id=? AND seq=?",
             (env.unit_id, env.boot_id, env.seq),
         ).fetchone()
@@ -1185,8 +842,8 @@ class Store:
                 "unit_id": env.unit_id, "boot_id": env.boot_id, "seq": env.seq, "t_utc": env.t_utc,
                 "t_epoch_s": epoch_s(env.t_utc), "delivery": env.delivery, "received_utc": received_utc,
             }
-            alarm_stored = self._insert("alarms", _alarm_row(common, body), "ON CONFLICT DO NOTHING").rowcount
-        if self._conn.execute("SELECT COUNT(*) FROM seq_conflicts").fetchone()[0] < self.MAX_CONFLICT_ROWS:
+            alarm_stored = self._insert("alarms", alarm_row(common, body), "ON CONFLICT DO NOTHING").rowcount
+        if self._b.execute("SELECT COUNT(*) FROM seq_conflicts").fetchone()[0] < self.MAX_CONFLICT_ROWS:
             text = env.model_dump_json(by_alias=True)
             if env.kind not in ("alarm", "task_event"):
                 text = text[: self.CONFLICT_EXCERPT_CHARS]
@@ -1199,7 +856,7 @@ class Store:
         return "conflict"
 
     def _raise_boot_ref(self, unit_id: str, boot_id: str, seq: int, now_s: float | None) -> None:
-        self._conn.execute(
+        self._b.execute(
             "INSERT INTO boots (unit_id, boot_id, announced, ref_seq, ref_epoch_s) VALUES (?, ?, 0, ?, ?) "
             "ON CONFLICT(unit_id, boot_id) DO UPDATE SET ref_seq = excluded.ref_seq, "
             "ref_epoch_s = excluded.ref_epoch_s WHERE excluded.ref_seq > boots.ref_seq",
@@ -1213,8 +870,9 @@ class Store:
         boots = [(env.boot_id, birth.last_seq, None)]
         if birth.prev_boot_id and birth.prev_boot_id != env.boot_id:
             boots.append((birth.prev_boot_id, birth.prev_boot_last_seq or 0, birth.prev_boot_last_seq))
+        g = self._b.greatest
         for boot_id, ref_seq, end_seq in boots:
-            self._conn.execute(
+            self._b.execute(
                 "INSERT INTO boots (unit_id, boot_id, announced, announced_utc, announced_by, ref_seq, ref_epoch_s, "
                 "end_seq) VALUES (:u, :b, 1, :t, :by, :ref, :now, :end) "
                 "ON CONFLICT(unit_id, boot_id) DO UPDATE SET "
@@ -1222,17 +880,18 @@ class Store:
                 "announced_by = COALESCE(CASE WHEN boots.announced = 1 THEN boots.announced_by END, :by), "
                 "announced = 1, "
                 "ref_epoch_s = CASE WHEN :ref > boots.ref_seq THEN :now ELSE boots.ref_epoch_s END, "
-                "ref_seq = MAX(boots.ref_seq, :ref), "
-                "end_seq = CASE WHEN :end IS NULL THEN boots.end_seq ELSE MAX(COALESCE(boots.end_seq, 0), :end) END",
+                f"ref_seq = {g}(boots.ref_seq, :ref), "
+                f"end_seq = CASE WHEN :end IS NULL THEN boots.end_seq ELSE {g}(COALESCE(boots.end_seq, 0), :end) END",
                 {"u": env.unit_id, "b": boot_id, "t": received_utc, "by": env.boot_id, "ref": ref_seq,
                  "now": now_s, "end": end_seq},
             )
 
     def _end_boot(self, unit_id: str, boot_id: str, last_seq: int, received_utc: str) -> None:
         """A clean shutdown's death names the boot's last seq: its end (a later loss is a gap)."""
-        self._conn.execute(
+        self._b.execute(
             "INSERT INTO boots (unit_id, boot_id, announced, ref_seq, ref_epoch_s, end_seq) VALUES (?, ?, 0, ?, ?, ?) "
-            "ON CONFLICT(unit_id, boot_id) DO UPDATE SET end_seq = MAX(COALESCE(boots.end_seq, 0), excluded.end_seq)",
+            f"ON CONFLICT(unit_id, boot_id) DO UPDATE SET end_seq = {self._b.greatest}(COALESCE(boots.end_seq, 0), "
+            "excluded.end_seq)",
             (unit_id, boot_id, last_seq, epoch_s(received_utc), last_seq),
         )
 
@@ -1243,10 +902,10 @@ class Store:
     def park(self, row: dict[str, Any], max_per_unit: int, max_bytes: int) -> bool:
         """Hold one message for checking (table ``parked``); False if the budget is used up."""
         with self.transaction():
-            n_unit = self._conn.execute(
+            n_unit = self._b.execute(
                 "SELECT COUNT(*) FROM parked WHERE unit_id = ?", (row["unit_id"],)
             ).fetchone()[0]
-            total = self._conn.execute("SELECT COALESCE(SUM(payload_bytes), 0) FROM parked").fetchone()[0]
+            total = self._b.execute("SELECT COALESCE(SUM(payload_bytes), 0) FROM parked").fetchone()[0]
             if n_unit >= max_per_unit or total + row["payload_bytes"] > max_bytes:
                 return False
             self._insert("parked", row)
@@ -1264,7 +923,7 @@ class Store:
 
     def parked_payload(self, parked_id: int) -> bytes:
         with self._lock:
-            row = self._conn.execute("SELECT payload FROM parked WHERE id = ?", (parked_id,)).fetchone()
+            row = self._b.execute("SELECT payload FROM parked WHERE id = ?", (parked_id,)).fetchone()
         return bytes(row[0]) if row else b""
 
     def parked_units(self) -> list[str]:
@@ -1272,7 +931,7 @@ class Store:
 
     def unpark(self, parked_id: int) -> None:
         with self.transaction():
-            self._conn.execute("DELETE FROM parked WHERE id = ?", (parked_id,))
+            self._b.execute("DELETE FROM parked WHERE id = ?", (parked_id,))
 
     def parked_counts(self) -> dict[str, int]:
         return {r["reason"]: r["n"] for r in self._rows("SELECT reason, COUNT(*) AS n FROM parked GROUP BY reason")}
@@ -1280,7 +939,7 @@ class Store:
     def commands_refused_before(self, unit_id: str, boot_id: str, seq: int) -> int:
         """The highest refused-commands count a health message of this boot reported before ``seq``."""
         with self._lock:
-            row = self._conn.execute(
+            row = self._b.execute(
                 "SELECT MAX(commands_rejected) FROM health WHERE unit_id = ? AND boot_id = ? AND seq < ?",
                 (unit_id, boot_id, seq),
             ).fetchone()
@@ -1289,7 +948,7 @@ class Store:
     def command_issued(self, unit_id: str, cmd_id: str, task_id: str) -> bool:
         """True if this controller sent ``unit_id`` a dispatch ``cmd_id`` for ``task_id``."""
         with self._lock:
-            return self._conn.execute(
+            return self._b.execute(
                 "SELECT 1 FROM commands WHERE cmd_id = ? AND unit_id = ? AND task_id = ? "
                 "AND command = 'dispatch' LIMIT 1",
                 (cmd_id, unit_id, task_id),
