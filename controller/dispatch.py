@@ -418,6 +418,10 @@ class Dispatcher:
             "note": note,
         }
         self._set_target(task, x, y, z, radius, inc["sigma_xy_m"])
+        if not self.store.claim_incident_task(inc["incident_id"], task["task_id"]):  # issue 20: one task
+            self.stats["claims_lost"] += 1
+            log.info("incident %s already has a task (another dispatcher); none opened", inc["incident_id"])
+            return
         self.store.save_task(task)
         inc.update(state="tasked", task_id=task["task_id"], updated_utc=now)
         self.store.save_incident(inc)
@@ -486,6 +490,10 @@ class Dispatcher:
             return False
         self._waiting_logged.discard(task["task_id"])
         unit, distance = choice
+        if not self.store.claim_task_attempt(task["task_id"], int(task.get("attempts") or 0)):  # issue 20
+            self.stats["claims_lost"] += 1
+            log.info("task %s: this attempt was taken by another dispatcher; not sent", task["task_id"])
+            return False
         task["unit_id"] = unit["unit_id"]
         task["attempts"] = int(task.get("attempts") or 0) + 1
         if task["attempts"] > 1:

@@ -1,4 +1,8 @@
-"""Controller store: exactly-once storage, atomicity, liveness columns, gaps and spatial queries."""
+"""Controller store: exactly-once storage, atomicity, liveness columns, gaps and spatial queries.
+
+The tests that use the ``store`` or ``location`` fixture run twice: on SQLite (the embedded default)
+and on a real PostgreSQL (a private server, :mod:`pg_fixture`; skipped, with the reason, without one).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from pg_fixture import pg_server, pg_url  # noqa: F401 - fixtures
 
 from agent.wire_schema import (
     Alarm,
@@ -68,9 +73,17 @@ def death_env(unit: str, boot: str = BOOT, t_mono: float = 0.0):
     return make_envelope("death", unit, boot, 0, iso(T0), t_mono, True, body), body
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a new controller database goes: a SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "postgresql":
+        return request.getfixturevalue("pg_url")
+    return str(tmp_path / "c.sqlite")
+
+
 @pytest.fixture()
-def store(tmp_path: Path) -> Store:
-    s = Store(tmp_path / "c.sqlite", synchronous="NORMAL")
+def store(location: str) -> Store:
+    s = Store(location, synchronous="NORMAL")
     yield s
     s.close()
 
@@ -88,10 +101,10 @@ def test_duplicate_stores_nothing(store: Store) -> None:
     assert store.count("measurements") == 2
 
 
-def test_concurrent_duplicates_are_stored_exactly_once(tmp_path: Path) -> None:
+def test_concurrent_duplicates_are_stored_exactly_once(location: str) -> None:
     """Eight writers (own connections, like controller processes on a shared subscription) race
     to store the same 40 messages in different orders: each is stored exactly once."""
-    path = tmp_path / "shared.sqlite"
+    path = location
     Store(path).close()
     messages = [meas_env("mob-1", seq) for seq in range(1, 41)]
     outcomes: list[tuple[int, str]] = []

@@ -585,6 +585,28 @@ class Store:
         with self.transaction():
             self._upsert("tasks", {k: (js(v) if k in JSON_COLS else v) for k, v in task.items()})
 
+    # Claims: compare-and-set updates, so that two dispatchers (two controllers, or a leader and the
+    # one taking over from it) never open two tasks for one incident nor send two handhelds for one
+    # task attempt.  One UPDATE with the expected old value in its WHERE: on PostgreSQL the second of
+    # two concurrent updates waits for the first's row lock, re-reads the row and matches nothing;
+    # on SQLite the file's write lock orders them.
+    def claim_incident_task(self, incident_id: str, task_id: str) -> bool:
+        """Make ``task_id`` the incident's task if it has none yet; False if another got there first."""
+        with self.transaction():
+            return self._b.execute(
+                "UPDATE incidents SET task_id = ? WHERE incident_id = ? AND (task_id IS NULL OR task_id = '')",
+                (task_id, incident_id),
+            ).rowcount == 1
+
+    def claim_task_attempt(self, task_id: str, attempts_seen: int) -> bool:
+        """Count one more dispatch attempt of an open task, if it is still open at ``attempts_seen``
+        attempts; False if another dispatcher already took this attempt (it sends the handheld)."""
+        with self.transaction():
+            return self._b.execute(
+                "UPDATE tasks SET attempts = ? WHERE task_id = ? AND state = 'open' AND COALESCE(attempts, 0) = ?",
+                (attempts_seen + 1, task_id, attempts_seen),
+            ).rowcount == 1
+
     def get_task(self, task_id: str) -> dict[str, Any] | None:
         rows = self._rows("SELECT * FROM tasks WHERE task_id = ?", (task_id,))
         return rows[0] if rows else None
