@@ -103,14 +103,17 @@ class PrivatePostgres:
         deadline = time.monotonic() + timeout_s
         while True:
             if self._proc is not None and self._proc.poll() is not None:
-                raise RuntimeError(f"postgres exited with {self._proc.returncode}: {self.log_text()[-2000:]}")
+                text, code = self.log_text()[-2000:], self._proc.returncode
+                self.stop()
+                raise RuntimeError(f"postgres exited with {code}: {text}")
             try:
                 with psycopg.connect(self.url(), connect_timeout=2):
                     return
             except psycopg.OperationalError:
                 if time.monotonic() > deadline:
+                    text = self.log_text()[-2000:]
                     self.stop()
-                    raise RuntimeError(f"postgres not ready within {timeout_s} s: {self.log_text()[-2000:]}")
+                    raise RuntimeError(f"postgres not ready within {timeout_s} s: {text}") from None
                 time.sleep(0.1)
 
     def url(self, dbname: str = "postgres") -> str:
@@ -128,7 +131,8 @@ class PrivatePostgres:
         """Kill the server sessions on ``dbname`` (a lost connection, as after a network fault)."""
         import psycopg
 
-        sql = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()"
+        sql = ("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+               "WHERE datname = %s AND pid <> pg_backend_pid()")
         params: list[str] = [dbname]
         if application_name is not None:
             sql += " AND application_name = %s"

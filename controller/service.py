@@ -34,6 +34,7 @@ from controller.config import ConfigError, ControllerConfig
 from controller.dispatch import Dispatcher
 from controller.enrolment import Enrolment, EnrolmentError
 from controller.ingest import Ingestor
+from controller.leader import leader_for
 from controller.liveness import LivenessMonitor
 from controller.mqtt_client import ControllerMqtt, InboundMessage
 from controller.rate_limited_log import RateLimitedLog
@@ -95,7 +96,10 @@ class ControllerService:
         self.clock = clock or create_clock(config.clock.driver, config.clock.params)
         self.signer = _signer(config, self.clock)
         self.enrolment = _enrolment(config)
-        self.store = Store(config.db_path, synchronous=config.db_synchronous)
+        self.store = Store(config.store_location, synchronous=config.db_synchronous)
+        # issue 20: several controllers may ingest into one store; one of them (the leader) dispatches
+        self.leader = leader_for(config.store_location)
+        self._console_db = self.store.dialect == "sqlite"  # the console reads the SQLite file directly
         self.link = link or ControllerMqtt(config.broker, max_payload_bytes=config.ingest.max_payload_bytes)
         self.ingestor = Ingestor(
             self.store,
@@ -122,7 +126,7 @@ class ControllerService:
         self.web_port_given = False
         self.web: Any = None
         self.actions: Any = None
-        if config.dispatch.enabled:
+        if config.dispatch.enabled and self._console_db:
             from controller.web.actions import ActionExecutor
 
             self.actions = ActionExecutor(config.db_path, self.dispatcher)
@@ -130,6 +134,9 @@ class ControllerService:
     def _start_web(self) -> None:
         """Serve the operator console (on by default on loopback); a failure never stops ingest."""
         if not self.config.web.enabled:
+            return
+        if not self._console_db:
+            log.warning("operator console off: it reads a SQLite store, and this store is PostgreSQL")
             return
         try:
             from controller.web.server import WebServer
@@ -176,7 +183,7 @@ class ControllerService:
     def run(self, stop_event: threading.Event) -> None:
         log.info(
             "controller starting: db %s, broker %s:%d, clock %s, dispatch %s",
-            self.config.db_path,
+            self.store.path,
             self.config.broker.host,
             self.config.broker.port,
             self.config.clock.driver,
@@ -217,6 +224,8 @@ class ControllerService:
     def tick(self) -> None:
         """Liveness sweep and dispatcher step; an error here is logged, never fatal."""
         try:
+            if not self.leader.is_leader():  # another controller dispatches and sweeps (controller.leader)
+                return
             self.liveness.tick()
             if self.config.dispatch.enabled:
                 self.dispatcher.tick()
@@ -327,6 +336,7 @@ class ControllerService:
         self.log_status()
         if self.actions is not None:
             self.actions.close()
+        self.leader.close()
         self.store.close()
         log.info("controller stopped")
 
