@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from agent.config import (
     BrokerConfig,
@@ -211,6 +211,9 @@ class ControllerConfig(_Cfg):
     site: SiteConfig = Field(default_factory=_default_site)
     broker: ControllerBrokerConfig = Field(default_factory=ControllerBrokerConfig)
     db_path: str = "controller.sqlite"
+    # issue 20: the store as a URL - postgresql://user@host/db (several controllers on one database),
+    # sqlite:///path or a path; unset: the SQLite file db_path (controller.store.location)
+    store: str | None = Field(default=None, min_length=1, max_length=2000)
     db_synchronous: Literal["FULL", "NORMAL"] = "FULL"  # FULL: an acked message survives power loss
     clock: DriverConfig = Field(default_factory=lambda: DriverConfig(driver="system"))
     ingest: IngestConfig = Field(default_factory=IngestConfig)
@@ -244,6 +247,20 @@ class ControllerConfig(_Cfg):
             raise ValueError("enrolled_units/enrolled_units_file given but require_enrolment is false")
         return self
 
+    @field_validator("store")
+    @classmethod
+    def _store_url(cls, v: str | None) -> str | None:
+        if v is not None:
+            from controller.store.location import parse_store_location
+
+            parse_store_location(v)  # ValueError names the unknown scheme
+        return v
+
+    @property
+    def store_location(self) -> str:
+        """Where the store is: ``store`` if given, else the SQLite file ``db_path``."""
+        return self.store or self.db_path
+
     @property
     def enrolment_required(self) -> bool:
         return self.require_enrolment if self.require_enrolment is not None else (
@@ -272,6 +289,8 @@ def apply_controller_env(cfg: ControllerConfig, env: dict[str, str] | None = Non
             raise ConfigError(f"CEDGE_BROKER_PORT={env['CEDGE_BROKER_PORT']!r} is not a port number") from err
     if "CEDGE_CONTROLLER_DB" in env:
         cfg.db_path = env["CEDGE_CONTROLLER_DB"]
+    if "CEDGE_CONTROLLER_STORE" in env:
+        cfg.store = env["CEDGE_CONTROLLER_STORE"] or None
     return cfg
 
 
