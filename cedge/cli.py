@@ -74,6 +74,7 @@ _OPTIONAL_APPS = {
     "spectrum": ("agent.cli_spectrum", "Analyse and simulate gamma spectra files."),
     "camera": ("agent.cli_camera", "Analyse recorded camera videos."),
     "sim": ("hal_sim.cli", "Simulated devices and wire-level emulators."),
+    "cctv": ("cedge.cctv_cli", "AI CCTV: people tracking on MOTChallenge files and recorded hall videos."),
 }
 for _name, (_module, _help) in _OPTIONAL_APPS.items():
     try:
