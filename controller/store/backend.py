@@ -25,7 +25,13 @@ Dialect = Literal["sqlite", "postgresql"]
 
 
 class BackendError(sqlite3.OperationalError):
-    """The engine failed (connection lost, disk full, deadlock, lock time-out): retry later."""
+    """The engine failed (connection lost, disk full, deadlock, lock time-out): retry later.
+
+    ``retry_now``: the server rolled the transaction back to break a deadlock (or a serialization
+    conflict) between writers; running the same transaction again at once is the standard remedy.
+    """
+
+    retry_now: bool = False
 
 
 class BackendIntegrityError(sqlite3.IntegrityError):

@@ -68,7 +68,9 @@ def _params(params: Params) -> Params:
 def translate(err: psycopg.Error) -> BackendError | BackendIntegrityError:
     if isinstance(err, psycopg.errors.IntegrityError):
         return BackendIntegrityError(f"postgresql: {err}".strip())
-    return BackendError(f"postgresql: {str(err).strip() or type(err).__name__}")
+    out = BackendError(f"postgresql: {str(err).strip() or type(err).__name__}")
+    out.retry_now = getattr(err, "sqlstate", None) in ("40P01", "40001")  # deadlock, serialization failure
+    return out
 
 
 class PostgresBackend:

@@ -52,7 +52,7 @@ from agent.wire_schema import (
 )
 from controller import liveness
 from controller.store import migrations
-from controller.store.backend import Backend
+from controller.store.backend import Backend, BackendError
 from controller.store.location import parse_store_location
 from controller.store.rows import alarm_row, content_digest, decode, epoch_s, iso_utc, js, pos_cols
 from controller.store.schema import JSON_COLS, PKS, TABLES
@@ -240,8 +240,28 @@ class Store:
         return self._rows(sql, params)
 
     # ------------------------------------------------------------------ uplink
+    #: times a message's own transaction is re-run after the server broke a deadlock with another writer
+    DEADLOCK_RETRIES = 5
+
     def store_uplink(self, env: Envelope, body: BaseModel, received_utc: str) -> StoreOutcome:
-        """Store one decoded uplink atomically; ``'duplicate'`` (nothing written) if already stored."""
+        """Store one decoded uplink atomically; ``'duplicate'`` (nothing written) if already stored.
+
+        Several controllers on PostgreSQL lock the ledger key, the boot and the unit row of each
+        message; two transactions can still wait on each other (a batch takes many), and the server
+        then rolls one back.  Outside a batch the message is simply stored again (nothing of the
+        rolled-back attempt remains); inside a batch the error goes up, and the caller's batch falls
+        back to one message at a time (controller.service)."""
+        for attempt in range(self.DEADLOCK_RETRIES + 1):
+            try:
+                return self._store_uplink_once(env, body, received_utc)
+            except BackendError as err:
+                if not err.retry_now or self._depth > 0 or attempt == self.DEADLOCK_RETRIES:
+                    raise
+                log.debug("store: %s/%s/%d: deadlock broken by the server, storing again", env.unit_id,
+                          env.boot_id, env.seq)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _store_uplink_once(self, env: Envelope, body: BaseModel, received_utc: str) -> StoreOutcome:
         with self.transaction():
             if env.kind in ("birth", "death"):
                 self._store_session(env, body, received_utc)
@@ -612,8 +632,19 @@ class Store:
         return rows[0] if rows else None
 
     def save_incident(self, incident: dict[str, Any]) -> None:
+        """Insert or update an incident.  Its task, once given (:meth:`claim_incident_task`), is kept:
+        a stale copy saved by another dispatcher (``task_id`` None, state ``holding``) cannot take it
+        back and so let a second task be opened (issue 20)."""
+        row = {k: (js(v) if k in JSON_COLS else v) for k, v in incident.items()}
+        sets = [f"{c}=excluded.{c}" for c in row if c not in ("incident_id", "task_id", "state")]
+        if "task_id" in row:
+            sets.append("task_id=COALESCE(incidents.task_id, excluded.task_id)")
+        if "state" in row:
+            sets.append("state=CASE WHEN incidents.task_id IS NOT NULL AND excluded.state = 'holding' "
+                        "THEN incidents.state ELSE excluded.state END")
         with self.transaction():
-            self._upsert("incidents", {k: (js(v) if k in JSON_COLS else v) for k, v in incident.items()})
+            self._insert("incidents", row, f"ON CONFLICT(incident_id) DO UPDATE SET {', '.join(sets)}" if sets
+                         else "ON CONFLICT(incident_id) DO NOTHING")
 
     def get_incident(self, incident_id: str) -> dict[str, Any] | None:
         rows = self._rows("SELECT * FROM incidents WHERE incident_id = ?", (incident_id,))
