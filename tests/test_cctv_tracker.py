@@ -171,3 +171,17 @@ def test_evidence_clips_stay_on_the_box_and_are_named(tmp_path) -> None:
 def test_evidence_clips_need_a_directory() -> None:
     with pytest.raises(ValueError, match="evidence_dir"):
         CctvConfig(evidence_clips=True)
+
+
+def test_a_traveller_who_stops_stays_tracked() -> None:
+    """Selective background update: a loiterer does not melt into the background (MOG2 alone: ~3 s)."""
+    cal = camera()
+    pipe = CameraPipeline("c1", cal, CctvConfig(hog_verify="off"), token="t3")
+    rng = np.random.default_rng(9)
+    seen = []
+    for k in range(120):
+        x = -2.0 + 0.1 * min(k - 10, 20)  # enters at 1 s, walks 2 s, then stands still for 9 s
+        people = [((x, 4.0), 1.75, (30, 30, 200), (200, 80, 20))] if k >= 10 else []
+        pipe.process(render(cal, people, rng), k / 10.0)
+        seen.append({t.track_id for t in pipe.last_tracks})
+    assert seen[-1] == seen[35] and len(seen[-1]) == 1

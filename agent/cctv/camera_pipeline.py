@@ -50,6 +50,8 @@ class _TrackState:
     published: bool = False
     appearance: AppearanceSummary = field(default_factory=AppearanceSummary)
     clip: str | None = None
+    first_box: np.ndarray | None = None
+    moved: bool = False  #: has left its birth place (a ghost never does)
 
 
 class CameraPipeline:
@@ -85,7 +87,8 @@ class CameraPipeline:
             dets = self.litert.detect(frame_bgr)
             self.motion.detect(frame_bgr)  # keep the mask (appearance) and the background model current
             return dets
-        dets = self.motion.detect(frame_bgr)
+        hold = [t.tlwh for t in self.last_tracks if self._states.get(t.number) and self._states[t.number].moved]
+        dets = self.motion.detect(frame_bgr, hold)
         if self.hog is None or not dets:
             return dets
         if self.cfg.hog_verify == "all":
@@ -114,6 +117,11 @@ class CameraPipeline:
             if st is None:
                 st = self._states[o.track_id] = _TrackState(f"{self.camera_id}-{self.token}-{o.track_id}")
             st.frames += 1
+            if st.first_box is None:
+                st.first_box = o.tlwh.copy()
+            elif not st.moved:
+                st.moved = bool(np.hypot(*(o.tlwh[:2] + o.tlwh[2:] / 2 - st.first_box[:2] - st.first_box[2:] / 2))
+                                > 0.3 * st.first_box[3])  # a growing ghost blob shifts its centre less
             g = box_to_ground(self.calib, o.tlwh) if self.calib is not None else None
             tracks.append(TrackedBox(st.anon_id, o.track_id, o.tlwh, o.score, g))
             if g is not None and (st.frames - 1) % self.cfg.sample_every_n_frames == 0:

@@ -6,6 +6,14 @@ background subtraction"; Zivkovic & van der Heijden 2006) keeps a per-pixel Gaus
 adapts to slow lighting changes, and labels shadows separately (value 127), which are dropped here:
 a shadow box would put the foot point metres away.
 
+Selective update (Cucchiara et al. 2003, "Detecting moving objects, ghosts and shadows in video
+streams", IEEE PAMI 25(10)): a traveller who stops (loitering, waiting at a belt) would otherwise melt
+into the background within seconds and his track would die exactly when a rule needs it.  So the
+pixels of people being tracked are not learnt: the foreground is computed without learning, then the
+model learns from a frame whose tracked boxes are replaced by the current background image.  Boxes of
+tracks that never moved since birth are learnt normally, so a ghost (a person who was there when the
+camera started, then left) still fades.  Detection runs at ``scale`` (0.5: a quarter of the pixels).
+
 Blob -> box: morphological opening (noise) and closing (a person split at the belt by a similar
 background colour), connected components, then a person-size check against the calibration: the
 expected pixel size of a 1.7 m person at the blob's foot point.  A blob much wider than one person
@@ -29,11 +37,14 @@ from agent.cctv.ground_plane import expected_box_px
 class MotionParams:
     history_frames: int = 300  #: ~ 20-30 s at 10-15 fps: a standing traveller fades in after that
     var_threshold: float = 16.0  #: MOG2's squared Mahalanobis distance (OpenCV default)
-    learning_rate: float = -1.0  #: -1: OpenCV's automatic 1/history
+    #: fixed 1/history from the start: OpenCV's automatic rate (1/frames seen) would absorb anyone
+    #: walking in during the first seconds (at frame 13 a person is background after 2 frames)
+    learning_rate: float = 1.0 / 300
     min_area_px: int = 60
     open_px: int = 3
     close_px: int = 7
     max_split: int = 4  #: at most this many people side by side in one blob
+    scale: float = 0.5  #: detection resolution relative to the frame
 
 
 class MotionDetector:
@@ -44,26 +55,45 @@ class MotionDetector:
         self.calib = calib
         self.mog = cv2.createBackgroundSubtractorMOG2(history=self.p.history_frames,
                                                       varThreshold=self.p.var_threshold, detectShadows=True)
-        self._k_open = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (self.p.open_px, self.p.open_px))
-        self._k_close = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (self.p.close_px, self.p.close_px * 2 + 1))
+        o = max(1, round(self.p.open_px * self.p.scale))
+        c = max(1, round(self.p.close_px * self.p.scale))
+        self._k_open = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (o, o))
+        self._k_close = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (c, c * 2 + 1))
         self.mask: np.ndarray | None = None  #: the last frame's cleaned foreground mask (for appearance)
 
-    def detect(self, frame_bgr: np.ndarray) -> list[Detection]:
-        fg = self.mog.apply(frame_bgr, learningRate=self.p.learning_rate)
+    def detect(self, frame_bgr: np.ndarray, hold_boxes: list[np.ndarray] | None = None) -> list[Detection]:
+        """Person boxes (full-frame pixels); ``hold_boxes`` are tracked people not to be learnt."""
+        s = self.p.scale
+        small = frame_bgr if s == 1.0 else cv2.resize(frame_bgr, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+        if hold_boxes:
+            fg = self.mog.apply(small, learningRate=0.0)
+            learn = small.copy()
+            bg = self.mog.getBackgroundImage()
+            H, W = small.shape[:2]
+            for b in hold_boxes:
+                x0, y0 = int(max(0, b[0] * s - 2)), int(max(0, b[1] * s - 2))
+                x1, y1 = int(min(W, (b[0] + b[2]) * s + 2)), int(min(H, (b[1] + b[3]) * s + 2))
+                if x1 > x0 and y1 > y0:
+                    learn[y0:y1, x0:x1] = bg[y0:y1, x0:x1]
+            self.mog.apply(learn, learningRate=self.p.learning_rate)
+        else:
+            fg = self.mog.apply(small, learningRate=self.p.learning_rate)
         fg = np.where(fg == 255, 255, 0).astype(np.uint8)  # drop shadows (127)
         fg = cv2.morphologyEx(fg, cv2.MORPH_OPEN, self._k_open)
         fg = cv2.morphologyEx(fg, cv2.MORPH_CLOSE, self._k_close)
-        self.mask = fg
+        self.mask = fg if s == 1.0 else cv2.resize(fg, (frame_bgr.shape[1], frame_bgr.shape[0]),
+                                                   interpolation=cv2.INTER_NEAREST)
         n, _, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
         dets: list[Detection] = []
+        min_area = self.p.min_area_px * s * s
         for i in range(1, n):
-            x, y, w, h, area = (int(v) for v in stats[i])
-            if area < self.p.min_area_px:
+            x, y, w, h, area = (float(v) for v in stats[i])
+            if area < min_area:
                 continue
-            dets += self._boxes_of_blob(x, y, w, h, area)
+            dets += self._boxes_of_blob(x / s, y / s, w / s, h / s, area / (s * s))
         return dets
 
-    def _boxes_of_blob(self, x: int, y: int, w: int, h: int, area: int) -> list[Detection]:
+    def _boxes_of_blob(self, x: float, y: float, w: float, h: float, area: float) -> list[Detection]:
         fill = area / max(w * h, 1)
         exp = expected_box_px(self.calib, (x + w / 2, y + h)) if self.calib is not None else None
         if exp is None:  # no calibration: judge by the aspect ratio of a standing person (~0.3-0.5)
