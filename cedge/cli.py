@@ -276,6 +276,21 @@ def localize_cmd(
     raise typer.Exit(run_cli(files, site, detector, json_out, position_at, height_m, gnss_sigma_m))
 
 
+@bench_app.command("ingest")
+def bench_ingest(
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    quick: bool = typer.Option(False, "--quick", help="200 units, 2000 messages per case (a smoke run)."),
+    units: int = typer.Option(1000, "--units", min=1, max=100_000, help="Simulated units."),
+    rounds: int = typer.Option(6, "--messages-per-unit", min=1, help="Measurements per unit per case."),
+    out: Path | None = typer.Option(None, help="Directory for bench_ingest.json and bench_ingest.png."),
+) -> None:
+    """Issue 20: messages/s into one controller on SQLite, one and two on PostgreSQL, vs. the broker alone;
+    publish-to-stored latency at half the maximum rate."""
+    from cedge.bench.ingest import run_bench
+
+    run_bench(units=units, rounds=rounds, json_out=json_out, out_dir=out, quick=quick)
+
+
 @bench_app.command("localize")
 def bench_localize(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
