@@ -258,6 +258,28 @@ def bench_flood(
     raise typer.Exit(0 if result["pass"] else 1)
 
 
+@bench_app.command("console")
+def bench_console(
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    units: int = typer.Option(100, min=1, max=2000, help="Simulated mobile units."),
+    rate_hz: float = typer.Option(1.0, "--rate-hz", min=0.1, max=10.0, help="Measurements per unit per second."),
+    browsers: int = typer.Option(10, min=1, max=50, help="Console pages connected (each its own session)."),
+    duration_s: float = typer.Option(60.0, "--duration-s", min=10.0, help="Measured window with the console."),
+    page_loads: int = typer.Option(20, "--page-loads", min=1, help="Fresh page loads timed during the window."),
+    baseline_s: float = typer.Option(20.0, "--baseline-s", min=0.0, help="Same load without the console (0: skip)."),
+    seed: int | None = typer.Option(None, help="Fleet seed (default: the benchmark seed)."),
+    out: Path | None = typer.Option(None, help="Directory for bench_console.json and bench_console.png."),
+) -> None:
+    """Issue 18: console update latency, page load and server CPU with N units and M browsers (Chromium)."""
+    from cedge.bench.console import BENCH_SEED, run_bench, summary_lines
+
+    result = run_bench(units=units, rate_hz=rate_hz, browsers=browsers, duration_s=duration_s, page_loads=page_loads,
+                       seed=BENCH_SEED if seed is None else seed, baseline_s=baseline_s, json_out=json_out,
+                       out_dir=out)
+    print(json.dumps(result, default=float) if json_out else "\n".join(summary_lines(result)))
+    raise typer.Exit(0 if result["passed"] else 1)
+
+
 @app.command("localize")
 def localize_cmd(
     files: list[Path] = typer.Argument(..., help="N42.42-2012 survey files (one RadMeasurement per interval)."),

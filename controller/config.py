@@ -193,6 +193,9 @@ class WebConfig(_Cfg):
     url_file: str | None = None
     tls_cert_file: str | None = None  # both set: HTTPS
     tls_key_file: str | None = None
+    # extra host names the console may be reached by (Host header; DNS-rebinding defence,
+    # controller.web.host_check); the bound host, and on loopback localhost/127.0.0.1/::1, always are
+    allowed_hosts: list[str] = Field(default_factory=list, max_length=64)
 
     @model_validator(mode="after")
     def _tls_pair(self) -> WebConfig:

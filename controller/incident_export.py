@@ -30,13 +30,18 @@ class ExportError(ValueError):
     """The incident cannot be exported; the message says why."""
 
 
+def _json(v: Any) -> Any:
+    return json.loads(v) if isinstance(v, str | bytes) else v
+
+
 def _interval(r: dict[str, Any]) -> SurveyInterval:
     real = float(r.get("interval_s") or r["live_time_s"])
     end = datetime.fromtimestamp(float(r["t_epoch_s"]), UTC)
     spectrum = cal = None
     if r.get("spectrum"):
-        spectrum = np.asarray(json.loads(r["spectrum"]), dtype=float)
-        coeffs = json.loads(r["energy_calibration_kev"]) if r.get("energy_calibration_kev") else None
+        # the store decodes its JSON columns; a raw row (str) is decoded here
+        spectrum = np.asarray(_json(r["spectrum"]), dtype=float)
+        coeffs = _json(r["energy_calibration_kev"]) if r.get("energy_calibration_kev") else None
         if coeffs:
             cal = EnergyCalibration(tuple(float(c) for c in coeffs))
         else:

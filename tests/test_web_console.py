@@ -344,10 +344,14 @@ def browser() -> Iterator[Any]:
             b.close()
 
 
-def _login(browser: Any, fleet: Fleet, name: str) -> Any:
-    page = browser.new_page(viewport={"width": 1600, "height": 1000})
+def _login(browser: Any, fleet: Fleet, name: str, bypass_csp: bool = False) -> Any:
+    """A logged-in page.  ``bypass_csp`` lets the test's own ``wait_for_function`` expressions run
+    (Playwright evaluates them with eval, which the console's Content-Security-Policy forbids); the
+    viewer test keeps the policy on and checks that the page works under it."""
+    page = browser.new_context(viewport={"width": 1600, "height": 1000}, bypass_csp=bypass_csp).new_page()
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None)
     page.errors = errors
     page.goto(fleet.url)
     page.fill("#login-name", name)
@@ -360,7 +364,7 @@ def _login(browser: Any, fleet: Fleet, name: str) -> Any:
 
 
 def test_operator_console_in_chromium(fleet: Fleet, browser: Any, tmp_path: Path) -> None:
-    page = _login(browser, fleet, "olga")
+    page = _login(browser, fleet, "olga", bypass_csp=True)
     ms = DEADLINE_S * 1000
     # the units, and the camera box's tracked people with the cue behind the alert
     for unit in ("mob-1", "hh-1", "hh-2", "cam-1"):
@@ -385,6 +389,7 @@ def test_operator_console_in_chromium(fleet: Fleet, browser: Any, tmp_path: Path
     page.wait_for_function("(document.querySelector('#spectrum').dataset.lines || '').includes('Cs-137@661.7')",
                            timeout=ms)
     assert "Cs-137" in page.inner_text("#incident-summary") and "95 % region" in page.inner_text("#incident-summary")
+    assert page.get_attribute("#export-html", "href") == f"/api/incidents/{inc_id}/export?format=html"
     page.locator(".grid section").nth(2).screenshot(path=str(_shot(tmp_path, "console_incident.png")))
     # acknowledge the alarm
     page.click('button[data-ack="A-web-1"]')
@@ -395,6 +400,12 @@ def test_operator_console_in_chromium(fleet: Fleet, browser: Any, tmp_path: Path
     page.wait_for_function("window.consoleState.tasks.some(t => t.unit_id === 'hh-2' && t.state === 'dispatched')",
                            timeout=ms)
     page.wait_for_selector('#tasks tr[data-state="dispatched"]', timeout=ms)
+    # the handheld's guidance on the map: a line from hh-2 to its target, with the distance
+    page.wait_for_function("(document.querySelector('#map').dataset.guidance || '').startsWith('hh-2->')", timeout=ms)
+    # tracks coloured by the count rate's excess over background: mob-1's pass by the source is on the scale
+    page.select_option("#track-colour", "excess")
+    page.wait_for_function("(document.querySelector('#map').dataset.trackColour || '').startsWith('excess:')",
+                           timeout=ms)
     cmd = _wait(lambda: [c for c in fleet.commands["hh-2"] if c.command == "dispatch"], "hh-2's dispatch command")[0]
     task = page.evaluate("window.consoleState.tasks.find(t => t.unit_id === 'hh-2')")
     assert cmd.task.task_id == task["task_id"] and task["incident_id"] == inc_id
@@ -412,7 +423,7 @@ def test_operator_console_in_chromium(fleet: Fleet, browser: Any, tmp_path: Path
     acts = {(a["action"], a["target"]): a for a in actions}
     assert acts[("ack_alarm", "A-web-1")]["user"] == "olga" and acts[("dispatch", "hh-2")]["state"] == "done"
     assert not page.errors, page.errors
-    page.close()
+    page.context.close()
 
 
 def test_viewer_page_offers_no_actions(fleet: Fleet, browser: Any) -> None:
@@ -420,7 +431,46 @@ def test_viewer_page_offers_no_actions(fleet: Fleet, browser: Any) -> None:
     page.wait_for_selector('#units tr[data-unit="mob-1"]', timeout=DEADLINE_S * 1000)
     assert page.locator("button.ack:visible").count() == 0
     assert not page.locator("#dispatch-button").is_visible()
-    page.close()
+    page.wait_for_selector('#incidents tr[data-incident]', timeout=DEADLINE_S * 1000)
+    page.click('#incidents tr[data-incident]')  # the page's own scripts, canvas drawing included, under the CSP
+    page.wait_for_selector('#spectrum[data-lines*="Cs-137"]', timeout=DEADLINE_S * 1000)
+    assert not page.errors, page.errors  # no script error, no Content-Security-Policy violation
+    page.context.close()
+
+
+def test_incident_export_n42_and_html_report(fleet: Fleet) -> None:
+    from agent.spectral_files.survey import parse_survey
+
+    v = Client(fleet.url)
+    v.login("vera")  # exporting is a read: a viewer may, and it is recorded
+    inc = [i for i in v.call("GET", "/api/incidents")[1] if i["alarm_ids"] == ["A-web-1"]][0]
+    path = f"/api/incidents/{inc['incident_id']}/export?format="
+
+    def get(url: str) -> tuple[int, dict[str, str], bytes]:
+        try:
+            with v.opener.open(v.base + url.lstrip("/"), timeout=60) as r:
+                return r.status, {k.lower(): x for k, x in r.headers.items()}, r.read()
+        except urllib.error.HTTPError as err:
+            return err.code, {}, err.read()
+
+    status, headers, body = get(path + "n42")
+    assert status == 200 and headers["content-type"] == "application/xml", (status, body[:300])
+    assert "attachment" in headers["content-disposition"] and ".n42" in headers["content-disposition"]
+    intervals = parse_survey(body)
+    with_spectra = [iv for iv in intervals if iv.spectrum is not None]
+    assert len(intervals) >= 10 and len(with_spectra) == len(intervals)  # mob-1 sent a spectrum every second
+    assert {iv.instrument for iv in intervals} == {"mob-1"}
+    status, headers, body = get(path + "html")
+    assert status == 200 and headers["content-type"].startswith("text/html")
+    page = body.decode()
+    # self-contained: inline SVG map (95 % ellipse, alarm) and spectrum with the Cs-137 line; no script, no links out
+    assert page.count("<svg") >= 2 and "<ellipse" in page and "alarm A-web-1" in page
+    assert "Cs-137 661.7" in page and "95 % region" in page and "vera (viewer)" in page
+    assert "<script" not in page and "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    assert get(path + "pdf")[0] == 400 and get("/api/incidents/I-none/export?format=html")[0] == 404
+    assert Client(fleet.url).call("GET", path + "html")[0] == 401
+    acts = [a for a in v.call("GET", "/api/actions")[1] if a["action"] == "export_incident"]
+    assert [(a["user"], json.loads(a["params"])["format"]) for a in acts] == [("vera", "n42"), ("vera", "html")]
 
 
 def test_cancel_task_and_close_incident_are_applied_and_recorded(fleet: Fleet) -> None:

@@ -98,7 +98,9 @@ def list_actions(store: Store, after_id: int = 0, limit: int = 200) -> list[dict
 def positions_after(store: Store, after_id: int, since_epoch_s: float | None = None,
                     limit: int = 5000) -> list[dict[str, Any]]:
     """Unit positions from measurements (mobile and handheld tracks), oldest first."""
-    sql = "SELECT id, unit_id, t_epoch_s, x_m, y_m, gross_cps FROM measurements WHERE id > ? AND x_m IS NOT NULL"
+    sql = ("SELECT id, unit_id, t_epoch_s, received_utc, x_m, y_m, gross_cps, background_cps, live_time_s "
+           "FROM measurements "
+           "WHERE id > ? AND x_m IS NOT NULL")
     params: list[Any] = [after_id]
     if since_epoch_s is not None:
         sql += " AND t_epoch_s >= ?"

@@ -28,6 +28,7 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
@@ -40,6 +41,7 @@ from controller.store import Store
 from controller.web.api import ApiError, ConsoleApi, error_response
 from controller.web.auth import AuthError, SessionStore
 from controller.web.db import connect
+from controller.web.host_check import HostCheck
 from controller.web.sse import Broadcaster
 
 __all__ = ["WebServer", "build_app"]
@@ -101,6 +103,7 @@ def build_app(store: Store, db_path: str, config: WebConfig) -> tuple[Starlette,
         Route("/api/alarms/{alarm_id}/ack", api.ack_alarm, methods=["POST"]),
         Route("/api/incidents", api.incidents),
         Route("/api/incidents/{incident_id}/close", api.close_incident, methods=["POST"]),
+        Route("/api/incidents/{incident_id}/export", api.export_incident),
         Route("/api/tasks", api.tasks),
         Route("/api/tasks/{task_id}/cancel", api.cancel_task, methods=["POST"]),
         Route("/api/dispatch", api.dispatch, methods=["POST"]),
@@ -134,7 +137,10 @@ def build_app(store: Store, db_path: str, config: WebConfig) -> tuple[Starlette,
         finally:
             task.cancel()
 
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
+    # outermost first: a request for a foreign Host is refused before anything else sees it
+    middleware = [Middleware(HostCheck, bind_host=config.host, extra=config.allowed_hosts),
+                  Middleware(_SecurityHeaders)]
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware, exception_handlers={
         ApiError: on_api_error, AuthError: on_api_error, HTTPException: on_http_error, Exception: on_error})
     return app, live
 

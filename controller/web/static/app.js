@@ -95,6 +95,8 @@ function renderIncidentPanel() {
     (r ? `; 95 % region ${fmt(r.a_m)} x ${fmt(r.b_m)} m (${r.source})` : "") +
     `; nuclides ${inc.nuclides.map((n) => `${n.name} ${fmt(n.confidence, 2)}`).join(", ") || "none"}` +
     (inc.ambiguous ? "; AMBIGUOUS (two candidate spots)" : "") + `; passes ${inc.passes}`;
+  const base = `/api/incidents/${encodeURIComponent(inc.incident_id)}/export?format=`;
+  $("#export-n42").href = base + "n42"; $("#export-html").href = base + "html";
   const sel = $("#dispatch-unit"), keep = sel.value;
   sel.replaceChildren(...state.units.filter((u) => u.unit_type === "handheld")
     .map((u) => { const o = el("option", `${u.unit_id} (${u.state})`); o.value = u.unit_id; return o; }));
@@ -196,6 +198,7 @@ $("#logout").addEventListener("click", async () => {
   if (source) source.close();
   location.reload();
 });
+$("#track-colour").addEventListener("change", (ev) => { state.trackColour = ev.target.value; render(); });
 $("#dispatch-button").addEventListener("click", () => {
   const unit = $("#dispatch-unit").value;
   const inc = state.incidents.find((i) => i.incident_id === state.selected);

@@ -34,16 +34,37 @@ export function drawMap(canvas, state) {
     ctx.beginPath(); ctx.moveTo(0, py(y)); ctx.lineTo(W, py(y)); ctx.stroke(); ctx.fillText(`${y}`, 2, py(y) - 2);
   }
   const types = new Map(state.units.map((u) => [u.unit_id, u.unit_type]));
-  // tracks (handheld paths dashed)
-  for (const [unit, pts] of state.tracks) {
-    if (pts.length < 2) continue;
-    ctx.strokeStyle = COLORS[types.get(unit)] || "#888"; ctx.globalAlpha = 0.55; ctx.lineWidth = 1.5;
-    ctx.setLineDash(types.get(unit) === "handheld" ? [4, 3] : []);
-    ctx.beginPath(); ctx.moveTo(px(pts[0].x_m), py(pts[0].y_m));
-    for (const p of pts.slice(1)) ctx.lineTo(px(p.x_m), py(p.y_m));
-    ctx.stroke();
+  const mode = state.trackColour || "unit";
+  if (mode === "unit") {
+    // tracks in the unit type's colour (handheld paths dashed)
+    for (const [unit, pts] of state.tracks) {
+      if (pts.length < 2) continue;
+      ctx.strokeStyle = COLORS[types.get(unit)] || "#888"; ctx.globalAlpha = 0.55; ctx.lineWidth = 1.5;
+      ctx.setLineDash(types.get(unit) === "handheld" ? [4, 3] : []);
+      ctx.beginPath(); ctx.moveTo(px(pts[0].x_m), py(pts[0].y_m));
+      for (const p of pts.slice(1)) ctx.lineTo(px(p.x_m), py(p.y_m));
+      ctx.stroke();
+    }
+  } else {
+    drawColouredTracks(ctx, state, mode, px, py);
   }
   ctx.setLineDash([]); ctx.globalAlpha = 1;
+  // handheld guidance: from each handheld with an active task to its target, with the distance
+  const guided = [];
+  const byId = new Map(state.units.map((u) => [u.unit_id, u]));
+  for (const t of state.tasks) {
+    const u = byId.get(t.unit_id);
+    if (!u || u.x_m == null || t.target_x_m == null || !ACTIVE.includes(t.state)) continue;
+    const d = Math.hypot(t.target_x_m - u.x_m, t.target_y_m - u.y_m);
+    const bearing = (Math.atan2(t.target_x_m - u.x_m, t.target_y_m - u.y_m) * 180 / Math.PI + 360) % 360;
+    ctx.strokeStyle = "#3ccf6e"; ctx.lineWidth = 2; ctx.setLineDash([8, 4]);
+    ctx.beginPath(); ctx.moveTo(px(u.x_m), py(u.y_m)); ctx.lineTo(px(t.target_x_m), py(t.target_y_m)); ctx.stroke();
+    ctx.setLineDash([]); ctx.fillStyle = "#3ccf6e";
+    ctx.fillText(`${u.unit_id}: ${d.toFixed(0)} m, ${bearing.toFixed(0)}°`, (px(u.x_m) + px(t.target_x_m)) / 2 + 6,
+                 (py(u.y_m) + py(t.target_y_m)) / 2 - 6);
+    guided.push(`${u.unit_id}->${t.task_id}:${d.toFixed(0)}`);
+  }
+  canvas.dataset.guidance = guided.join(" ");
   // incidents: 95 % region and estimate
   const drawn = [];
   for (const inc of state.incidents) {
@@ -85,6 +106,51 @@ export function drawMap(canvas, state) {
     shown.push(u.unit_id);
   }
   canvas.dataset.units = shown.join(" ");
+}
+
+const ACTIVE = ["open", "dispatched", "accepted", "on_site", "measuring"];
+
+// Track colour scales.  "rate": gross count rate, log scale from the lowest to the highest rate
+// shown.  "excess": the count rate's excess over the unit's own background in sigma,
+// (gross - background) / sqrt(background / live time) (Poisson), 0..10: what the alarm detector sees.
+const RAMP = ["#2c7bb6", "#00a6ca", "#00ccbc", "#90eb9d", "#ffff8c", "#f9d057", "#f29e2e", "#e76818", "#d7191c"];
+export function trackValue(p, mode) {
+  if (p.gross_cps == null) return null;
+  if (mode === "rate") return p.gross_cps;
+  if (p.background_cps == null) return null;
+  return (p.gross_cps - p.background_cps) / Math.sqrt(Math.max(p.background_cps, 1) / (p.live_time_s || 1));
+}
+
+function drawColouredTracks(ctx, state, mode, px, py) {
+  let lo = Infinity, hi = -Infinity;
+  if (mode === "rate") {
+    for (const pts of state.tracks.values()) for (const p of pts) if (p.gross_cps > 0) { lo = Math.min(lo, p.gross_cps); hi = Math.max(hi, p.gross_cps); }
+    lo = Math.log10(Math.max(lo, 1)); hi = Math.log10(Math.max(hi, 10));
+    if (hi - lo < 0.3) hi = lo + 0.3;
+  } else { lo = 0; hi = 10; }
+  const bin = (v) => {
+    const x = mode === "rate" ? Math.log10(Math.max(v, 1)) : v;
+    return Math.max(0, Math.min(RAMP.length - 1, Math.floor((x - lo) / (hi - lo) * RAMP.length)));
+  };
+  // one path per colour: 60 000 points at 1 Hz stay cheap to draw
+  const paths = RAMP.map(() => new Path2D());
+  for (const pts of state.tracks.values()) {
+    for (let i = 1; i < pts.length; i++) {
+      const v = trackValue(pts[i], mode);
+      if (v == null) continue;
+      const path = paths[bin(v)];
+      path.moveTo(px(pts[i - 1].x_m), py(pts[i - 1].y_m)); path.lineTo(px(pts[i].x_m), py(pts[i].y_m));
+    }
+  }
+  ctx.lineWidth = 3; ctx.globalAlpha = 0.9;
+  paths.forEach((path, k) => { ctx.strokeStyle = RAMP[k]; ctx.stroke(path); });
+  // the scale
+  const W = ctx.canvas.width;
+  RAMP.forEach((c, k) => { ctx.fillStyle = c; ctx.fillRect(W - 20 - (RAMP.length - k) * 14, 8, 14, 8); });
+  ctx.fillStyle = "#dde3ea"; ctx.globalAlpha = 1;
+  const lab = (x) => mode === "rate" ? `${(10 ** x).toFixed(0)} cps` : `${x} σ`;
+  ctx.fillText(lab(lo), W - 20 - RAMP.length * 14, 28); ctx.fillText(lab(hi), W - 50, 28);
+  ctx.canvas.dataset.trackColour = `${mode}:${lab(lo)}..${lab(hi)}`;
 }
 
 export function fmt(v, d = 1) { return v == null ? "-" : Number(v).toFixed(d); }
