@@ -455,6 +455,9 @@ def run_bench(units: int = 1000, rounds: int = 6, latency_s: float = 10.0, json_
     result: dict[str, Any] = {
         "bench": "ingest", "seed": seed, "units": units, "messages_per_case": units * rounds,
         "publishers": PUBLISHERS, "cpu_count": os.cpu_count(), "started_utc": _utc_now(),
+        # the machine's load when the run started and ended: figures from a shared, loaded machine
+        # are not the engine's capacity (the targets are "on one core" of an idle machine)
+        "load_average_1min_start": round(os.getloadavg()[0], 2),
     }
     cases: dict[str, dict[str, Any]] = {}
     try:
@@ -471,6 +474,7 @@ def run_bench(units: int = 1000, rounds: int = 6, latency_s: float = 10.0, json_
                                                   work / name)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    result["load_average_1min_end"] = round(os.getloadavg()[0], 2)
     broker = result["broker_only"]["msgs_per_s"] or None
     result["cases"] = cases
     result["broker_only_msgs_per_s"] = result["broker_only"]["msgs_per_s"]
@@ -500,7 +504,8 @@ def run_bench(units: int = 1000, rounds: int = 6, latency_s: float = 10.0, json_
 def summary_lines(r: dict[str, Any]) -> list[str]:
     b = r["broker_only_msgs_per_s"]
     lines = [f"ingest bench: {r['units']} units, {r['messages_per_case']} messages per case, "
-             f"{r['cpu_count']} CPU(s)", f"  broker only (no store)   {b:9.0f} msg/s"]
+             f"{r['cpu_count']} CPU(s), load average {r['load_average_1min_start']} -> {r['load_average_1min_end']}",
+             f"  broker only (no store)   {b:9.0f} msg/s"]
     for name, c in r["cases"].items():
         lat = c["latency"]
         lines.append(f"  {name:<12} x{c['controllers']} ctl  {c['msgs_per_s']:9.0f} msg/s  "
