@@ -80,6 +80,7 @@ class CameraPipeline:
         self._states: dict[int, _TrackState] = {}
         self._last_boxes: np.ndarray = np.zeros((0, 4))
         self.last_tracks: list[TrackedBox] = []
+        self.last_detections: list[Detection] = []  #: what the tracker got this frame (the bench reuses it)
 
     # ------------------------------------------------------------------ detection
     def detect(self, frame_bgr: np.ndarray) -> list[Detection]:
@@ -109,6 +110,7 @@ class CameraPipeline:
         """
         self.frame_index += 1
         dets = self.detect(frame_bgr) if detections is None else detections
+        self.last_detections = dets
         outs = self.tracker.update(dets)
         mask = self.motion.mask if detections is None else None
         tracks: list[TrackedBox] = []

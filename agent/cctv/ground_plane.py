@@ -44,10 +44,12 @@ def height_from_box(cal: CameraCalibration, tlwh: np.ndarray, ground_xy: tuple[f
 
 
 def expected_box_px(cal: CameraCalibration, foot_uv: tuple[float, float], height_m: float = 1.7,
-                    width_m: float = 0.5) -> tuple[float, float] | None:
+                    width_m: float = 0.75) -> tuple[float, float] | None:
     """Pixel (width, height) a person of ``height_m`` standing at that foot pixel would have.
 
-    The motion detector uses it to tell one person from a blob of two walking side by side.
+    The motion detector uses it to tell one person from a blob of two walking side by side.  The
+    width is that of a walking person's box, arms and hand luggage included (0.75 m: MOTChallenge
+    pedestrian boxes have a width/height ratio of about 0.41), not the shoulder width.
     """
     g = cal.H_image_to_ground @ np.array([foot_uv[0], foot_uv[1], 1.0])
     if abs(g[2]) < 1e-12:
@@ -63,3 +65,25 @@ def expected_box_px(cal: CameraCalibration, foot_uv: tuple[float, float], height
     fx = cal.K[0, 0]
     depth = (np.array([x, y, height_m / 2]) - cal.C) @ cal.R[2]
     return float(fx * width_m / max(depth, 1e-3)), float(h_px)
+
+
+def foot_from_head(cal: CameraCalibration, head_uv: tuple[float, float], height_m: float = 1.7
+                   ) -> tuple[float, float] | None:
+    """Pixel of the feet of a person of ``height_m`` whose head is at ``head_uv``.
+
+    For a person cut by the bottom of the image the foot point is not seen; the head is, and the
+    plane z = height_m maps to the image by its own homography ``P[:, [0, 1]] | P[:, 2] h + P[:, 3]``.
+    """
+    P = cal.P
+    Hh = np.column_stack([P[:, 0], P[:, 1], P[:, 2] * height_m + P[:, 3]])
+    try:
+        g = np.linalg.solve(Hh, np.array([head_uv[0], head_uv[1], 1.0]))
+    except np.linalg.LinAlgError:
+        return None
+    if abs(g[2]) < 1e-12:
+        return None
+    x, y = g[0] / g[2], g[1] / g[2]
+    foot = P @ np.array([x, y, 0.0, 1.0])
+    if foot[2] <= 0 or (np.array([x, y, height_m]) - cal.C) @ cal.R[2] <= 0:
+        return None
+    return float(foot[0] / foot[2]), float(foot[1] / foot[2])

@@ -48,6 +48,38 @@ def gt_rows_considered(rows) -> list:
     return keep
 
 
+def drop_ignored(gt: Rows, hyp: Rows, ignore: Rows | None, min_iou: float = 0.5) -> Rows:
+    """Hypotheses without those that cover an ignored ground-truth box (MOT16 devkit practice).
+
+    A person mostly hidden or cut by the image border (visibility below the threshold) is neither
+    a miss when not found nor a false positive when found: hypotheses matched to such a box (IoU >=
+    ``min_iou``, after the kept boxes took their matches) are removed before scoring.
+    """
+    if not ignore:
+        return hyp
+    out: Rows = defaultdict(list)
+    for f, hs in hyp.items():
+        ig = ignore.get(f, [])
+        if not ig or not hs:
+            out[f] = list(hs)
+            continue
+        hb = np.array([b for _, b in hs]).reshape(-1, 4)
+        keep = np.ones(len(hs), bool)
+        g = gt.get(f, [])
+        if g:
+            iou_g = iou_matrix(np.array([b for _, b in g]).reshape(-1, 4), hb)
+            r, c = linear_sum_assignment(-iou_g)
+            taken = {int(k) for k, rr in zip(c, r, strict=True) if iou_g[rr, k] >= min_iou}
+        else:
+            taken = set()
+        iou_i = iou_matrix(np.array([b for _, b in ig]).reshape(-1, 4), hb)
+        for k in range(len(hs)):
+            if k not in taken and iou_i[:, k].max() >= min_iou:
+                keep[k] = False
+        out[f] = [h for h, k in zip(hs, keep, strict=True) if k]
+    return out
+
+
 def accumulate(gt: Rows, hyp: Rows, frames: list[int] | None = None, min_iou: float = 0.5):
     """A motmetrics MOTAccumulator over ``frames`` (default: every frame with gt or hypotheses)."""
     import motmetrics as mm
