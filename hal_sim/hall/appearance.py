@@ -105,10 +105,16 @@ def histograms(app: Appearance, gain: float = 1.0, spread: float = 8.0,
     """The appearance as a camera box descriptor (head / torso / legs, hue8+grey3/v1) plus height."""
     head = _hist_of_bgr(app.hair_bgr, gain, spread, rng)
     head = [0.5 * a + 0.5 * b for a, b in zip(head, _hist_of_bgr(app.skin_bgr, gain, spread, rng), strict=True)]
+    # bag shares of the part's pixels, as rendered (hal_sim/hall/renderer.py): a suitcase beside the
+    # legs is about as large as both legs; a backpack covers a third of the torso (from behind)
+    share = {"suitcase": 0.45, "backpack": 0.3, "shoulder_bag": 0.15}
     torso = _hist_of_bgr(app.upper_bgr, gain, spread, rng)
-    if app.bag is not None and app.bag.kind != "suitcase":  # a backpack/shoulder bag shows on the torso rows
-        torso = [0.8 * a + 0.2 * b for a, b in zip(torso, _hist_of_bgr(app.bag.bgr, gain, spread, rng), strict=True)]
     legs = _hist_of_bgr(app.lower_bgr, gain, spread, rng)
-    if app.bag is not None and app.bag.kind == "suitcase":
-        legs = [0.8 * a + 0.2 * b for a, b in zip(legs, _hist_of_bgr(app.bag.bgr, gain, spread, rng), strict=True)]
+    if app.bag is not None:
+        w = share.get(app.bag.kind, 0.2)
+        bag = _hist_of_bgr(app.bag.bgr, gain, spread, rng)
+        if app.bag.kind == "suitcase":
+            legs = [(1 - w) * a + w * b for a, b in zip(legs, bag, strict=True)]
+        else:
+            torso = [(1 - w) * a + w * b for a, b in zip(torso, bag, strict=True)]
     return {"layout": "hue8+grey3/v1", "head": head, "torso": torso, "legs": legs, "height_m": app.height_m}

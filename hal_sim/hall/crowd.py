@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 import jupedsim as jps
 import numpy as np
+from shapely import Point
+from shapely.ops import nearest_points
 
 from hal_sim.hall.appearance import Appearance
 from hal_sim.hall.floor_plan import FloorPlan
@@ -29,6 +31,7 @@ from hal_sim.hall.plan import TravellerPlan
 __all__ = ["FrameState", "HallRun", "LegTiming", "simulate"]
 
 STRIDE_M = 1.4  #: one gait cycle (two steps) at walking speed
+ROUTE_CLEARANCE_M = 0.35
 
 
 @dataclass
@@ -105,7 +108,11 @@ def simulate(plan: FloorPlan, travellers: list[TravellerPlan], duration_s: float
     sim = jps.Simulation(model=jps.CollisionFreeSpeedModel(), geometry=plan.free_space, dt=dt_s)
     stage = sim.add_direct_steering_stage()
     journey = sim.add_journey(jps.JourneyDescription([stage]))
-    router = jps.RoutingEngine(plan.free_space)
+    # routes are planned on the free space shrunk by a body width: waypoints on a corner would pin
+    # agents against it (the operational model keeps them off walls, the waypoint pulls them on)
+    route_space = plan.free_space.buffer(-ROUTE_CLEARANCE_M)
+    route_inner = route_space.buffer(-0.05)
+    router = jps.RoutingEngine(route_space)
     rng = np.random.default_rng(seed + 7919)
 
     records = {p.traveller_id: TravellerRecord(p, [(p.t_spawn_s, p.appearance)]) for p in travellers}
@@ -116,14 +123,32 @@ def simulate(plan: FloorPlan, travellers: list[TravellerPlan], duration_s: float
     n_frames = int(duration_s * fps)
     spawn_points = list(plan.config.spawn_points_m)
 
-    def start_leg(w: _Walker, t: float) -> None:
+    def inside(p: tuple[float, float]) -> tuple[float, float]:
+        pt = Point(p)
+        if route_space.contains(pt):
+            return p
+        q = nearest_points(route_inner, pt)[0]  # strictly inside, not on the boundary
+        return (q.x, q.y)
+
+    def route(w: _Walker) -> None:
         agent = sim.agent(w.agent_id)
         leg = w.rec.plan.legs[w.leg]
-        w.path = [tuple(p) for p in router.compute_waypoints(tuple(agent.position), leg.target_m)[1:]]
+        start = inside(tuple(agent.position))
+        try:
+            w.path = [tuple(p) for p in router.compute_waypoints(start, inside(leg.target_m))[1:]] or [start]
+        except RuntimeError:  # a point the navigation mesh rounds outside: walk straight, the model avoids walls
+            w.path = [inside(leg.target_m)]
+
+    def start_leg(w: _Walker, t: float, new_leg: bool = True) -> None:
+        agent = sim.agent(w.agent_id)
+        leg = w.rec.plan.legs[w.leg]
+        route(w)
         w.arrived_at_s = math.nan
-        w.rec.legs.append(LegTiming(t))
-        length = sum(math.dist(a, b) for a, b in zip([tuple(agent.position)] + w.path[:-1], w.path, strict=True))
-        w.patience_s = 30.0 + 3.0 * length / max(leg.speed_mps, 0.3)
+        if new_leg:
+            w.rec.legs.append(LegTiming(t))
+        if new_leg:
+            length = sum(math.dist(a, b) for a, b in zip([tuple(agent.position)] + w.path[:-1], w.path, strict=True))
+            w.patience_s = 30.0 + 3.0 * length / max(leg.speed_mps, 0.3)
         agent.model.desired_speed = leg.speed_mps
         agent.target = w.path[0]
 
@@ -154,7 +179,12 @@ def simulate(plan: FloorPlan, travellers: list[TravellerPlan], duration_s: float
             leg = w.rec.plan.legs[w.leg]
             if math.isnan(w.arrived_at_s):
                 # a target blocked by someone standing on it: give up the last metre after a long wait
-                stuck = t - w.rec.legs[-1].t_start_s > w.patience_s and math.dist(pos, leg.target_m) < 2.0
+                late = t - w.rec.legs[-1].t_start_s > w.patience_s
+                stuck = late and math.dist(pos, leg.target_m) < 2.0
+                if late and not stuck:  # jammed on the way: plan again from here, wait longer
+                    start_leg(w, t, new_leg=False)
+                    w.patience_s += 30.0
+                    continue
                 if stuck or math.dist(pos, w.path[0]) < (0.6 if len(w.path) > 1 else 0.35):
                     if stuck:
                         w.path = w.path[-1:]

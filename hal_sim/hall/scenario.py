@@ -23,16 +23,17 @@ from hal_sim.hall.plan import BEHAVIOUR_TYPES, Leg, TravellerPlan
 __all__ = ["HallScenario", "build_travellers", "SCRIPTED_CASES"]
 
 #: Scripted cases and the behaviour type each one is ground truth for.
+#: (Ordered so that the cases using the blind corner are spread apart in time.)
 SCRIPTED_CASES = {
     "loitering": "loitering",
-    "restroom_long": "long_stay",
     "blind_long": "long_stay",
-    "jacket_off": "appearance_change",
-    "bag_swap": "appearance_change",
-    "meeting": "meeting",
+    "restroom_long": "long_stay",
     "u_turn": "u_turn",
+    "jacket_off": "appearance_change",
     "repeated_passes": "repeated_passes",
+    "meeting": "meeting",
     "counter_flow": "counter_flow",
+    "bag_swap": "appearance_change",
 }
 
 
@@ -45,7 +46,7 @@ class HallScenario:
     travellers_per_hour: float = 240.0
     scripted: tuple[str, ...] = tuple(SCRIPTED_CASES)
     scripted_start_s: float = 20.0  #: first scripted case spawns then, the others spread over the period
-    scripted_spread_s: float | None = None  #: default: the first 40 % of the period
+    scripted_spread_s: float | None = None  #: default: the first 70 % of the period
 
 
 def _speed(rng: np.random.Generator) -> float:
@@ -68,7 +69,9 @@ class _Routes:
 
     def restroom(self, v: float, stay_s: float, event: tuple[str, str] | None = None, **kw) -> list[Leg]:
         door_in = (10.7, 18.8)
-        return [Leg(door_in, v), Leg(self.pt("restroom", 0.5), v, dwell_s=stay_s, event=event, **kw),
+        # the stalls: behind the privacy screen, out of every camera's sight
+        inside = (float(self.rng.uniform(8.7, 12.3)), float(self.rng.uniform(22.7, 24.4)))
+        return [Leg(door_in, v), Leg(inside, v, dwell_s=stay_s, event=event, **kw),
                 Leg(door_in, v)]
 
     def baggage(self, v: float, wait_s: float) -> list[Leg]:
@@ -131,21 +134,22 @@ def _scripted(case: str, tid: int, t: float, plan: FloorPlan, rng: np.random.Gen
         stay = float(rng.uniform(150, 200)) if case == "blind_long" else float(rng.uniform(15, 30))
         zone = "blind_corner"
         # fixed, separate spots: two scripted cases in the corner at once must not block each other
-        spot = {"blind_long": (29.7, 17.3), "jacket_off": (31.3, 17.2), "bag_swap": (29.8, 19.3)}[case]
+        spot = {"blind_long": (29.2, 17.1), "jacket_off": (29.3, 19.4), "bag_swap": (30.5, 17.1)}[case]
         legs.append(Leg(spot, v, dwell_s=stay, appearance_after=after, event=(btype, zone),
                         event_from_arrival=True))
         legs += r.customs_and_exit(v)
     elif case == "meeting":
         partner = tid + 1
-        p1 = (30.8, 19.3)
-        p2 = (31.5, 18.4)
+        p1 = (30.2, 19.4)
+        p2 = (30.9, 17.4)
         app2 = random_appearance(rng)
         v2 = _speed(rng)
         legs = r.corridor(v) + r.baggage(v, 15)
-        legs.append(Leg(p1, v, meet_with=partner, together_s=float(rng.uniform(30, 45)), event=(btype, "blind_corner"),
+        together = float(rng.uniform(30, 45))
+        legs.append(Leg(p1, v, meet_with=partner, together_s=together, event=(btype, "blind_corner"),
                         event_from_arrival=True))
         legs += r.customs_and_exit(v)
-        legs2 = r.corridor(v2) + [Leg(p2, v2, meet_with=tid, together_s=0.0, event=(btype, "blind_corner"),
+        legs2 = r.corridor(v2) + [Leg(p2, v2, meet_with=tid, together_s=together, event=(btype, "blind_corner"),
                                       event_from_arrival=True)]
         legs2 += r.customs_and_exit(v2)
         spawn2 = tuple(plan.config.spawn_points_m[int(rng.integers(len(plan.config.spawn_points_m)))])
@@ -178,7 +182,7 @@ def build_travellers(plan: FloorPlan, scenario: HallScenario) -> list[TravellerP
     rng = np.random.default_rng(scenario.seed)
     out: list[TravellerPlan] = []
     tid = 1
-    spread = scenario.scripted_spread_s if scenario.scripted_spread_s is not None else 0.4 * scenario.duration_s
+    spread = scenario.scripted_spread_s if scenario.scripted_spread_s is not None else 0.7 * scenario.duration_s
     for i, case in enumerate(scenario.scripted):
         t = scenario.scripted_start_s + (spread * i / max(1, len(scenario.scripted)))
         made = _scripted(case, tid, t, plan, rng)
