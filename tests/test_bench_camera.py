@@ -115,6 +115,13 @@ def test_quick_bench_json_has_the_real_ppg_keys(monkeypatch: Any, tmp_path: Any)
     assert all(r["control_false_pulse_rate"] == 0.0 for r in curve)  # the controls' traces hold no pulse
     saved = json.loads((tmp_path / "bench_camera.json").read_text())
     assert any(f.endswith("camera_gate_curve.png") for f in saved["figures"])
+    assert any(f.endswith("camera_real_ppg.png") for f in saved["figures"])  # ours beside the peer
+    assert result["real_ppg_raw_within_5bpm_still"] == 1.0  # the fake clips' raw rates are 0.5 bpm off
+    import pickle
+
+    traces = pickle.loads((tmp_path / "bench_camera_traces.pkl").read_bytes())  # for exact offline replays
+    assert len(traces) == len(saved_clips := json.loads((tmp_path / "bench_camera_clips.json").read_text()))
+    assert traces[0]["name"] == saved_clips[0]["name"] and "_trace" in traces[0]
     assert "_trace" not in json.loads((tmp_path / "bench_camera_clips.json").read_text())[0]
 
 

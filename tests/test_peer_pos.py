@@ -30,10 +30,14 @@ def test_detrend_removes_a_slow_drift_and_keeps_the_pulse() -> None:
 
 def test_collector_finds_the_face_and_reads_the_rate_from_frames() -> None:
     peer = PeerPosCollector()
+    first_box = None
     for frame, _ in face_frames(600, FPS, hr_bpm=66.0, pulse_amp=0.004, seed=4):
         peer.add(frame)
+        first_box = first_box or peer.static_box
     assert peer.box is not None and peer.box[2] > 60  # the Haar face, enlarged 1.5x
-    assert len(peer.rgb) == 600
+    assert peer.static_box == first_box  # the toolbox default: one detection for the whole clip
+    assert len(peer.rgb) == len(peer.rgb_static) == 600
     hr = peer.hr_bpm(FPS)
     assert hr is not None and abs(hr - 66.0) < 2.0
+    assert peer.hr_bpm(FPS, static=False) is not None  # the re-detected box variant is read too
     assert PeerPosCollector().hr_bpm(FPS) is None  # no frames: no rate
