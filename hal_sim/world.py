@@ -398,6 +398,25 @@ class SimWorld:
             rate = rate + src_rate
         return rate, dose
 
+    def expected_rate_at(
+        self, detector_model: str, point_m: tuple[float, float, float], n_channels: int = 1024,
+        max_energy_kev: float = 3000.0,
+    ) -> tuple[np.ndarray, float]:
+        """Mean rate spectrum and true H*(10) rate of a detector standing still at ``point_m``.
+
+        For a handheld held at a chosen point (the bench's handheld search, which moves the
+        instrument itself rather than through a scenario unit's motion)."""
+        memo = self._memo(detector_model, n_channels, max_energy_kev)
+        det = np.asarray(point_m, dtype=float).reshape(1, 3)
+        rate, dose = self._background(memo, det)
+        if self.sources:
+            r, areal = self._rays(det)
+            for j in range(len(self.sources)):
+                tk, hk = self._transmitted(memo, j, float(r[j, 0]), areal[j, 0])
+                rate = rate + tk / float(r[j, 0]) ** 2
+                dose += hk / float(r[j, 0]) ** 2
+        return rate, dose
+
     def _background(self, memo: _ResponseMemo, det: np.ndarray) -> tuple[np.ndarray, float]:
         """Background rate spectrum and H*(10) averaged over the sub-step positions.
 

@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from cedge.bench.localize_handheld import handheld_figure, run_handheld, summarize_handheld
 from cedge.bench.localize_scenarios import (
     BENCH_SEED,
     LANES_Y,
@@ -73,7 +74,6 @@ from controller.localization import (
 __all__ = ["baseline_single_pass", "run_bench", "score_case"]
 
 MATCH_RADIUS_M = 2.0
-HANDHELD_NOTE = "handheld search (issue 17 item 5) is not implemented yet"
 
 
 # =========================================================================== baseline
@@ -131,8 +131,11 @@ def _params(case: Case) -> LocalizationParams:
     return LocalizationParams(site=site_of(case))
 
 
-def score_case(sim: SimulatedCase, params: LocalizationParams | None = None) -> dict[str, Any]:
-    """Run the localizer (and the baseline, and the bound) on one simulated scenario."""
+def score_case(sim: SimulatedCase, params: LocalizationParams | None = None, handheld: bool = False
+               ) -> dict[str, Any]:
+    """Run the localizer (and the baseline, and the bound) on one simulated scenario; with
+    ``handheld``, also the handheld's guided search and its walk-to-the-point baseline
+    (:mod:`cedge.bench.localize_handheld`) where the source was detected."""
     case = sim.case
     p = params or _params(case)
     t0 = time.thread_time()
@@ -183,6 +186,8 @@ def score_case(sim: SimulatedCase, params: LocalizationParams | None = None) -> 
     base = baseline_single_pass(sim.ms)
     if base is not None:
         rec["baseline_horizontal_error_m"] = math.hypot(base[0] - truth[0], base[1] - truth[1])
+    if handheld:
+        rec.update(run_handheld(case, e, case.seed))
     return rec
 
 
@@ -353,9 +358,8 @@ def summarize(recs: list[dict[str, Any]]) -> dict[str, Any]:
         if det1 else None,
         "baseline_median_horizontal_error_m": _median(base),
         "fit_ms_p50": _median([r["fit_ms"] for r in recs]),
-        "handheld_success_rate": None,
-        "handheld_note": HANDHELD_NOTE,
     }
+    out.update(summarize_handheld(recs))
     fam: dict[str, dict[str, Any]] = {}
     for r in recs:
         f = fam.setdefault(r["family"], {"n": 0, "detected": 0, "errors": [], "false": 0})
@@ -430,13 +434,16 @@ def write_figures(recs: list[dict[str, Any]], sims: dict[str, SimulatedCase], ou
     fig.savefig(path)
     plt.close(fig)
     paths.append(str(path))
+    hh = handheld_figure(recs, {k: v.case for k, v in sims.items()}, out / "bench_localize_handheld.png")
+    if hh:
+        paths.append(hh)
     return paths
 
 
 # =========================================================================== entry point
 def run_bench(json_out: bool = False, quick: bool = False, out_dir: str | Path | None = None,
               seed: int = BENCH_SEED, cache_dir: str | Path | None = None,
-              families: list[str] | None = None) -> dict[str, Any]:
+              families: list[str] | None = None, handheld: bool = True) -> dict[str, Any]:
     """Run the benchmark; returns one flat dict (the CLI prints it as JSON)."""
     t0 = time.perf_counter()
     cache = Path(cache_dir) if cache_dir else None
@@ -447,7 +454,7 @@ def run_bench(json_out: bool = False, quick: bool = False, out_dir: str | Path |
     for c in todo:
         sim = simulate(c, cache_dir=cache)
         sims[c.name] = sim
-        recs.append(score_case(sim))
+        recs.append(score_case(sim, handheld=handheld))
         if progress:
             progress(c.name, recs[-1])
     result: dict[str, Any] = {"bench": "localize", "quick": quick, "seed": seed,
