@@ -196,11 +196,22 @@ class WebConfig(_Cfg):
     # extra host names the console may be reached by (Host header; DNS-rebinding defence,
     # controller.web.host_check); the bound host, and on loopback localhost/127.0.0.1/::1, always are
     allowed_hosts: list[str] = Field(default_factory=list, max_length=64)
+    # the site plan on the map: container rows and stacks (configs/sites/*.yaml; default: the
+    # localization's site_file), and an optional background image the site supplies (PNG/JPEG),
+    # placed by the local-metre bounds of its edges [x_min, y_min, x_max, y_max]
+    site_file: str | None = None
+    site_image_file: str | None = None
+    site_image_bounds_m: tuple[float, float, float, float] | None = None
 
     @model_validator(mode="after")
     def _tls_pair(self) -> WebConfig:
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("web: tls_cert_file and tls_key_file go together")
+        if (self.site_image_file is None) != (self.site_image_bounds_m is None):
+            raise ValueError("web: site_image_file and site_image_bounds_m go together")
+        b = self.site_image_bounds_m
+        if b is not None and not (b[0] < b[2] and b[1] < b[3]):
+            raise ValueError("web: site_image_bounds_m is [x_min, y_min, x_max, y_max] with min < max")
         return self
 
 
@@ -248,6 +259,8 @@ class ControllerConfig(_Cfg):
             raise ValueError("require_enrolment is true but neither enrolled_units nor enrolled_units_file is set")
         if self.require_enrolment is False and listed:
             raise ValueError("enrolled_units/enrolled_units_file given but require_enrolment is false")
+        if self.web.site_file is None and self.localization.site_file is not None:
+            self.web.site_file = self.localization.site_file  # the console draws the yard the localizer uses
         return self
 
     @field_validator("store")

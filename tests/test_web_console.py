@@ -48,6 +48,7 @@ def _shot(tmp_path: Path, name: str) -> Path:
     return (DOCS or tmp_path) / name
 
 
+REPO = Path(__file__).resolve().parents[1]
 DEADLINE_S = 60.0  # generous: the CI machine is slow; every wait polls for its condition
 
 
@@ -90,6 +91,19 @@ def _spectrum(rng: np.random.Generator, bg_cps: float, src_cps: float) -> list[i
     return rng.poisson(mean).astype(int).tolist()
 
 
+def _png(path: Path, w: int = 8, h: int = 4) -> None:
+    """A tiny grey RGB PNG (PNG spec: signature, IHDR, one zlib IDAT, IEND), as a site's background image."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    raw = b"".join(b"\x00" + bytes([90, 100, 110] * w) for _ in range(h))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
 class Fleet:
     def __init__(self, work: Path):
         from agent import wire_schema as ws
@@ -110,7 +124,11 @@ class Fleet:
         key = work / "command_key.pem"
         key.write_bytes(Ed25519PrivateKey.generate().private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        _png(work / "yard.png")
         cfg = {"schema": 1, "db_path": str(self.db), "command_signing_key": str(key),
+               # the site plan on the map (web only: the localizer keeps its open-yard model here)
+               "web": {"site_file": str(REPO / "configs" / "sites" / "demo_yard.yaml"),
+                       "site_image_file": str(work / "yard.png"), "site_image_bounds_m": [-160.0, -40.0, 160.0, 60.0]},
                "broker": {"host": self.broker.host, "port": self.broker.port, "reconnect_max_s": 1.0},
                # hold the incident: the handheld is sent by the operator, by hand, from the console
                "dispatch": {"hold_for_fusion_s": 3600.0}, "tick_s": 0.5}
@@ -308,6 +326,10 @@ def test_bad_input_gets_a_clear_4xx_json_error(fleet: Fleet) -> None:
     assert status == 404 and "A-none" in body["error"]
     status, body = op.call("POST", "/api/incidents/I-none/close", {"note": "x"})
     assert status == 404
+    status, site = op.call("GET", "/api/site")
+    assert status == 200 and len(site["columns"]) == 40 and site["image"]["x0_m"] == -160.0
+    assert {c["row"] for c in site["columns"]} == {"A", "B", "C", "D"}
+    assert {c["tiers"] for c in site["columns"]} == {1, 2}
     status, body = op.call("GET", "/api/openapi.json")
     assert status == 200 and "/api/dispatch" in body["paths"] and "/api/alarms/{alarm_id}/spectrum" in body["paths"]
 
@@ -327,6 +349,12 @@ def test_api_gives_the_incident_spectrum_and_lines(fleet: Fleet) -> None:
     # the alarm spectrum's 662 keV region stands out of its background; the lines mark Cs-137 there
     assert counts[ch - 5: ch + 6].sum() > 2 * back[ch - 5: ch + 6].sum()
     assert any(ln["nuclide"] == "Cs-137" and abs(ln["energy_kev"] - 661.657) < 0.1 for ln in spec["lines"])
+    # the waterfall along mob-1's track: the 662 keV bin lights up near the source (x = 0), not 100 m before
+    status, wf = op.call("GET", "/api/alarms/A-web-1/waterfall")
+    assert status == 200 and wf["unit_id"] == "mob-1" and wf["bins"] == 128 and len(wf["rows"]) >= 100
+    b662 = int(661.657 / wf["e_max_kev"] * wf["bins"])
+    by_x = {round(r["x_m"]): r["cps_per_bin"][b662] for r in wf["rows"]}
+    assert by_x[0] > 5 * max(by_x[-70], 1.0), (by_x[0], by_x[-70])
 
 
 # ---------------------------------------------------------------------------------------- browser
@@ -373,6 +401,8 @@ def test_operator_console_in_chromium(fleet: Fleet, browser: Any, tmp_path: Path
     assert "ALERT" in alert_row and "hr_bpm 97 (78, z 6.3)" in alert_row
     assert "71 bpm" in page.inner_text('#vitals tr[data-track="cam-1/t1"]')
     assert "mob-1" in page.get_attribute("#map", "data-units")
+    # the site plan: the demo yard's 40 container columns and the site's background image
+    page.wait_for_selector('#map[data-site-columns="40"][data-site-image="drawn"]', timeout=ms)
     # watch a unit move: new positions arrive over the live stream, no reload
     x_before = page.evaluate("window.consoleState.units.find(u => u.unit_id === 'hh-1').x_m")
     for step in range(1, 6):
@@ -390,6 +420,7 @@ def test_operator_console_in_chromium(fleet: Fleet, browser: Any, tmp_path: Path
                            timeout=ms)
     assert "Cs-137" in page.inner_text("#incident-summary") and "95 % region" in page.inner_text("#incident-summary")
     assert page.get_attribute("#export-html", "href") == f"/api/incidents/{inc_id}/export?format=html"
+    page.wait_for_function("Number(document.querySelector('#waterfall').dataset.rows) >= 100", timeout=ms)
     page.locator(".grid section").nth(2).screenshot(path=str(_shot(tmp_path, "console_incident.png")))
     # acknowledge the alarm
     page.click('button[data-ack="A-web-1"]')
@@ -436,6 +467,18 @@ def test_viewer_page_offers_no_actions(fleet: Fleet, browser: Any) -> None:
     page.wait_for_selector('#spectrum[data-lines*="Cs-137"]', timeout=DEADLINE_S * 1000)
     assert not page.errors, page.errors  # no script error, no Content-Security-Policy violation
     page.context.close()
+
+
+def test_timeline_has_unit_births_and_states(fleet: Fleet) -> None:
+    op = Client(fleet.url)
+    op.login("olga")
+    status, events = op.call("GET", "/api/timeline")
+    units = [e["text"] for e in events if e["kind"] == "unit"]
+    assert status == 200 and {"mob-1", "hh-1", "hh-2", "cam-1"} <= {t.split()[0] for t in units if " birth " in t}
+    # the state each unit entered, recorded by the console as it changed (units table keeps only the current one)
+    assert {"mob-1 online", "hh-1 online"} <= set(units), units
+    times = [e["t_utc"] for e in events]
+    assert times == sorted(times, key=lambda t: datetime.fromisoformat(t.replace("Z", "+00:00")))
 
 
 def test_incident_export_n42_and_html_report(fleet: Fleet) -> None:

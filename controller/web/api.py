@@ -107,6 +107,8 @@ class ConsoleApi:
         self.live = broadcaster
         self.secure_cookie = secure_cookie
         self._failures: dict[str, deque[float]] = {}
+        self.site_plan: dict[str, Any] = {"name": None, "columns": [], "image": None}
+        self.site_image_file: str | None = None
 
     # ------------------------------------------------------------------ helpers
     async def _body(self, request: Request, model: type[_Body]) -> Any:
@@ -275,6 +277,54 @@ class ConsoleApi:
         if data is None:
             raise ApiError(404, f"alarm {alarm_id} is unknown")
         return JSONResponse(data)
+
+    async def waterfall(self, request: Request) -> Response:
+        """A waterfall of the alarming unit's spectra along its track, ``before_s`` (default 120) before the
+        alarm's peak to ``after_s`` (default 60) after: one row per measurement, counts per second in
+        equal energy bins.
+        ---
+        summary: Spectra waterfall around an alarm
+        parameters: [{name: alarm_id, in: path, required: true, schema: {type: string}},
+          {name: before_s, in: query, schema: {type: integer, minimum: 1, maximum: 3600}},
+          {name: after_s, in: query, schema: {type: integer, minimum: 0, maximum: 3600}}]
+        responses: {200: {description: "rows (oldest first): t_utc, x_m, y_m, gross_cps, cps_per_bin; e_max_kev"},
+          404: {description: unknown alarm}}
+        """
+        self.sessions.require(request)
+        alarm_id = request.path_params["alarm_id"]
+        before, after = _int_param(request, "before_s", 120, 1, 3600), _int_param(request, "after_s", 60, 0, 3600)
+
+        def read() -> dict[str, Any]:
+            a = self._exists("SELECT unit_id, t_epoch_s, t_peak_epoch_s FROM alarms WHERE alarm_id = ?",
+                             alarm_id, "alarm")
+            t = a.get("t_peak_epoch_s") or a["t_epoch_s"]
+            return {"alarm_id": alarm_id, **queries.waterfall(self.store, a["unit_id"], t - before, t + after)}
+
+        return JSONResponse(await run_in_threadpool(read))
+
+    async def site(self, request: Request) -> Response:
+        """The site plan: container columns (row, bay, footprint in local metres, tiers) and the background image.
+        ---
+        summary: Site plan
+        responses: {200: {description: "name, columns, image (url and local-metre bounds) or null"}}
+        """
+        self.sessions.require(request)
+        return JSONResponse(self.site_plan)
+
+    async def site_image(self, request: Request) -> Response:
+        """The site's background image (as configured; served from the controller, never from the internet).
+        ---
+        summary: Site background image
+        responses: {200: {description: the image}, 404: {description: no image configured}}
+        """
+        self.sessions.require(request)
+        if not self.site_plan.get("image") or not self.site_image_file:
+            raise ApiError(404, "no site image configured (web.site_image_file)")
+        from starlette.responses import FileResponse
+
+        from controller.web.site_plan import image_media_type
+
+        return FileResponse(self.site_image_file, media_type=image_media_type(self.site_image_file))
 
     async def events(self, request: Request) -> Response:
         """Server-Sent Events: alarms, positions, units, tasks, incidents, actions as they are stored.

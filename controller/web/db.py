@@ -1,4 +1,6 @@
-"""The console's own tables in the controller database: operator users and operator actions.
+"""The console's own tables in the controller database: operator users, operator actions, and the
+history of unit states (online/stale/offline) the console saw change (the store keeps only the
+current state; the timeline shows the changes).
 
 Why in the controller database: one file to back up, and the actions sit next to the alarms and
 tasks they act on, each with who did it and when.  The tables are created here, not in
@@ -34,6 +36,14 @@ CREATE TABLE IF NOT EXISTS web_actions (
     result TEXT,
     done_utc TEXT
 );
+CREATE TABLE IF NOT EXISTS web_unit_states (
+    id INTEGER PRIMARY KEY,
+    t_utc TEXT NOT NULL,
+    unit_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    previous TEXT
+);
+CREATE INDEX IF NOT EXISTS idx_web_unit_states_unit ON web_unit_states (unit_id, id);
 CREATE INDEX IF NOT EXISTS idx_web_actions_state ON web_actions (state);
 CREATE INDEX IF NOT EXISTS idx_web_actions_target ON web_actions (action, target);
 """

@@ -15,7 +15,7 @@ import numpy as np
 from controller.store import Store, epoch_s
 
 __all__ = ["alarm_spectrum", "list_actions", "list_alarms", "list_incidents", "positions_after", "timeline",
-           "unit_rows", "vitals_rows", "watermarks"]
+           "unit_rows", "vitals_rows", "watermarks", "waterfall"]
 
 _UNIT_COLS = ("unit_id", "unit_type", "state", "state_since_utc", "last_seen_utc", "x_m", "y_m", "z_m",
               "available", "task_id", "sensors", "outbox_pending", "messages", "software_version", "boot_id")
@@ -120,7 +120,7 @@ def watermarks(store: Store) -> dict[str, Any]:
 
 
 def timeline(store: Store, limit: int = 300) -> list[dict[str, Any]]:
-    """Alarms, task transitions and operator actions, newest last."""
+    """Alarms, task transitions, unit states (changes, births, deaths) and operator actions, newest last."""
     events: list[dict[str, Any]] = []
     for a in store.query("SELECT alarm_id, unit_id, t_peak_utc, significance_sigma FROM alarms ORDER BY id DESC "
                          "LIMIT ?", (limit,)):
@@ -135,9 +135,22 @@ def timeline(store: Store, limit: int = 300) -> list[dict[str, Any]]:
         events.append({"t_utc": w["t_utc"], "kind": "action", "unit_id": None,
                        "text": f"{w['user']} {w['action']} {w['target']}: {w['state']}"
                                + (f" ({w['result']})" if w.get("result") else "")})
+    # unit states: the changes the console recorded (controller.web.sse), births and deaths from the
+    # store's session ledger, and the current state of a unit with no recorded change
+    changed: set[str] = set()
+    for c in store.query("SELECT t_utc, unit_id, state, previous FROM web_unit_states ORDER BY id DESC LIMIT ?",
+                         (limit,)):
+        changed.add(c["unit_id"])
+        events.append({"t_utc": c["t_utc"], "kind": "unit", "unit_id": c["unit_id"],
+                       "text": f"{c['unit_id']} {c['previous'] + ' -> ' if c['previous'] else ''}{c['state']}"})
+    for b in store.query("SELECT unit_id, boot_id, kind, CASE WHEN clock_valid = 1 THEN t_utc ELSE received_utc "
+                         "END AS t FROM sessions ORDER BY id DESC LIMIT ?", (limit,)):
+        events.append({"t_utc": b["t"], "kind": "unit", "unit_id": b["unit_id"],
+                       "text": f"{b['unit_id']} {b['kind']} (boot {str(b['boot_id'])[:12]})"})
     for u in store.list_units():
-        events.append({"t_utc": u["state_since_utc"], "kind": "unit", "unit_id": u["unit_id"],
-                       "text": f"{u['unit_id']} {u['state']}"})
+        if u["unit_id"] not in changed:
+            events.append({"t_utc": u["state_since_utc"], "kind": "unit", "unit_id": u["unit_id"],
+                           "text": f"{u['unit_id']} {u['state']}"})
     events = [e for e in events if e["t_utc"]]
     events.sort(key=lambda e: epoch_s(e["t_utc"]) or 0.0)
     return events[-limit:]
@@ -214,3 +227,37 @@ def alarm_spectrum(store: Store, alarm_id: str, window_s: float = 15.0,
 
 def db_error_text(err: sqlite3.Error) -> str:
     return f"database error: {err}"
+
+
+WATERFALL_BINS = 128
+WATERFALL_MAX_ROWS = 600
+
+
+def waterfall(store: Store, unit_id: str, t0_epoch_s: float, t1_epoch_s: float,
+              bins: int = WATERFALL_BINS) -> dict[str, Any]:
+    """A unit's spectra along its track as a waterfall: one row per measurement (oldest first), counts
+    rebinned onto ``bins`` equal energy bins from 0 to the highest calibrated energy, with the row's
+    time, position and gross rate - the display mobile systems give the driver and the analyst.
+
+    Rebinning: each channel's counts go to the bin holding the channel's centre energy (the unit's
+    own polynomial calibration), so rows with different calibrations line up in energy."""
+    rows = store.query("SELECT t_utc, t_epoch_s, x_m, y_m, gross_cps, live_time_s, spectrum, energy_calibration_kev "
+                       "FROM measurements WHERE unit_id = ? AND spectrum IS NOT NULL AND t_epoch_s BETWEEN ? AND ? "
+                       "ORDER BY t_epoch_s LIMIT ?", (unit_id, t0_epoch_s, t1_epoch_s, WATERFALL_MAX_ROWS))
+    e_max = 0.0
+    prepared = []
+    for r in rows:
+        counts = np.asarray(r["spectrum"], dtype=float)
+        cal = r.get("energy_calibration_kev") or [0.0, 3.0]
+        energies = np.polyval(np.asarray(cal, dtype=float)[::-1], np.arange(counts.size) + 0.5)
+        e_max = max(e_max, float(energies[-1]) if counts.size else 0.0)
+        prepared.append((r, counts, energies))
+    e_max = e_max or 3000.0
+    edges = np.linspace(0.0, e_max, bins + 1)
+    out = []
+    for r, counts, energies in prepared:
+        binned, _ = np.histogram(energies, bins=edges, weights=counts)
+        live = float(r.get("live_time_s") or 1.0)
+        out.append({"t_utc": r["t_utc"], "x_m": r.get("x_m"), "y_m": r.get("y_m"), "gross_cps": r.get("gross_cps"),
+                    "cps_per_bin": np.round(binned / live, 3).tolist()})
+    return {"unit_id": unit_id, "bins": bins, "e_max_kev": e_max, "rows": out}

@@ -42,6 +42,7 @@ from controller.web.api import ApiError, ConsoleApi, error_response
 from controller.web.auth import AuthError, SessionStore
 from controller.web.db import connect
 from controller.web.host_check import HostCheck
+from controller.web.site_plan import SitePlanError, load_site_plan
 from controller.web.sse import Broadcaster
 
 __all__ = ["WebServer", "build_app"]
@@ -78,8 +79,12 @@ class _SecurityHeaders:
 
 def build_app(store: Store, db_path: str, config: WebConfig) -> tuple[Starlette, Broadcaster]:
     sessions = SessionStore(config.session_ttl_s)
-    live = Broadcaster(store, config.poll_interval_s)
+    live = Broadcaster(store, config.poll_interval_s, history=connect(db_path))
     api = ConsoleApi(store, connect(db_path), sessions, live, secure_cookie=config.tls_cert_file is not None)
+    try:  # a bad site file or image costs the drawing, not the console
+        api.site_plan, api.site_image_file = load_site_plan(config), config.site_image_file
+    except SitePlanError as err:
+        log.error("console: no site plan on the map: %s", err)
     schemas = SchemaGenerator({"openapi": "3.0.3", "info": {
         "title": "customs-edge operator console API", "version": "1",
         "description": "Session cookie from POST /api/login; state-changing requests need the X-CSRF-Token "
@@ -100,6 +105,7 @@ def build_app(store: Store, db_path: str, config: WebConfig) -> tuple[Starlette,
         Route("/api/units", api.units),
         Route("/api/alarms", api.alarms),
         Route("/api/alarms/{alarm_id}/spectrum", api.spectrum),
+        Route("/api/alarms/{alarm_id}/waterfall", api.waterfall),
         Route("/api/alarms/{alarm_id}/ack", api.ack_alarm, methods=["POST"]),
         Route("/api/incidents", api.incidents),
         Route("/api/incidents/{incident_id}/close", api.close_incident, methods=["POST"]),
@@ -112,6 +118,8 @@ def build_app(store: Store, db_path: str, config: WebConfig) -> tuple[Starlette,
         Route("/api/actions", api.actions),
         Route("/api/vitals", api.vitals),
         Route("/api/users", api.add_user, methods=["POST"]),
+        Route("/api/site", api.site),
+        Route("/api/site/image", api.site_image),
         Route("/api/events", api.events),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]

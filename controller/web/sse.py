@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -34,8 +35,11 @@ KEEPALIVE_S = 15.0
 
 
 class Broadcaster:
-    def __init__(self, store: Store, poll_interval_s: float):
+    def __init__(self, store: Store, poll_interval_s: float, history: sqlite3.Connection | None = None):
         self.store = store
+        self.history = history  # where unit-state changes are recorded (controller.web.db), if given
+        self._unit_states: dict[str, str] | None = None
+        self._units_mark: Any = None
         self.poll_interval_s = poll_interval_s
         self.clients: set[asyncio.Queue[tuple[str, Any] | None]] = set()
         self._marks: dict[str, Any] | None = None
@@ -51,8 +55,37 @@ class Broadcaster:
         self._last["measurements"] = int(m["measurements"] or 0)
         self._last["actions"] = int(str(m["actions"]).split(":")[0] or 0)
 
+    def _record_unit_states(self) -> None:
+        """Append each unit's state change (online/stale/offline...) to ``web_unit_states``, stamped
+        with the store's own ``state_since_utc`` (so the time is the change's, not this poll's)."""
+        if self.history is None:
+            return
+        mark = self.store.query("SELECT MAX(state_since_utc) AS m, COUNT(*) AS n FROM units")[0]
+        if mark == self._units_mark:
+            return
+        if self._unit_states is None:  # after a restart: continue from what was recorded
+            self._unit_states = {r["unit_id"]: r["state"] for r in self.history.execute(
+                "SELECT unit_id, state FROM web_unit_states WHERE id IN "
+                "(SELECT MAX(id) FROM web_unit_states GROUP BY unit_id)").fetchall()}
+        rows = [(u["state_since_utc"] or u["last_seen_utc"] or "", u["unit_id"], u["state"],
+                 self._unit_states.get(u["unit_id"]))
+                for u in self.store.query("SELECT unit_id, state, state_since_utc, last_seen_utc FROM units")
+                if u["state"] != self._unit_states.get(u["unit_id"])]
+        if rows:
+            self.history.execute("BEGIN IMMEDIATE")  # one short write transaction, as every console write
+            try:
+                self.history.executemany(
+                    "INSERT INTO web_unit_states (t_utc, unit_id, state, previous) VALUES (?, ?, ?, ?)", rows)
+                self.history.execute("COMMIT")
+            except BaseException:
+                self.history.execute("ROLLBACK")
+                raise
+            self._unit_states.update({r[1]: r[2] for r in rows})
+        self._units_mark = mark
+
     def _changes(self) -> list[tuple[str, Any]]:
         """What moved since the last poll (runs in a worker thread: SQLite calls block)."""
+        self._record_unit_states()
         if self._marks is None or not self.clients:
             self._init_cursors()  # nobody listening: only keep the cursors current
             return []

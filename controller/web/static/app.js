@@ -1,7 +1,7 @@
 // The operator console page: log in, load the state, follow the live events, act.
 import { api, ApiError, setCsrf } from "./api.js";
 import { drawMap, fmt } from "./map.js";
-import { drawSpectrum } from "./spectrum.js";
+import { drawSpectrum, drawWaterfall } from "./spectrum.js";
 
 const $ = (sel) => document.querySelector(sel);
 const TRACK_POINTS = 600;  // per unit, newest kept
@@ -114,11 +114,15 @@ async function selectIncident(id) {
     .sort((a, b) => b.significance_sigma - a.significance_sigma);
   const alarmId = named[0]?.alarm_id ?? inc?.alarm_ids?.[0];
   const canvas = $("#spectrum");
-  if (!alarmId) { drawSpectrum(canvas, null); return; }
+  if (!alarmId) { drawSpectrum(canvas, null); drawWaterfall($("#waterfall"), null); return; }
   try {
     const spec = await api(`/api/alarms/${encodeURIComponent(alarmId)}/spectrum`);
     state.spectrumFor = alarmId;
     drawSpectrum(canvas, spec);
+    const wf = await api(`/api/alarms/${encodeURIComponent(alarmId)}/waterfall`);
+    drawWaterfall($("#waterfall"), wf, spec.lines);
+    $("#waterfall-note").textContent = `waterfall: ${wf.rows.length} spectra of ${wf.unit_id} along its track, ` +
+      `2 min before to 1 min after the alarm, newest at the top; colour: log counts per second per energy bin`;
     $("#spectrum-note").textContent = `alarm ${alarmId} from ${spec.unit_id}: ${spec.spectra_summed} spectra, ` +
       `${fmt(spec.live_time_s)} s live (blue); ` + (spec.background ? `background ${spec.background_spectra} spectra scaled ` +
       `to the same live time (grey)` : "no background spectra stored (the unit sends spectra only in alarm)") +
@@ -180,6 +184,7 @@ async function start() {
   document.body.className = state.session.role;
   $("#who").textContent = `${state.session.user} (${state.session.role})`;
   $("#login").hidden = true; $("#console").hidden = false;
+  try { state.site = await api("/api/site"); } catch (err) { showError(err); }
   await reload();
   follow();
 }
@@ -198,6 +203,7 @@ $("#logout").addEventListener("click", async () => {
   if (source) source.close();
   location.reload();
 });
+$("#map").addEventListener("site-image", () => render());  // the site's background image has loaded
 $("#track-colour").addEventListener("change", (ev) => { state.trackColour = ev.target.value; render(); });
 $("#dispatch-button").addEventListener("click", () => {
   const unit = $("#dispatch-unit").value;

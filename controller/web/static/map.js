@@ -7,6 +7,9 @@ function bounds(state) {
   for (const pts of state.tracks.values()) for (const p of pts) add(p.x_m, p.y_m);
   for (const u of state.units) add(u.x_m, u.y_m);
   for (const a of state.alarms) add(a.x_m, a.y_m);
+  for (const c of state.site?.columns || []) { add(c.x0_m, c.y0_m); add(c.x1_m, c.y1_m); }
+  const im = state.site?.image;
+  if (im) { add(im.x0_m, im.y0_m); add(im.x1_m, im.y1_m); }
   for (const i of state.incidents) if (i.region_95) {
     const r = i.region_95; add(r.x_m - r.a_m, r.y_m - r.a_m); add(r.x_m + r.a_m, r.y_m + r.a_m);
   }
@@ -24,6 +27,7 @@ export function drawMap(canvas, state) {
   const ox = 20 + ((W - 40) - s * (b.x1 - b.x0)) / 2, oy = 20 + ((H - 40) - s * (b.y1 - b.y0)) / 2;
   const px = (x) => ox + (x - b.x0) * s;
   const py = (y) => H - (oy + (y - b.y0) * s);  // north up
+  drawSitePlan(ctx, state, px, py, canvas);
   // grid every 10 or 50 m
   const step = (b.x1 - b.x0) > 300 ? 50 : 10;
   ctx.strokeStyle = "#1d2731"; ctx.lineWidth = 1; ctx.fillStyle = "#566371"; ctx.font = "10px sans-serif";
@@ -106,6 +110,40 @@ export function drawMap(canvas, state) {
     shown.push(u.unit_id);
   }
   canvas.dataset.units = shown.join(" ");
+}
+
+// The site plan under everything: the background image the site supplies (placed by its local-metre
+// bounds), then each container column's footprint, darker for higher stacks, labelled by row.
+let siteImage = null;
+function drawSitePlan(ctx, state, px, py, canvas) {
+  const im = state.site?.image;
+  if (im) {
+    if (!siteImage) {
+      siteImage = new Image();
+      siteImage.onload = () => { canvas.dispatchEvent(new Event("site-image")); };
+      siteImage.src = im.url;
+    }
+    if (siteImage.complete && siteImage.naturalWidth) {
+      ctx.globalAlpha = 0.6;
+      ctx.drawImage(siteImage, px(im.x0_m), py(im.y1_m), px(im.x1_m) - px(im.x0_m), py(im.y0_m) - py(im.y1_m));
+      ctx.globalAlpha = 1;
+      canvas.dataset.siteImage = "drawn";
+    }
+  }
+  const cols = state.site?.columns || [];
+  const maxTiers = Math.max(1, ...cols.map((c) => c.tiers));
+  const labelled = new Set();
+  for (const c of cols) {
+    const x = px(c.x0_m), y = py(c.y1_m), w = px(c.x1_m) - x, h = py(c.y0_m) - y;
+    ctx.fillStyle = `rgba(120, 140, 160, ${0.12 + 0.25 * c.tiers / maxTiers})`;
+    ctx.fillRect(x, y, w, h);
+    ctx.strokeStyle = "#3d5063"; ctx.lineWidth = 1; ctx.strokeRect(x, y, w, h);
+    if (!labelled.has(c.row)) {
+      labelled.add(c.row);
+      ctx.fillStyle = "#8a96a3"; ctx.fillText(`row ${c.row} (${c.tiers} high)`, x, y - 3);
+    }
+  }
+  canvas.dataset.siteColumns = String(cols.length);
 }
 
 const ACTIVE = ["open", "dispatched", "accepted", "on_site", "measuring"];

@@ -40,3 +40,48 @@ export function drawSpectrum(canvas, spec) {
   ctx.setLineDash([]);
   canvas.dataset.lines = marked.join(" ");
 }
+
+// A waterfall of one unit's spectra along its track: time down (newest at the top), energy across,
+// colour = log of counts per second in each energy bin; the identified lines marked at the top.
+export function drawWaterfall(canvas, wf, lines) {
+  const ctx = canvas.getContext("2d");
+  const W = canvas.width, H = canvas.height, L = 50, B = 20, T = 6, R = 10;
+  ctx.clearRect(0, 0, W, H);
+  ctx.font = "11px sans-serif";
+  canvas.dataset.rows = "0";
+  if (!wf || !wf.rows.length) {
+    ctx.fillStyle = "#8a96a3"; ctx.fillText("no spectra stored around this alarm", L, H / 2);
+    return;
+  }
+  const rows = wf.rows, n = rows.length, bins = wf.bins;
+  let hi = -Infinity;
+  const v = rows.map((r) => r.cps_per_bin.map((c) => { const x = Math.log10(c + 0.01); hi = Math.max(hi, x); return x; }));
+  const lo = -2;
+  const img = ctx.createImageData(W - L - R, H - B - T);
+  const iw = img.width, ih = img.height;
+  for (let y = 0; y < ih; y++) {
+    const row = v[n - 1 - Math.floor(y / ih * n)];  // newest at the top
+    for (let x = 0; x < iw; x++) {
+      const f = Math.max(0, Math.min(1, (row[Math.floor(x / iw * bins)] - lo) / (hi - lo || 1)));
+      const k = 4 * (y * iw + x);
+      // dark blue -> cyan -> yellow -> red
+      img.data[k] = Math.round(255 * Math.min(1, Math.max(0, 2 * f - 0.6)));
+      img.data[k + 1] = Math.round(255 * Math.min(1, 2 * f) * (f > 0.85 ? (1 - f) / 0.15 : 1));
+      img.data[k + 2] = Math.round(255 * Math.max(0, 0.5 - f) * 2 * 0.8 + 40 * (1 - f));
+      img.data[k + 3] = 255;
+    }
+  }
+  ctx.putImageData(img, L, T);
+  ctx.fillStyle = "#8a96a3";
+  const X = (e) => L + e / wf.e_max_kev * iw;
+  for (let e = 0; e <= wf.e_max_kev; e += wf.e_max_kev > 2000 ? 500 : 200) ctx.fillText(`${e}`, X(e) - 8, H - 6);
+  const hhmmss = (t) => String(t).split("T")[1]?.slice(0, 8) ?? t;
+  ctx.fillText(hhmmss(rows[n - 1].t_utc), 2, T + 10); ctx.fillText(hhmmss(rows[0].t_utc), 2, H - B);
+  ctx.strokeStyle = "#ff4d4d"; ctx.setLineDash([2, 4]);
+  for (const line of lines || []) {
+    if (line.yield < 0.05) continue;
+    ctx.beginPath(); ctx.moveTo(X(line.energy_kev), T); ctx.lineTo(X(line.energy_kev), T + ih); ctx.stroke();
+  }
+  ctx.setLineDash([]);
+  canvas.dataset.rows = String(n);
+}
