@@ -32,7 +32,7 @@ from controller.cctv.appearance_distance import appearance_cost
 from controller.cctv.hall_map import HallMap
 from controller.cctv.tracklet import Descriptor, Tracklet
 
-__all__ = ["AssociationParams", "Gap", "Segment", "Trajectory", "associate"]
+__all__ = ["AssociationParams", "Gap", "Segment", "Trajectory", "associate", "associate_nearest_in_time"]
 
 INFEASIBLE = 1e6
 ROBUST_PENALTY = 0.2
@@ -263,4 +263,33 @@ def associate(tracklets: list[Tracklet] | list[dict], hall: HallMap | None = Non
     out.sort(key=lambda t: t.t_start_s)
     for k, t in enumerate(out):
         t.trajectory_id = f"T{k + 1}"
+    return out
+
+
+def associate_nearest_in_time(tracklets: list[Tracklet] | list[dict], max_gap_s: float = 10.0) -> list[Trajectory]:
+    """Baseline for the bench: no overlap fusion, no appearance, no topology. Each tracklet continues
+    the tracklet (any camera) that ended most recently before it started, within ``max_gap_s``.
+    This is what "nearest in time" hand-over between cameras amounts to."""
+    trs = sorted((t if isinstance(t, Tracklet) else Tracklet.from_plain(t) for t in tracklets),
+                 key=lambda t: t.t_start_s)
+    chains: list[list[Tracklet]] = []
+    open_ends: list[int] = []  # chain indices whose last tracklet may still be continued
+    for t in trs:
+        best, best_gap = None, max_gap_s
+        for c in open_ends:
+            gap = t.t_start_s - chains[c][-1].t_end_s
+            if 0 <= gap <= best_gap:
+                best, best_gap = c, gap
+        if best is None:
+            chains.append([t])
+            open_ends.append(len(chains) - 1)
+        else:
+            chains[best].append(t)
+        open_ends = [c for c in open_ends if t.t_start_s - chains[c][-1].t_end_s <= max_gap_s]
+    out = []
+    for k, ch in enumerate(sorted(chains, key=lambda c: c[0].t_start_s)):
+        segs = [Segment([t]) for t in ch]
+        gaps = [Gap(a.t_end_s, b.t_start_s, tuple(a.xy_m[-1]), tuple(b.xy_m[0]), None)
+                for a, b in zip(segs, segs[1:], strict=False)]
+        out.append(Trajectory(f"B{k + 1}", segs, gaps))
     return out
