@@ -59,12 +59,12 @@ def test_a_database_from_before_migrations_is_adopted(tmp_path: Path) -> None:
         s.set_meta("k", "v")
     con = sqlite3.connect(path)
     con.execute("DROP TABLE schema_migrations")
-    con.execute("DROP INDEX idx_measurements_unit_id_t_epoch_s")
+    con.execute("DROP INDEX idx_measurements_t_epoch_s")
     con.commit()
     con.close()
     with Store(path) as s:
         assert s.get_meta("k") == "v" and s.schema_version() == len(MIGRATIONS)
-        assert s.query("SELECT name FROM sqlite_master WHERE name = 'idx_measurements_unit_id_t_epoch_s'")
+        assert s.query("SELECT name FROM sqlite_master WHERE name = 'idx_measurements_t_epoch_s'")
 
 
 def test_postgres_stores_what_an_outsider_sends_even_with_nul(pg_url: str) -> None:  # noqa: F811

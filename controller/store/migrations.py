@@ -73,15 +73,8 @@ def _v1_base(b: Backend) -> None:
                   f"ON {table} ({', '.join(cols)})")
 
 
-def _v2_unit_time_index(b: Backend) -> None:
-    """A unit's messages by time (the console's track, retention by age): (unit_id, t_epoch_s)."""
-    for table in ("measurements", "health"):
-        b.execute(f"CREATE INDEX IF NOT EXISTS idx_{table}_unit_id_t_epoch_s ON {table} (unit_id, t_epoch_s)")
-
-
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "base schema: tables, primary keys, indices", _v1_base),
-    Migration(2, "index measurements and health by (unit_id, t_epoch_s)", _v2_unit_time_index),
 )
 
 
