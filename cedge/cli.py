@@ -195,6 +195,24 @@ def bench_camera(
         print(json.dumps(result, default=float))
 
 
+@bench_app.command("cctv")
+def bench_cctv(
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    quick: bool = typer.Option(False, help="One short hall, for CI."),
+    out: Path | None = typer.Option(None, help="Directory for bench_cctv.json and bench_cctv.png."),
+    seed: int | None = typer.Option(None, help="Hall seed (default: the benchmark seed; tune on another)."),
+    full: bool = typer.Option(False, help="A 600 s scripted hall (adds the 300 s restroom stay) instead of 420 s."),
+    workers: int = typer.Option(2, min=1, max=16, help="Processes (cameras run in parallel)."),
+) -> None:
+    """Issue 19: per-camera and cross-camera tracking, behaviour alerts and speed, with the plain baseline."""
+    from cedge.bench.cctv import run_bench
+
+    result = run_bench(json_out=json_out, quick=quick, out_dir=out, full=full, workers=workers,
+                       **({"seed": seed} if seed is not None else {}))
+    if json_out:
+        print(json.dumps(result, default=float))
+
+
 @bench_app.command("gps")
 def bench_gps(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
