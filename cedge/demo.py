@@ -43,6 +43,19 @@ def _source_truth(fleet: Fleet) -> list[dict[str, Any]]:
              "z_m": round(s.position_m[2], 3)} for s in world.sources]
 
 
+def _handheld_distance(summary: dict[str, Any], truth: dict[str, Any] | None) -> float | None:
+    """Horizontal distance from the handheld's position when it closed its task (confirmed or
+    cleared) to the true source: how close the follow-up got (the simulation knows the truth)."""
+    if truth is None:
+        return None
+    for t in summary.get("tasks") or []:
+        for h in reversed(t.get("history") or []):
+            if h.get("state") in ("confirmed", "cleared") and h.get("position"):
+                x, y = h["position"][:2]
+                return round(math.hypot(x - truth["x_m"], y - truth["y_m"]), 2)
+    return None
+
+
 DEMO_OPERATOR = "demo-operator"
 
 
@@ -94,7 +107,7 @@ def run_demo(scenario_path: Path, work_dir: Path | None = None, rate: float | No
         for f in work.glob("controller.sqlite*"):
             f.unlink()
     fleet = Fleet(scenario_path, work, rate=rate, broker_host=broker_host, broker_port=broker_port,
-                  site_dir=site_dir)
+                  site_dir=site_dir, localization_site=True)
     try:
         console_login: dict[str, str] | None = _console_user(fleet.db_path)
     except Exception as err:  # the console is optional: no web extra, no console, the demo still runs
@@ -161,6 +174,7 @@ def run_demo(scenario_path: Path, work_dir: Path | None = None, rate: float | No
                                                       (est["x_m"], est["y_m"], est["z_m"])), 2)
     else:
         summary["location_error_m"] = None
+    summary["handheld_distance_to_source_m"] = _handheld_distance(summary, truth[0] if truth else None)
     summary["messages_sent"] = sum(fleet.produced_by_final_boots().values())
     summary["ended"] = ended
     summary["wall_time_s"] = round(time.monotonic() - t_wall0, 1)

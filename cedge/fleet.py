@@ -103,10 +103,27 @@ def _site_controller_keys(site_dir: Path | None) -> dict[str, Any]:
             "enrolled_units_file": str(layout.registry)}
 
 
+def localizer_site(scenario: Scenario) -> dict[str, Any]:
+    """The yard's site description for the controller's localizer (controller/localization/site.py):
+    the container rows and stacks of the scenario, as a site survey gives them - geometry only, no
+    cargo densities (the localizer fits those)."""
+    c = scenario.yard.container
+    return {
+        "schema": 1, "name": scenario.name,
+        "origin": {"lat_deg": scenario.site.origin_lat_deg, "lon_deg": scenario.site.origin_lon_deg,
+                   "alt_m": scenario.site.origin_alt_m},
+        "container": {"length_m": c.length_m, "width_m": c.width_m, "height_m": c.height_m,
+                      "wall_m": c.wall_steel_mm / 1000.0},
+        "rows": [{"id": r.id, "x0_m": r.x0_m, "y0_m": r.y0_m, "n_bays": r.n_containers, "gap_m": r.gap_m,
+                  "stack": r.stack} for r in scenario.yard.rows],
+    }
+
+
 def controller_config(scenario: Scenario, broker_host: str, broker_port: int, db_path: Path,
                       clock: dict[str, Any], client_id: str = DEFAULT_CONTROLLER,
-                      site_dir: Path | None = None) -> dict[str, Any]:
+                      site_dir: Path | None = None, localization_site_file: Path | None = None) -> dict[str, Any]:
     site = scenario.site
+    loc = {"localization": {"site_file": str(localization_site_file)}} if localization_site_file else {}
     return {
         "schema": 1,
         "site": site.model_dump(),
@@ -119,6 +136,7 @@ def controller_config(scenario: Scenario, broker_host: str, broker_port: int, db
         # from the two lanes beside it, while a NORM patch two rows away stays a separate incident
         "dispatch": {"hold_for_fusion_s": 60.0, "dwell_s": 60.0, "radius_m": 5.0, "group_radius_m": 20.0},
         "status_interval_s": 60.0,
+        **loc,
     }
 
 
@@ -128,7 +146,9 @@ class Fleet:
     def __init__(self, scenario_path: str | Path, work_dir: str | Path, rate: float | None = None,
                  broker_host: str | None = None, broker_port: int | None = None,
                  units: list[str] | None = None, start_delay_s: float = 10.0,
-                 site_dir: str | Path | None = None) -> None:
+                 site_dir: str | Path | None = None, localization_site: bool = False) -> None:
+        """``localization_site``: give the controller's localizer the yard's rows and stacks
+        (:func:`localizer_site`), so sources are searched inside cargo, up to the highest stack."""
         from hal_sim.scenario import load_scenario
 
         self.scenario_path = Path(scenario_path).resolve()
@@ -150,6 +170,9 @@ class Fleet:
                              "connects with that site's certificates")
         self.site_dir = Path(site_dir).resolve() if site_dir is not None else self.work_dir / "site"
         self._own_site = site_dir is None
+        self.localization_site_file: Path | None = None
+        if localization_site and self.scenario.yard.rows:
+            self.localization_site_file = self._write_yaml("localizer_site.yaml", localizer_site(self.scenario))
 
     # --------------------------------------------------------------- addresses and files
     @property
@@ -247,7 +270,7 @@ class Fleet:
         before the first SUBSCRIBE is acknowledged to them and then dropped (no subscriber).
         """
         cfg = controller_config(self.scenario, self.broker_host, self.broker_port, self.db_path, self.clock,
-                                site_dir=self.ensure_site())
+                                site_dir=self.ensure_site(), localization_site_file=self.localization_site_file)
         path = self._write_yaml("controller.yaml", cfg)
         log_path = self.work_dir / "logs" / "controller.log"
         offset = log_path.stat().st_size if log_path.exists() else 0

@@ -57,7 +57,9 @@ class FleetView:
                 "incident_id": t.get("incident_id"), "attempts": t.get("attempts"),
                 "target": {"x_m": t.get("target_x_m"), "y_m": t.get("target_y_m"), "z_m": t.get("target_z_m")},
                 "result": t.get("result"),
-                "history": [{"state": h.get("state"), "t_utc": h.get("t_utc")} for h in (t.get("history") or [])],
+                "history": [{"state": h.get("state"), "t_utc": h.get("t_utc"),
+                             **({"position": h["position"]} if h.get("position") else {})}
+                            for h in (t.get("history") or [])],
             })
         estimate = None
         incidents = st.list_incidents()
@@ -73,6 +75,9 @@ class FleetView:
                     "cov_xy": [row[:2] for row in cov[:2]] if cov else None,
                     "n_measurements": est.get("n_measurements"), "n_units": est.get("n_units"),
                     "ambiguous": est.get("ambiguous"),
+                    "z_resolved": est.get("z_resolved"), "z_interval_m": est.get("z_interval_m"),
+                    "height_note": est.get("height_note"), "column": est.get("column"),
+                    "n_sources": est.get("n_sources"),
                 }
         counts = st.counts()
         return {

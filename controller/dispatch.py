@@ -49,6 +49,7 @@ from agent.hal.interfaces import Clock, utc_iso
 from agent.wire_schema import Command, DispatchTask, Position
 from controller.command_signer import CommandSigner
 from controller.config import DispatchConfig, LocalizationConfig
+from controller.fusion_worker import FusionWorker
 from controller.localization import LocalizationParams, LocalizationResult, MeasurementSet, load_site, locate
 from controller.store import ACTIVE_TASK_STATES, Store, epoch_s
 
@@ -72,6 +73,9 @@ _RETARGETABLE = ("dispatched", "accepted")  # once on site, a moving estimate mu
 _ALARM_CURSOR = "dispatch.alarm_cursor"
 _EVENT_CURSOR = "dispatch.task_event_cursor"
 _MANUAL_FIX = 7  # GGA "manual input": the target is a computed point, not a receiver fix
+# A task that waits for its fusion opens with the estimate it has after this long (clock seconds):
+# a slow fit must not hold a handheld back
+_FUSION_WAIT_S = 60.0
 
 
 def count_passes(alarms: list[dict[str, Any]], pass_gap_s: float) -> int:
@@ -96,6 +100,8 @@ class Dispatcher:
         localization: LocalizationConfig | None = None,
         site: SiteConfig | None = None,
         signer: CommandSigner | None = None,
+        fusion_worker: bool = False,
+        fusion_max_pending: int = 64,
     ):
         self.store = store
         self.signer = signer  # None: commands go out unsigned, and units refuse them (logged once)
@@ -124,18 +130,31 @@ class Dispatcher:
         )
         self.stats: Counter[str] = Counter()
         self._waiting_logged: set[str] = set()
+        # incident -> (reason, when asked): open its task once the fusion in flight is applied
+        self._open_after: dict[str, tuple[str, float]] = {}
+        self.fusion: FusionWorker | None = (
+            FusionWorker(self._compute_fusion, max_pending=fusion_max_pending) if fusion_worker else None)
+
+    def close(self) -> None:
+        """Stop the fusion worker (the controller's shutdown)."""
+        if self.fusion is not None:
+            self.fusion.close()
+
+    def fusion_stats(self) -> dict[str, int]:
+        return dict(self.fusion.stats) if self.fusion is not None else {}
 
     # ================================================================== entry points
     def tick(self) -> None:
         """Process new alarms/events, release held incidents, assign open tasks, enforce time-outs."""
         self.process_pending()
+        self._collect_fusions()
+        self._open_overdue()
         now_s = self._now_s()
         for inc in self.store.active_incidents():
-            if inc["state"] == "holding" and (epoch_s(inc["hold_until_utc"]) or 0.0) <= now_s:
+            if inc["state"] == "holding" and (epoch_s(inc["hold_until_utc"]) or 0.0) <= now_s \
+                    and inc["incident_id"] not in self._open_after:
                 # re-fuse first: the rest of the pass (after the alarm) has arrived during the hold
-                self._fuse(inc)
-                if inc["state"] == "holding":  # not merged into another incident
-                    self._open_task(inc, reason=f"hold of {self.config.hold_for_fusion_s:.0f} s elapsed")
+                self._fuse(inc, then_open=f"hold of {self.config.hold_for_fusion_s:.0f} s elapsed")
         for task in self.store.list_tasks(ACTIVE_TASK_STATES):
             if task["state"] == "open":
                 self._assign(task)
@@ -232,12 +251,13 @@ class Dispatcher:
         self._summarise(inc)
         self.store.save_incident(inc)
         self.store.set_alarm_incident(alarm["id"], inc["incident_id"])
-        if inc["state"] in ("holding", "tasked"):
+        if inc["state"] == "holding":
+            opening = f"{inc['passes']} passes fused" if inc["passes"] >= 2 else None
+            self._fuse(inc, then_open=opening)
+        elif inc["state"] == "tasked":
             self._fuse(inc)
-        if inc["state"] == "holding" and inc["passes"] >= 2:
-            self._open_task(inc, reason=f"{inc['passes']} passes fused")
-        elif inc["state"] == "tasked" and inc.get("task_id"):
-            self._maybe_retarget(inc)
+            if self.fusion is None and inc.get("task_id"):
+                self._maybe_retarget(inc)
         return inc["incident_id"]
 
     def _find_incident(self, entry: dict[str, Any]) -> dict[str, Any] | None:
@@ -261,8 +281,24 @@ class Dispatcher:
         inc["center_x_m"] = sum(a["x_m"] for a in alarms) / len(alarms)
         inc["center_y_m"] = sum(a["y_m"] for a in alarms) / len(alarms)
 
-    def _fuse(self, inc: dict[str, Any]) -> None:
-        """(Re-)localize the incident's source from every measurement near its alarms."""
+    def _fuse(self, inc: dict[str, Any], then_open: str | None = None) -> None:
+        """(Re-)localize the incident's source from every measurement near its alarms.
+
+        The rows are read here, on the dispatcher's thread; the fit runs inline, or on the fusion
+        worker (:class:`controller.fusion_worker.FusionWorker`) when there is one, and its result is
+        applied on a later tick.  ``then_open``: open the incident's task once this fusion is applied
+        (the reason), as the hold's end or a second pass asks."""
+        job = self._fusion_job(inc)
+        if self.fusion is None:
+            self._apply_fusion(inc, job, self._compute_fusion(job))
+            if then_open and inc["state"] == "holding":
+                self._open_task(inc, reason=then_open)
+            return
+        if then_open:
+            self._open_after[inc["incident_id"]] = (then_open, self._now_s())
+        self.fusion.submit(inc["incident_id"], job)
+
+    def _fusion_job(self, inc: dict[str, Any]) -> dict[str, Any]:
         lc = self.loc_config
         rows = self.store.measurements_near(
             inc["center_x_m"],
@@ -271,6 +307,12 @@ class Dispatcher:
             inc["first_alarm_epoch_s"] - lc.time_margin_s,
             inc["last_alarm_epoch_s"] + lc.time_margin_s,
         )
+        return {"incident_id": inc["incident_id"], "rows": rows,
+                "seeds_xy": [(a["x_m"], a["y_m"]) for a in inc["alarms"]]}
+
+    def _compute_fusion(self, job: dict[str, Any]) -> tuple[LocalizationResult | None, str]:
+        """The fit alone (no store access: it may run on the worker thread)."""
+        rows = job["rows"]
         result: LocalizationResult | None = None
         failure = "no measurements near the alarms"
         if rows:
@@ -280,11 +322,56 @@ class Dispatcher:
                                              gnss_sigma_by_fix=self.loc_config.gnss_sigma_by_fix_m,
                                              position_sigma_m=self.loc_config.position_sigma_m),
                     self.loc_params,
-                    seeds_xy=[(a["x_m"], a["y_m"]) for a in inc["alarms"]],
+                    seeds_xy=job["seeds_xy"],
                 )
             except (ValueError, FloatingPointError, np.linalg.LinAlgError) as err:
                 failure = f"localization failed: {err}"
-                log.warning("incident %s: localization failed (%s)", inc["incident_id"], err)
+                log.warning("incident %s: localization failed (%s)", job["incident_id"], err)
+        return result, failure
+
+    def _collect_fusions(self) -> None:
+        """Apply the worker's finished fusions to their incidents (as they are now in the store)."""
+        if self.fusion is None:
+            return
+        for incident_id, job, res in self.fusion.collect():
+            inc = self.store.get_incident(incident_id)
+            if isinstance(res, BaseException):
+                self.stats["fusion_errors"] += 1
+                log.error("incident %s: fusion failed: %s: %s", incident_id, type(res).__name__, res)
+                res = (None, f"fusion failed: {type(res).__name__}: {res}")
+            if inc is None or inc["state"] not in ("holding", "tasked"):
+                self.stats["fusion_results_stale"] += 1
+                self._open_after.pop(incident_id, None)
+                continue
+            self._apply_fusion(inc, job, res)
+            self.stats["fusions_applied"] += 1
+            opening = self._open_after.get(incident_id)
+            if opening and not self.fusion.waiting(incident_id):
+                del self._open_after[incident_id]
+                if inc["state"] == "holding":
+                    self._open_task(inc, reason=opening[0])
+            elif inc["state"] == "tasked" and inc.get("task_id"):
+                self._maybe_retarget(inc)
+
+    def _open_overdue(self) -> None:
+        """A task waiting for a fusion longer than _FUSION_WAIT_S opens with the estimate it has."""
+        now = self._now_s()
+        for incident_id, (reason, t_req) in list(self._open_after.items()):
+            if now - t_req < _FUSION_WAIT_S:
+                continue
+            del self._open_after[incident_id]
+            inc = self.store.get_incident(incident_id)
+            if inc is not None and inc["state"] == "holding":
+                self.stats["fusion_late_opens"] += 1
+                log.warning("incident %s: fusion not back after %.0f s; task opened with the current estimate",
+                            incident_id, now - t_req)
+                self._open_task(inc, reason=f"{reason} (fusion late)")
+
+    def _apply_fusion(self, inc: dict[str, Any], job: dict[str, Any],
+                      computed: tuple[LocalizationResult | None, str]) -> None:
+        lc = self.loc_config
+        rows = job["rows"]
+        result, failure = computed
         est = result.sources[0] if result is not None and result.sources else None
         if result is not None and est is None:
             failure = result.reason

@@ -113,7 +113,7 @@ class ControllerService:
         self.liveness = LivenessMonitor(self.store, self.clock, config.liveness)
         self.dispatcher = Dispatcher(
             self.store, self.clock, self._publish_command, config.dispatch, config.localization, config.site,
-            signer=self.signer,
+            signer=self.signer, fusion_worker=True,  # fits never hold task events back (issue 17)
         )
         self._retry: list[InboundMessage] = []
         self._retry_wait_s = 0.0
@@ -297,6 +297,7 @@ class ControllerService:
             "incidents_active": len(self.store.active_incidents()),
             "tasks_active": len(self.store.list_tasks(ACTIVE_TASK_STATES)),
             "dispatch": dict(self.dispatcher.stats),
+            "fusion": self.dispatcher.fusion_stats(),
             "parked": self.store.parked_counts(),
             "commands_signed": self.signer.signed if self.signer is not None else 0,
         }
@@ -326,6 +327,7 @@ class ControllerService:
             log.exception("final drain failed; un-acked messages stay with the broker")
         if self.web is not None:
             self.web.stop()
+        self.dispatcher.close()
         self.link.stop()
         try:  # anything that arrived during disconnect: store it (un-acked; the broker re-sends, we de-dup)
             while True:

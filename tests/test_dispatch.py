@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import math
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from agent.wire_schema import (
 )
 from controller.config import DispatchConfig, LocalizationConfig
 from controller.dispatch import Dispatcher, count_passes
+from controller.fusion_worker import FusionWorker
 from controller.store import Store
 
 T0 = datetime(2026, 11, 27, 8, 0, 0, tzinfo=UTC)
@@ -454,3 +457,83 @@ def test_incident_whose_fit_lands_on_another_source_is_merged(yard: Yard) -> Non
     assert merged["estimate"]["merged_into"] == kept["incident_id"]
     assert len(kept["alarms"]) == 3
     assert len([t for t in yard.store.list_tasks() if t["state"] != "cancelled"]) == 1
+
+
+# ---------------------------------------------------------------------------- fusion off the dispatch thread
+def test_fusion_on_its_worker_never_holds_task_events_back(yard: Yard) -> None:
+    """A fit that takes long (blocked here) runs on the fusion worker: the dispatcher's tick still
+    handles task events at once, and the task opens once the fusion is applied."""
+    gate, started = threading.Event(), threading.Event()
+    d = Dispatcher(yard.store, yard.clock, lambda u, c: yard.sent.append((u, c)), yard.config,
+                   LocalizationConfig(prior_z_min_m=0.0, prior_z_max_m=3.0), SITE, fusion_worker=True)
+    real = d.fusion._compute
+
+    def slow(job: dict) -> object:
+        started.set()
+        gate.wait(60)
+        return real(job)
+
+    d.fusion._compute = slow
+    yard.dispatcher = d
+    try:
+        yard.drive_pass("mob-1", 0.0, T0)
+        yard.drive_pass("mob-2", 10.0, T0 + timedelta(seconds=60))
+        d.tick()
+        assert started.wait(30)
+        [inc] = yard.store.list_incidents()
+        assert inc["passes"] == 2 and inc["state"] == "holding"  # waits for its fusion, not for the hold
+        assert yard.store.list_tasks() == []
+        yard.event("hh-1", "T-elsewhere", "c-1", "accepted")
+        d.tick()  # the fit is still blocked: this tick must not wait for it
+        assert not gate.is_set()
+        assert [s for s, disp, _ in yard.dispositions()] == ["accepted"]
+        assert yard.dispositions()[0][1] == "ignored"
+        gate.set()
+        assert d.fusion.wait_idle(120)
+        d.tick()
+        [inc] = yard.store.list_incidents()
+        assert inc["state"] == "tasked" and inc["estimate"]["method"] == "poisson_ml"
+        assert math.hypot(inc["estimate"]["x_m"] - SOURCE[0], inc["estimate"]["y_m"] - SOURCE[1]) < 1.5
+        task = yard.task()
+        assert task["state"] == "dispatched" and task["unit_id"] == "hh-1"
+        assert d.fusion_stats()["computed"] >= 1 and d.stats["fusions_applied"] >= 1
+    finally:
+        gate.set()
+        d.close()
+
+
+def test_fusion_worker_latest_wins_per_incident_and_counts_drops() -> None:
+    gate = threading.Event()
+    seen: list[tuple[str, int]] = []
+
+    def compute(job: dict) -> int:
+        gate.wait(30)
+        if job["n"] < 0:
+            raise ValueError("bad rows")
+        seen.append((job["key"], job["n"]))
+        return job["n"] * 10
+
+    w = FusionWorker(compute, max_pending=2)
+    try:
+        w.submit("I-1", {"key": "I-1", "n": 1})  # taken by the worker, blocked on the gate
+        deadline = time.monotonic() + 30
+        while not w.waiting("I-1") or "I-1" in w._pending:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        w.submit("I-2", {"key": "I-2", "n": 1})
+        w.submit("I-2", {"key": "I-2", "n": 2})  # replaces the waiting request: latest wins
+        w.submit("I-3", {"key": "I-3", "n": -1})
+        w.submit("I-4", {"key": "I-4", "n": 4})  # queue full (2): the oldest waiting (I-2) is dropped
+        assert w.stats["superseded"] == 1 and w.stats["dropped"] == 1
+        gate.set()
+        assert w.wait_idle(30)
+        done = {k: r for k, _job, r in w.collect()}
+        assert done["I-1"] == 10 and done["I-4"] == 40 and "I-2" not in done
+        assert isinstance(done["I-3"], ValueError)  # handed back, the worker lives on
+        assert ("I-2", 1) not in seen and ("I-2", 2) not in seen
+        w.submit("I-2", {"key": "I-2", "n": 5})
+        assert w.wait_idle(30)
+        assert [r for _k, _j, r in w.collect()] == [50]
+    finally:
+        gate.set()
+        w.close()
