@@ -8,6 +8,9 @@ motmetrics (IDF1, MOTA) and HOTA.
 ``analyze`` runs the camera chain (MOG2 + HOG, ByteTrack, ground plane, appearance) over recorded videos
 of calibrated cameras (``--calib calib.json``), and writes per camera a MOTChallenge result file and the
 tracklets the box would have published (JSON lines).  No image is written unless ``--evidence-dir``.
+With ``--hall`` (the hall file, configs/hall.yaml layout) the controller's half runs too: cross-camera
+association (controller.cctv.association) and the behaviour rules (``--rules``, default the hall
+file's sibling cctv_rules.yaml), and the alerts are listed.
 """
 
 from __future__ import annotations
@@ -94,6 +97,8 @@ def analyze_cmd(
     tracker: str = typer.Option("bytetrack", "--tracker", help="bytetrack or iou."),
     hog: str = typer.Option("new", "--hog", help="HOG verification: off, new (unexplained blobs), all."),
     evidence_dir: Path | None = typer.Option(None, "--evidence-dir", help="Switch evidence clips on, kept here."),
+    hall: Path | None = typer.Option(None, "--hall", help="Hall file: also associate across cameras and run rules."),
+    rules: Path | None = typer.Option(None, "--rules", help="Behaviour rules (default: cctv_rules.yaml by --hall)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Run the CCTV chain over recorded videos of calibrated cameras."""
@@ -145,6 +150,8 @@ def analyze_cmd(
         if out is not None:
             write_results(out / f"{cam}.txt", lines)
     summary["tracklets"] = len({u.track_id for u in all_updates})
+    if hall is not None:
+        summary.update(_controller_half(all_updates, hall, rules))
     if out is not None:
         with (out / "tracklets.jsonl").open("w", encoding="utf-8") as fh:
             for u in all_updates:
@@ -156,3 +163,28 @@ def analyze_cmd(
         for cam, s in summary["cameras"].items():
             typer.echo(f"{cam}: {s['frames']} frames, {s['tracks']} tracks, {s['fps_processed']} fps")
         typer.echo(f"tracklets: {summary['tracklets']}")
+        if "trajectories" in summary:
+            typer.echo(f"trajectories: {summary['trajectories']}")
+            for a in summary["alerts"]:
+                typer.echo(f"alert {a['rule']}: trajectories {', '.join(a['trajectory_ids'])}, zones "
+                           f"{', '.join(a['zones']) or '-'}, {a['t_start_s']:.1f}-{a['t_end_s']:.1f} s")
+
+
+def _controller_half(updates: list, hall: Path, rules: Path | None) -> dict:
+    """Association across cameras and behaviour rules on the tracklets of this run."""
+    from agent.cctv.tracklet_message import as_plain
+    from cedge.bench.cctv import merge_updates
+    from controller.cctv.association import associate
+    from controller.cctv.behaviour_alerts import evaluate
+    from controller.cctv.behaviour_rules import load_rules
+    from controller.cctv.hall_map import load_hall_map
+
+    try:
+        hall_map = load_hall_map(hall)
+        rule_set = load_rules(rules or hall.with_name("cctv_rules.yaml"), hall_map)
+    except (OSError, ValueError) as err:
+        fail(err, EXIT_USAGE)
+    trajs = associate(merge_updates([as_plain(u) for u in updates]), hall_map)
+    alerts = evaluate(trajs, hall_map, rule_set)
+    return {"trajectories": len(trajs), "alerts": [
+        {k: v for k, v in a.to_dict().items() if k != "evidence"} for a in alerts]}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -135,6 +136,13 @@ def test_analyze_a_calibrated_video_writes_tracks_and_no_images(tmp_path: Path) 
     ys = [s["y_m"] for t in tracklets for s in t["samples"]]
     assert ys and abs(np.median(ys) - 4.0) < 0.3
     assert all(t["evidence_clip"] is None for t in tracklets)
+    hall = Path(__file__).resolve().parents[1] / "configs" / "hall.yaml"
+    if hall.is_file() and importlib.util.find_spec("controller.cctv.association") is not None:
+        r = runner.invoke(app, ["cctv", "analyze", str(video), "--calib", str(calib), "--hog", "off", "--json",
+                                "--hall", str(hall)])
+        assert r.exit_code == 0, r.output
+        whole = json.loads(r.output)  # the controller's half on the same tracklets: one walker, one trajectory
+        assert whole["trajectories"] == 1 and isinstance(whole["alerts"], list)
     clips = tmp_path / "clips"
     r = runner.invoke(app, ["cctv", "analyze", str(video), "--calib", str(calib), "--out", str(out), "--hog", "off",
                             "--evidence-dir", str(clips)])
