@@ -51,9 +51,12 @@ class AssociationParams:
     sink_kinds: tuple[str, ...] = ("exit",)  #: a track ending here left the hall: nothing continues it
     source_kinds: tuple[str, ...] = ("gates",)  #: a track starting here is a new arrival...
     source_radius_m: float = 5.0  #: ...unless someone was last seen this close (went back to the gates)
+    #: one-way part of the hall: who was seen in a customs lane or landside cannot reappear airside
+    one_way_kinds: tuple[str, ...] = ("customs_green", "customs_red", "landside", "exit")
     w_appearance: float = 0.6
     w_motion: float = 0.3
     w_gap: float = 0.15
+    min_visit_s: float = 4.0
     motion_horizon_s: float = 10.0  #: gap over which the motion term hands its weight to appearance
 
 
@@ -194,7 +197,7 @@ def _fuse_overlaps(tracklets: list[Tracklet], p: AssociationParams) -> list[Segm
 def link_cost(a: Segment, b: Segment, hall: HallMap | None, p: AssociationParams) -> tuple[float, str | None]:
     """Cost of "b continues a" (INFEASIBLE if the walk cannot fit), and the unfilmed zone of the gap."""
     gap = b.t_start_s - a.t_end_s
-    if gap < -0.5 or b.t_start_s <= a.t_start_s or b.t_end_s <= a.t_end_s:
+    if gap < -0.5 or b.t_start_s < a.t_start_s or b.t_end_s < a.t_end_s or b is a:
         return INFEASIBLE, None
     pa, pb = a.xy_m[-1], b.xy_m[0]
     dist = float(np.linalg.norm(pb - pa))
@@ -203,7 +206,11 @@ def link_cost(a: Segment, b: Segment, hall: HallMap | None, p: AssociationParams
     if hall is not None and (hall.in_kind(pa, p.sink_kinds) or (hall.in_kind(pb, p.source_kinds)
                                                              and dist > p.source_radius_m)):
         return INFEASIBLE, None
-    zone = hall.unseen_zone_between(pa, pb) if hall is not None else None
+    if hall is not None and hall.in_kind(pa, p.one_way_kinds) and not hall.in_kind(pb, p.one_way_kinds):
+        return INFEASIBLE, None
+    # a gap counts as a visit to an unfilmed zone only if it is long enough to have walked in and out
+    # (a track broken in front of the door is not a visit, and must not get the lenient appearance)
+    zone = hall.unseen_zone_between(pa, pb) if hall is not None and gap >= p.min_visit_s else None
     if gap > (p.max_unseen_stay_s if zone else p.max_gap_s):
         return INFEASIBLE, None
     app = appearance_cost(a.appearance, b.appearance)
