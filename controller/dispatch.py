@@ -51,6 +51,7 @@ from controller.command_signer import CommandSigner
 from controller.config import DispatchConfig, LocalizationConfig
 from controller.fusion_worker import FusionWorker
 from controller.localization import LocalizationParams, LocalizationResult, MeasurementSet, load_site, locate
+from controller.localization.handheld_search import guidance, walk_grid
 from controller.store import ACTIVE_TASK_STATES, Store, epoch_s
 
 __all__ = ["Dispatcher", "PublishCommand", "count_passes"]
@@ -450,7 +451,10 @@ class Dispatcher:
             d = math.hypot(other["est_x_m"] - inc["est_x_m"], other["est_y_m"] - inc["est_y_m"])
             if d > self.config.group_radius_m:
                 continue
-            older, younger = sorted((inc, other), key=lambda i: (i["created_utc"], i["incident_id"]))
+            # created in the same clock second (a fast clock, a test's fixed one): the first alarm decides,
+            # not the random incident id
+            older, younger = sorted((inc, other), key=lambda i: (i["created_utc"], i.get("first_alarm_epoch_s") or 0.0,
+                                                                 i["incident_id"]))
             known = {a["alarm_id"] for a in older["alarms"]}
             older["alarms"] = [*older["alarms"], *(a for a in younger["alarms"] if a["alarm_id"] not in known)]
             self._summarise(older)
@@ -599,6 +603,9 @@ class Dispatcher:
     ) -> None:
         cmd_id = uuid.uuid4().hex
         lat, lon, alt = self.frame.to_geodetic(task["target_x_m"], task["target_y_m"], task["target_z_m"])
+        way = self._way_note(task)
+        note = task.get("note") or ""
+        note = f"{way}; {note}" if way and note else (way or note)
         target = Position(
             lat_deg=lat,
             lon_deg=lon,
@@ -619,7 +626,7 @@ class Dispatcher:
                 target=target,
                 radius_m=task["radius_m"],
                 dwell_s=task["dwell_s"],
-                note=task.get("note") or "",
+                note=note,
             ),
         )
         task["cmd_id"] = cmd_id
@@ -631,6 +638,34 @@ class Dispatcher:
         self._publish(cmd)
         self.stats["dispatch_commands"] += 1
         log.info("task %s -> %s (%s, cmd %s): %s", task["task_id"], task["unit_id"], event, cmd_id[:8], reason)
+
+    def _way_note(self, task: dict[str, Any]) -> str:
+        """Bearing (clockwise from north) and walking distance from the handheld to the target, round
+        the containers of the site (controller.localization.handheld_search), for its display."""
+        unit = self.store.get_unit(task["unit_id"]) if task.get("unit_id") else None
+        if not unit or unit.get("x_m") is None:
+            return ""
+        here = (float(unit["x_m"]), float(unit["y_m"]))
+        goal = (float(task["target_x_m"]), float(task["target_y_m"]))
+        try:
+            site = self.loc_params.site
+            margin = 20.0
+            bbox = (min(here[0], goal[0]) - margin, min(here[1], goal[1]) - margin,
+                    max(here[0], goal[0]) + margin, max(here[1], goal[1]) + margin)
+            if (bbox[2] - bbox[0]) * (bbox[3] - bbox[1]) > 1e6:  # > 1 km2: straight line only
+                raise ValueError("too far for the walking grid")
+            grid = walk_grid(site, bbox)
+            col = site.column_at(*goal) if site is not None else None
+            if col is not None:  # the source is inside a container: walk to the nearest face
+                c = site.columns[col]  # type: ignore[union-attr]
+                faces = [(goal[0], c.lo[1] - 0.5), (goal[0], c.hi[1] + 0.5), (c.lo[0] - 0.5, goal[1]),
+                         (c.hi[0] + 0.5, goal[1])]
+                goal = min(faces, key=lambda f: math.hypot(f[0] - goal[0], f[1] - goal[1]))
+            bearing, walk = guidance(grid, grid.distances(*here), here, goal)
+        except (ValueError, MemoryError):
+            bearing = math.degrees(math.atan2(goal[0] - here[0], goal[1] - here[1])) % 360.0
+            walk = math.hypot(goal[0] - here[0], goal[1] - here[1])
+        return f"walk {walk:.0f} m, first bearing {bearing:.0f} deg; measure at the wall at 0.5 m and 1.8 m height"
 
     def _send_cancel(self, task: dict[str, Any], reason: str) -> None:
         cmd = Command(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -497,6 +498,12 @@ def test_fusion_on_its_worker_never_holds_task_events_back(yard: Yard) -> None:
         task = yard.task()
         assert task["state"] == "dispatched" and task["unit_id"] == "hh-1"
         assert d.fusion_stats()["computed"] >= 1 and d.stats["fusions_applied"] >= 1
+        # the display is guided: walking distance and first bearing from the handheld (40, 25)
+        [cmd] = yard.dispatches()
+        m = re.search(r"walk (\d+) m, first bearing (\d+) deg", cmd.task.note)
+        assert m, cmd.task.note
+        straight = math.hypot(cmd.task.target.x_m - 40.0, cmd.task.target.y_m - 25.0)
+        assert float(m.group(1)) >= straight - 3.0
     finally:
         gate.set()
         d.close()
