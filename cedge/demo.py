@@ -172,6 +172,7 @@ def run_demo(scenario_path: Path, work_dir: Path | None = None, rate: float | No
         t = truth[0]
         summary["location_error_m"] = round(math.dist((t["x_m"], t["y_m"], t["z_m"]),
                                                       (est["x_m"], est["y_m"], est["z_m"])), 2)
+        summary["location_error_horizontal_m"] = round(math.hypot(t["x_m"] - est["x_m"], t["y_m"] - est["y_m"]), 2)
     else:
         summary["location_error_m"] = None
     summary["handheld_distance_to_source_m"] = _handheld_distance(summary, truth[0] if truth else None)

@@ -75,8 +75,10 @@ _ALARM_CURSOR = "dispatch.alarm_cursor"
 _EVENT_CURSOR = "dispatch.task_event_cursor"
 _MANUAL_FIX = 7  # GGA "manual input": the target is a computed point, not a receiver fix
 # A task that waits for its fusion opens with the estimate it has after this long (clock seconds):
-# a slow fit must not hold a handheld back
-_FUSION_WAIT_S = 60.0
+# a stuck or backlogged worker must not hold a handheld back for ever.  Clock seconds: at the
+# demo's 10x simulated rate a fit of 2-6 s on a loaded machine is 20-60 of them, and 60 opened
+# tasks on the alarm centroid in the demo.
+_FUSION_WAIT_S = 180.0
 
 
 def count_passes(alarms: list[dict[str, Any]], pass_gap_s: float) -> int:
@@ -363,6 +365,8 @@ class Dispatcher:
             del self._open_after[incident_id]
             inc = self.store.get_incident(incident_id)
             if inc is not None and inc["state"] == "holding":
+                if not inc.get("estimate"):  # never fused yet: the alarm centroid, as a failed fit gives
+                    self._apply_fusion(inc, {"rows": []}, (None, "fusion not back in time"))
                 self.stats["fusion_late_opens"] += 1
                 log.warning("incident %s: fusion not back after %.0f s; task opened with the current estimate",
                             incident_id, now - t_req)

@@ -544,3 +544,25 @@ def test_fusion_worker_latest_wins_per_incident_and_counts_drops() -> None:
     finally:
         gate.set()
         w.close()
+
+
+def test_task_waiting_for_a_stuck_fusion_opens_on_the_alarm_centroid(yard: Yard) -> None:
+    gate = threading.Event()
+    d = Dispatcher(yard.store, yard.clock, lambda u, c: yard.sent.append((u, c)), yard.config,
+                   LocalizationConfig(prior_z_min_m=0.0, prior_z_max_m=3.0), SITE, fusion_worker=True)
+    d.fusion._compute = lambda job: gate.wait(60)
+    yard.dispatcher = d
+    try:
+        yard.drive_pass("mob-1", 0.0, T0)
+        yard.drive_pass("mob-2", 10.0, T0 + timedelta(seconds=60))
+        d.tick()
+        assert yard.store.list_tasks() == []
+        yard.clock.advance(200.0)  # > the fusion wait
+        d.tick()
+        [inc] = yard.store.list_incidents()
+        assert inc["state"] == "tasked" and inc["estimate"]["method"] == "alarm_centroid"
+        assert d.stats["fusion_late_opens"] == 1
+        assert yard.task()["state"] == "dispatched"
+    finally:
+        gate.set()
+        d.close()
