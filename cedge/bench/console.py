@@ -53,14 +53,15 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 OPERATOR = ("bench-op", "bench-operator-pass")
 WARMUP_S = 5.0
+CATCH_UP_S = 60.0
 CHANNELS = 1024
 
 # Runs in every page before the console's own scripts (Playwright init script; CSP does not apply):
 # wraps EventSource so each delivered position row is stamped with the page's wall clock.
 _SSE_PROBE = """
 (() => {
-  const lat = []; const seen = new Set(); let resyncs = 0;
-  window.__bench = { lat, seen, resyncs: () => resyncs };
+  const lat = []; const seen = new Set(); let resyncs = 0; let maxId = 0;
+  window.__bench = { lat, seen, resyncs: () => resyncs, maxId: () => maxId };
   const Orig = window.EventSource;
   window.EventSource = class extends Orig {
     constructor(...args) {
@@ -69,7 +70,7 @@ _SSE_PROBE = """
         const now = Date.now();
         for (const r of JSON.parse(ev.data)) {
           if (seen.has(r.id)) continue;
-          seen.add(r.id); lat.push([r.id, now - Date.parse(r.received_utc)]);
+          seen.add(r.id); lat.push([r.id, now - Date.parse(r.received_utc)]); maxId = Math.max(maxId, r.id);
         }
       });
       this.addEventListener("resync", () => { resyncs += 1; });
@@ -96,6 +97,14 @@ async (periodMs) => {
   }
 }
 """
+
+
+_T0 = time.monotonic()
+
+
+def _say(msg: str) -> None:
+    """Progress on stderr (stdout carries the result): a slow machine shows where the time goes."""
+    print(f"[bench console {time.monotonic() - _T0:6.1f} s] {msg}", file=sys.stderr, flush=True)
 
 
 def _utc_now() -> str:
@@ -227,6 +236,13 @@ def _start_controller(work: Path, broker_port: int, web: bool) -> tuple[subproce
     raise RuntimeError("controller did not start within 120 s")
 
 
+def _max_id(db: Path) -> int:
+    from controller.store import Store
+
+    with Store(db, create=False) as store:
+        return int(store.query("SELECT MAX(id) AS m FROM measurements")[0]["m"] or 0)
+
+
 def _stored_ids(db: Path, lo: int, hi: int) -> set[int]:
     from controller.store import Store
 
@@ -269,6 +285,7 @@ def _browser_phase(url: str, db: Path, pid: int, browsers: int, duration_s: floa
                 ctx = browser.new_context(viewport={"width": 1600, "height": 1000})
                 ctx.add_init_script(_SSE_PROBE)
                 pages.append(_login(ctx, url))
+                _say(f"browser {len(pages)} of {browsers} logged in and live")
             poll_ctx = browser.new_context()
             poll_page = _login(poll_ctx, url)
             poll_page.evaluate("() => { window.__pollDone = null; }")
@@ -276,6 +293,7 @@ def _browser_phase(url: str, db: Path, pid: int, browsers: int, duration_s: floa
             time.sleep(WARMUP_S)
             id_lo = max(int(r[0]) for r in pages[0].evaluate("window.__bench.lat.slice(-1)") or [[0]]) + 1
             cpu0, t0 = _cpu_s(pid), time.monotonic()
+            _say(f"window open ({duration_s:g} s)")
             time.sleep(duration_s / 2)
             # page loads while the load runs: a logged-in operator opens the console afresh
             load_ms: list[float] = []
@@ -289,19 +307,29 @@ def _browser_phase(url: str, db: Path, pid: int, browsers: int, duration_s: floa
                 page.wait_for_selector("#live.on", timeout=60_000)
                 page.wait_for_selector(f"#units tbody tr:nth-child({units})", state="attached", timeout=60_000)
                 load_ms.append((time.perf_counter() - t) * 1000.0)
+                _say(f"page load {len(load_ms)} of {page_loads}: {load_ms[-1]:.0f} ms")
                 page.close()
             rest = duration_s - (time.monotonic() - t0)
             if rest > 0:
                 time.sleep(rest)
             cpu_s, wall_s = _cpu_s(pid) - cpu0, time.monotonic() - t0
-            time.sleep(2.0)  # rows stored at the end of the window reach the pages
-            per_page = [pg.evaluate("[window.__bench.lat, window.__bench.resyncs()]") for pg in pages]
+            id_hi = _max_id(db)
+            # the rows stored by the window's end reach every page (late is measured, not lost): wait
+            # for each page's newest id to pass them, at most CATCH_UP_S
+            _say(f"window closed at id {id_hi}; waiting for the pages to catch up")
+            deadline = time.monotonic() + CATCH_UP_S
+            while time.monotonic() < deadline and min(pg.evaluate("window.__bench.maxId()") for pg in pages) < id_hi:
+                time.sleep(1.0)
+            _say("collecting the pages' records")
+            # only the window's rows leave the pages (the arrays hold everything since login)
+            window_js = f"(lat) => lat.filter((r) => r[0] >= {id_lo} && r[0] <= {id_hi})"
+            per_page = [pg.evaluate(f"[({window_js})(window.__bench.lat), window.__bench.resyncs()]")
+                        for pg in pages]
             poll_page.evaluate("() => { window.__poll.stop = true; }")
-            poll = poll_page.evaluate("window.__poll.lat")
+            poll = poll_page.evaluate(f"({window_js})(window.__poll.lat)")
         finally:
             browser.close()
-    id_hi = max((int(r[0]) for lat, _ in per_page for r in lat), default=id_lo)
-    # the window: rows stored from the first id after warm-up to one second before the window closed
+    # the window: rows stored from the first id after warm-up to the window's end
     stored = _stored_ids(db, id_lo, id_hi)
     lat_all: list[float] = []
     missing: list[int] = []
@@ -322,6 +350,7 @@ def _browser_phase(url: str, db: Path, pid: int, browsers: int, duration_s: floa
 def _run_controller(work: Path, port: int, units: int, rate_hz: float, seed: int, web: bool, browsers: int,
                     duration_s: float, page_loads: int) -> dict[str, Any]:
     proc, url = _start_controller(work, port, web)
+    _say(f"controller up ({'with' if web else 'without'} the console)")
     fleet = None
     try:
         fleet = _Fleet(port, units, rate_hz, seed)

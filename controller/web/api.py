@@ -33,6 +33,8 @@ __all__ = ["ApiError", "ConsoleApi"]
 
 MAX_BODY_BYTES = 16 * 1024
 _ID = r"^[\x21-\x7e]{1,128}$"
+POSITIONS_MAX = 20_000  # track points a page load gets (the page keeps 600 per unit)
+POSITIONS_SCAN_ROWS = 100_000  # measurements looked at, newest first, to find them
 LOGIN_FAILURES_PER_MIN = 10  # per client address: slows password guessing beyond scrypt's own cost
 
 
@@ -241,8 +243,12 @@ class ConsoleApi:
         since = _int_param(request, "since_s", 900, 1, 86400)
 
         def read() -> list[dict[str, Any]]:
-            newest = self.store.query("SELECT MAX(t_epoch_s) AS t FROM measurements")[0]["t"]
-            return queries.positions_after(self.store, 0, (newest or 0.0) - since, limit=20000)
+            # bounded by rowid (the table has no time index, and a scan of all spectra would grow with the
+            # database): the newest time among the newest rows, and at most SCAN_ROWS rows back
+            row = self.store.query("SELECT MAX(id) AS id, MAX(t_epoch_s) AS t FROM (SELECT id, t_epoch_s FROM "
+                                   "measurements ORDER BY id DESC LIMIT 1000)")[0]
+            after = max(0, int(row["id"] or 0) - POSITIONS_SCAN_ROWS)
+            return queries.positions_after(self.store, after, (row["t"] or 0.0) - since, limit=POSITIONS_MAX)
 
         return await self._read(request, read)
 

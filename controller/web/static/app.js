@@ -142,6 +142,7 @@ async function reload() {
     api("/api/positions"), api("/api/vitals")]);
   Object.assign(state, { units, alarms, incidents, tasks, timeline, vitals });
   state.tracks = new Map(); addPositions(positions);
+  state.loaded = true;
   render();
 }
 
@@ -185,8 +186,11 @@ async function start() {
   $("#who").textContent = `${state.session.user} (${state.session.role})`;
   $("#login").hidden = true; $("#console").hidden = false;
   try { state.site = await api("/api/site"); } catch (err) { showError(err); }
-  await reload();
+  // one full load, when the live stream says hello (so nothing stored in between is missed); if the
+  // stream cannot open, load anyway after 3 s so the page is never empty
+  state.loaded = false;
   follow();
+  setTimeout(() => { if (!state.loaded) reload().catch(showError); }, 3000);
 }
 
 $("#login-form").addEventListener("submit", async (ev) => {
