@@ -84,7 +84,8 @@ def load_hall_map(path: str | Path) -> HallMap:
         if len(flow) != 2 or np.hypot(*flow) < 1e-6:
             raise HallMapError(f"{path}: flow_direction must be a non-zero 2-vector")
     except (OSError, YamlError) as exc:
-        raise HallMapError(f"{path}: {exc}") from None
+        msg = str(exc)
+        raise HallMapError(msg if str(path) in msg else f"{path}: {msg}") from None
     except (KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, HallMapError):
             raise

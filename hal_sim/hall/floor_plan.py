@@ -197,7 +197,8 @@ def load_hall(path: str | Path) -> FloorPlan:
     try:
         raw = load_yaml_file(path)
     except (OSError, YamlError) as exc:
-        raise HallConfigError(f"{path}: {exc}") from None
+        msg = str(exc)
+        raise HallConfigError(msg if str(path) in msg else f"{path}: {msg}") from None
     try:
         return FloorPlan(HallConfig.model_validate(raw))
     except ValidationError as exc:
