@@ -531,7 +531,8 @@ def _figure(r: dict[str, Any], path: Path) -> None:
     ax1.axhline(r["broker_only_msgs_per_s"], color="k", ls="--", label="broker only (no store)")
     ax1.axhline(5000, color="grey", ls=":", label="target SQLite 5000 msg/s")
     ax1.set_ylabel("messages stored per second")
-    ax1.set_title(f"ingest throughput ({r['cpu_count']} CPUs, {r['units']} units)")
+    ax1.set_title(f"ingest throughput ({r['cpu_count']} CPUs, load avg {r['load_average_1min_start']:.0f}"
+                  f"-{r['load_average_1min_end']:.0f}, {r['units']} units)", fontsize=10)
     ax1.legend(fontsize=8)
     ax2.bar(names, p99, color=["#4c72b0", "#55a868", "#c44e52"][: len(names)])
     ax2.axhline(500, color="grey", ls=":", label="target 500 ms")
