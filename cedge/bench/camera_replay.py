@@ -54,6 +54,26 @@ def replay_clip(clip: dict[str, Any], config: Any = None, fps: float = 30.0) -> 
     return out
 
 
+def ungated_rates(clip: dict[str, Any], config: Any = None, fps: float = 30.0) -> list[float | None]:
+    """Per heart-rate row of ``clip``: the rate the pipeline would report if its validity gate accepted
+    every window (the estimate at no threshold, with the beat-train refinement), or None when the
+    window holds too little skin.  The gate can only withhold these, never correct them."""
+    from agent.vision.pipeline import PipelineConfig, window_pulse
+
+    cfg = config or PipelineConfig()
+    trace = clip.get("_trace")
+    if trace is None or not len(trace["t_s"]):
+        return [None] * len(clip.get("hr", []))
+    t_all, rgb_all = np.asarray(trace["t_s"]), np.asarray(trace["rgb"])
+    out: list[float | None] = []
+    for r in clip["hr"]:
+        t_now, span = float(r["t_s"]), min(float(r["window_s"]), cfg.hr_window_s)
+        n = int(np.searchsorted(t_all, t_now, side="right"))
+        pe = window_pulse(t_all[:n], rgb_all[:n], t_now, span, fps, cfg.method, -np.inf)
+        out.append(None if pe is None else pe.hr_bpm)
+    return out
+
+
 def _summary(rows_by_clip: list[tuple[dict[str, Any], list[dict[str, Any]]]]) -> dict[str, Any]:
     def cov_mae(sel: list[dict[str, Any]]) -> tuple[float | None, float | None, int]:
         if not sel:
