@@ -172,3 +172,17 @@ def test_distinctive_lines_exclude_shared_energies() -> None:
     cs134 = distinctive_lines_kev("Cs-134", ["Cs-137"], lib, NAI, 30.0, 3000.0)
     assert np.any(np.abs(cs134 - 795.9) < 1.0)  # 796 keV is Cs-134's own
     assert not np.any(np.abs(cs134 - 604.7) < 1.0)  # 605 keV is within 2 FWHM of Cs-137's 662 keV
+
+
+def test_source_left_out_of_the_library_is_unknown_not_its_stand_in(ident: Identifier, shapes: dict) -> None:
+    """With Eu-154 left out, the best-fitting stand-in Eu-152 predicts its 344 keV line, which is not
+    there: the identifier withdraws the name and says unknown (the leading-name line check)."""
+    truth, stand_in = "Eu-154", "Eu-152"
+    rng = np.random.default_rng(23)
+    bg_rate = shapes["background"] * 200.0
+    counts = rng.poisson(shapes[truth] * 20000 + bg_rate * 60.0)
+    left_out = ident.identify(counts, 60.0, bg_rate, exclude=(truth,))
+    assert left_out.unknown
+    assert stand_in not in left_out.names()
+    named = ident.identify(counts, 60.0, bg_rate)
+    assert named.top == truth and not named.unknown

@@ -41,7 +41,12 @@ from agent.spectral.detector import DetectorModel
 from agent.spectral.fitting import fit_many, fit_nonneg_prior, poisson_loglik
 from agent.spectral.library import NuclideLibrary, default_library
 from agent.spectral.line_check import unconfirmed_secondaries
-from agent.spectral.residual_lines import lines_consistent, own_line_seen, strongest_unexplained
+from agent.spectral.residual_lines import (
+    lines_as_predicted,
+    lines_consistent,
+    own_line_seen,
+    strongest_unexplained,
+)
 from agent.spectral.response import DEFAULT_SHIELDS, TemplateSet, build_templates, response_table
 from agent.spectral.snm_check import SNM_NAMES
 from agent.spectral.unidentified_peaks import NetPeak, escape_peaks_kev, net_peaks, unidentified
@@ -97,6 +102,12 @@ class IdentifierSettings:
     unknown_min_share: float = 0.01  # of the net counts: ignore tiny peaks on strong sources (sum peaks, edges)
     snm_min_z: float = 4.0
     secondary_min_z: float = 4.0  # a second source's own line over the model without it
+    # the leading line-emitting source must show its own lines too, and none it predicts clearly may be
+    # missing (residual_lines.lines_consistent at this z); when it fails the outcome is "unknown" and
+    # the name is withdrawn. None disables the check
+    # (thresholds chosen on the RASE tuning seed 7770001, docs/rase_benchmark.md)
+    primary_min_z: float | None = 3.0
+    primary_min_fraction: float = 0.2
     quasi_likelihood: bool = False  # scale likelihood differences by the best fit's dispersion (see identify)
 
 
@@ -440,6 +451,17 @@ class Identifier:
                     self.model, s.residual_systematic, s.snm_min_z, e_lo, e_hi, measured=measured, loose=loose):
                 reported.remove(r)
                 snm_rejected.append(r.name)
+        primary_failed: list[str] = []
+        if s.primary_min_z is not None and reported and reported[0].name not in CONTINUUM_SOURCES:
+            r = reported[0]
+            src = self.library.index(r.name)
+            if src in part and not lines_as_predicted(
+                    r.name, others_of(r.name, reported), n_raw, mu - part[src], part[src], centers, self.library,
+                    self.model, s.residual_systematic, s.primary_min_z, e_lo, e_hi,
+                    min_fraction=s.primary_min_fraction, measured=measured, loose=loose):
+                # a name whose lines are not there is not an identification: withdrawn, outcome unknown
+                primary_failed.append(r.name)
+                reported.remove(r)
         confirmed: list[NuclideID] = reported[:1]
         for r in reported[1:]:
             src = self.library.index(r.name)
@@ -470,7 +492,7 @@ class Identifier:
             snm_rejected += [r.name for r in reported if r.name in SNM_NAMES]
             reported = [r for r in reported if r.name not in SNM_NAMES]
             missing = lost([r.name for r in reported])
-        unknown = bool(missing)
+        unknown = bool(missing) or bool(primary_failed)
         kept = {self.library.index(r.name) for r in reported}
         worst = strongest_unexplained(n_raw, mu - sum((v for k, v in part.items() if k not in kept),
                                                       np.zeros_like(mu)), centers, s.residual_systematic,
