@@ -44,7 +44,7 @@ DATA_SUFFIXES = (".yaml", ".csv", ".json", ".xml", ".tflite")  # pyproject [tool
 GAMMA_MODULES = ("numpy", "scipy", "numba", "serial", "usb", "pynmea2", "lxml", "paho", "pydantic", "cryptography")
 NOT_FOR_GAMMA = ("cv2", "matplotlib", "skimage", "ai_edge_litert", "sqlite_utils", "SpecUtils", "becquerel")
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.slow, pytest.mark.packaging, pytest.mark.timeout(900)]
 
 
 @dataclass
