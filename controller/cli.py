@@ -65,7 +65,8 @@ _HEADERS = {"unit_type": "type", "last_seen_utc": "last seen", "boot_id": "boot"
             "target_y_m": "y_m", "radius_m": "r_m", "attempts": "try", "state_since_utc": "since",
             "deadline_utc": "deadline", "significance_sigma": "sigma", "background_cps": "bg_cps",
             "heart_rate_bpm": "HR bpm", "hr_quality": "q", "respiration_rate_bpm": "RR /min",
-            "blink_rate_per_min": "blinks /min", "abnormal_score": "score", "track_id": "track"}
+            "blink_rate_per_min": "blinks /min", "abnormal_score": "score", "track_id": "track",
+            "t_raised_utc": "raised", "t_start_utc": "from", "trajectory_ids": "trajectory"}
 
 
 def _fmt_col(column: str, v: Any) -> str:
@@ -197,6 +198,22 @@ def vitals(config: Path | None = ConfigOpt, db: Path | None = DbOpt, as_json: bo
         return
     _print(rows, ["unit_id", "track_id", "t_utc", "heart_rate_bpm", "hr_quality", "respiration_rate_bpm",
                   "blink_rate_per_min", "abnormal_score", "alert"], "vitals", as_json)
+
+
+@app.command("cctv-alerts")
+def cctv_alerts(config: Path | None = ConfigOpt, db: Path | None = DbOpt, as_json: bool = JsonOpt,
+                limit: int = typer.Option(100, "--limit", help="most recent N"),
+                rule: str | None = typer.Option(None, "--rule", help="only this rule (e.g. loitering)")) -> None:
+    """Hall CCTV behaviour alerts (loitering, long stay, U-turn, ...): when, which rule, where, which
+    trajectory.  The evidence (trajectory samples, tracklets, measured values) is in --json."""
+    with _open_store(config, db) as store:
+        rows = store.list_cctv_alerts(limit=limit, rule=rule)
+    if not as_json:
+        for r in rows:
+            r["zones"] = ",".join(r.get("zones") or []) or "-"
+            r["trajectory_ids"] = ",".join(r.get("trajectory_ids") or [])
+    _print(rows, ["t_raised_utc", "rule", "zones", "trajectory_ids", "t_start_utc", "alert_id"], "CCTV alerts",
+           as_json)
 
 
 @app.command()

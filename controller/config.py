@@ -27,6 +27,7 @@ from agent.config import (
 )
 
 __all__ = [
+    "CctvConfig",
     "ConfigError",
     "ControllerBrokerConfig",
     "ControllerConfig",
@@ -215,6 +216,37 @@ class WebConfig(_Cfg):
         return self
 
 
+class CctvConfig(_Cfg):
+    """Hall CCTV behaviour alerts (issue 19): camera boxes' tracklets -> cross-camera trajectories ->
+    behaviour alerts (controller.cctv.live_feed).  Absent from the config: off.
+
+    The hall and rules files are read and cross-checked when the config is loaded, so a misspelt
+    zone or a missing file stops the start with its name instead of turning the alerts off later.
+    ``retention_max_age_s`` overrides the rules file's ``retention.max_age_s`` (how long tracklets
+    and trajectories are kept in memory; alerts are stored, with their evidence, in the database).
+    """
+
+    hall_file: str = Field(min_length=1, max_length=1000)
+    rules_file: str = Field(min_length=1, max_length=1000)
+    retention_max_age_s: float | None = Field(default=None, gt=0, le=7 * 86400.0)
+    step_interval_s: float = Field(default=5.0, gt=0, le=600)  # re-association period, wall seconds
+    max_tracklets: int = Field(default=50_000, ge=10, le=1_000_000)
+    max_open_tracks: int = Field(default=5000, ge=10, le=100_000)
+    max_pending: int = Field(default=10_000, ge=10, le=1_000_000)  # finished tracklets waiting for a step
+    max_evidence_bytes: int = Field(default=64 * 1024, ge=1024, le=4 * 1024 * 1024)
+
+    @model_validator(mode="after")
+    def _files_load(self) -> CctvConfig:
+        from controller.cctv.behaviour_rules import RulesError, load_rules
+        from controller.cctv.hall_map import load_hall_map
+
+        try:
+            load_rules(self.rules_file, load_hall_map(self.hall_file))
+        except (RulesError, OSError, ValueError) as err:
+            raise ValueError(f"cctv: {err}") from err
+        return self
+
+
 def _default_site() -> SiteConfig:
     # The demo yard's origin (configs/scenarios/demo_yard.yaml), so a file-less run fits the demo.
     return SiteConfig(name="demo-yard", origin_lat_deg=51.95, origin_lon_deg=4.05, origin_alt_m=5.0)
@@ -236,6 +268,7 @@ class ControllerConfig(_Cfg):
     localization: LocalizationConfig = Field(default_factory=LocalizationConfig)
     sequence: SequenceConfig = Field(default_factory=SequenceConfig)
     web: WebConfig = Field(default_factory=WebConfig)
+    cctv: CctvConfig | None = None  # hall CCTV behaviour alerts (issue 19); None: off
     # Command integrity: every command is signed with this Ed25519 key (PEM, `cedge site init`
     # writes it); units refuse unsigned ones.  command_key_id is checked against the key at start.
     command_signing_key: str | None = None

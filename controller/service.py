@@ -101,8 +101,15 @@ class ControllerService:
         self.leader = leader_for(config.store_location)
         self._console_db = self.store.dialect == "sqlite"  # the console reads the SQLite file directly
         self.link = link or ControllerMqtt(config.broker, max_payload_bytes=config.ingest.max_payload_bytes)
+        # hall CCTV (issue 19): tracklets folded on the ingest thread, analysed on the "cctv" thread
+        self.cctv: Any = None
+        if config.cctv is not None:
+            from controller.cctv.live_feed import LiveCctvFeed
+
+            self.cctv = LiveCctvFeed(config.cctv)
         self.ingestor = Ingestor(
             self.store,
+            on_event=self._on_event if self.cctv is not None else None,
             clock=self.clock,
             max_payload_bytes=config.ingest.max_payload_bytes,
             reject_log_interval_s=config.ingest.reject_log_interval_s,
@@ -151,6 +158,28 @@ class ControllerService:
                       self.config.web.port, err)
             self.web = None
 
+    def _on_event(self, env: Any, body: Any) -> None:
+        if env.kind == "tracklet" and self.cctv is not None:
+            self.cctv.on_tracklet(env, body)
+
+    def cctv_step(self) -> int:
+        """One CCTV analysis step (re-association, rules) and its new alerts stored; never fatal."""
+        if self.cctv is None:
+            return 0
+        try:
+            return self.cctv.step_and_store(self.store, self.clock.utc_now().timestamp())
+        except sqlite3.Error as err:
+            self._rlog.error("cctv-db", "CCTV alerts not stored now, database error: %s (raised again next step)", err)
+        except Exception as err:
+            self._rlog.exception(f"cctv:{type(err).__name__}", "CCTV step failed")
+        return 0
+
+    def _cctv_loop(self, stop_event: threading.Event) -> None:
+        assert self.config.cctv is not None
+        while not stop_event.wait(self.config.cctv.step_interval_s):
+            self.cctv_step()
+        self.cctv_step()  # what arrived before the stop
+
     def _publish_command(self, unit_id: str, cmd: Command) -> None:
         self.link.publish_command(unit_id, cmd)
 
@@ -197,6 +226,10 @@ class ControllerService:
         # for) must not stall behind it after an outage floods in.  The store serialises access.
         ticker = threading.Thread(target=self._tick_loop, args=(stop_event,), name="dispatch", daemon=True)
         ticker.start()
+        cctv_thread = None
+        if self.cctv is not None:
+            cctv_thread = threading.Thread(target=self._cctv_loop, args=(stop_event,), name="cctv", daemon=True)
+            cctv_thread.start()
         now = self.clock.monotonic_s()
         next_status = now + self.config.status_interval_s
         next_sweep = time.monotonic()
@@ -214,6 +247,8 @@ class ControllerService:
         finally:
             stop_event.set()
             ticker.join(timeout=10)
+            if cctv_thread is not None:
+                cctv_thread.join(timeout=30)
             self._shutdown()
 
     def _tick_loop(self, stop_event: threading.Event) -> None:
@@ -300,6 +335,7 @@ class ControllerService:
             "fusion": self.dispatcher.fusion_stats(),
             "parked": self.store.parked_counts(),
             "commands_signed": self.signer.signed if self.signer is not None else 0,
+            "cctv": dict(self.cctv.stats) if self.cctv is not None else None,
         }
 
     def log_status(self) -> None:

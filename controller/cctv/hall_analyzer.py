@@ -41,11 +41,14 @@ class HallAnalyzer:
             self.dropped_over_capacity += 1
         self.tracklets.append(t)
 
-    def step(self, now_s: float) -> list[Alert]:
-        """Delete what is past retention, re-associate, evaluate the rules; returns the alerts new since last step."""
+    def step(self, now_s: float, open_tracklets: list[Tracklet] | None = None) -> list[Alert]:
+        """Delete what is past retention, re-associate, evaluate the rules; returns the alerts new since last step.
+
+        ``open_tracklets``: tracks still running (live use), associated this step but not kept -
+        a loiterer still in view is seen before his track ends; the next step gets them again."""
         self.tracklets, n = prune_tracklets(self.tracklets, now_s, self.rules.retention.max_age_s)
         self.deleted_tracklets += n
-        self.trajectories = associate(self.tracklets, self.hall, self.params)
+        self.trajectories = associate(self.tracklets + list(open_tracklets or ()), self.hall, self.params)
         new = []
         for a in evaluate(self.trajectories, self.hall, self.rules):
             if a.alert_id not in self.alerts:

@@ -73,8 +73,16 @@ def _v1_base(b: Backend) -> None:
                   f"ON {table} ({', '.join(cols)})")
 
 
+def _v2_cctv_alerts(b: Backend) -> None:
+    """Hall CCTV behaviour alerts (issue 19): keyed by alert id, so an alert raised again by a later
+    re-association of the same trajectories is stored once."""
+    b.execute(create_table_sql(b.dialect, "cctv_alerts", TABLES["cctv_alerts"]))
+    b.execute("CREATE INDEX IF NOT EXISTS idx_cctv_alerts_t_raised_epoch_s ON cctv_alerts (t_raised_epoch_s)")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "base schema: tables, primary keys, indices", _v1_base),
+    Migration(2, "cctv_alerts: hall CCTV behaviour alerts", _v2_cctv_alerts),
 )
 
 

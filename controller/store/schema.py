@@ -260,6 +260,20 @@ TABLES: dict[str, dict[str, Any]] = {
         "envelope": str,
         "alarm_stored": int,
     },
+    # hall CCTV behaviour alerts (issue 19, controller.cctv.live_feed); one row per alert id
+    "cctv_alerts": {
+        "alert_id": str,
+        "rule": str,
+        "zones": str,  # JSON list
+        "trajectory_ids": str,  # JSON list
+        "t_start_utc": str,
+        "t_end_utc": str,
+        "t_raised_utc": str,
+        "t_raised_epoch_s": float,
+        "stored_utc": str,
+        "evidence": str,  # JSON, at most cctv.max_evidence_bytes (trajectory samples dropped beyond)
+        "evidence_truncated": int,
+    },
 }
 PKS: dict[str, str | tuple[str, ...]] = {
     "received": ("unit_id", "boot_id", "seq"),
@@ -269,6 +283,7 @@ PKS: dict[str, str | tuple[str, ...]] = {
     "counters": ("name", "unit_id"),
     "meta": "key",
     "boots": ("unit_id", "boot_id"),
+    "cctv_alerts": "alert_id",
 }
 JSON_COLS = {
     "body",
@@ -288,6 +303,8 @@ JSON_COLS = {
     "cmd_ids",
     "history",
     "payload",
+    "zones",
+    "trajectory_ids",
 }
 INDICES: list[tuple[str, tuple[str, ...], bool]] = [
     ("measurements", ("unit_id", "boot_id", "seq"), True),

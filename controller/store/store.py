@@ -48,6 +48,7 @@ from agent.wire_schema import (
     Measurement,
     Position,
     TaskEvent,
+    Tracklet,
     Vitals,
 )
 from controller import liveness
@@ -380,6 +381,11 @@ class Store:
                         "ibi_ms": js(body.ibi_ms) if body.ibi_ms else None,
                     },
                 )
+            elif isinstance(body, Tracklet):
+                # ledger row only (de-duplication, sequence): the positions go to the hall analyzer in
+                # memory (controller.cctv.live_feed), deleted after the CCTV retention; only the
+                # alerts it raises are kept (cctv_alerts)
+                pass
             else:  # pragma: no cover - decode_uplink guarantees the body type
                 raise TypeError(f"no table for body {type(body).__name__}")
             self._touch_unit(env, received_utc, position, unit_extra)
@@ -726,6 +732,22 @@ class Store:
                 "GROUP BY unit_id, track_id) last ON v.id = last.id ORDER BY v.unit_id, v.track_id"
             )
         return self._rows("SELECT * FROM vitals ORDER BY id DESC LIMIT ?", (limit,))[::-1]
+
+    def save_cctv_alerts(self, rows: Sequence[dict[str, Any]]) -> int:
+        """Store hall CCTV alerts (rows from controller.cctv.live_feed.alert_row); an alert id already
+        stored is left as it is.  Returns how many were new."""
+        new = 0
+        with self.transaction():
+            for r in rows:
+                new += self._insert("cctv_alerts", r, "ON CONFLICT(alert_id) DO NOTHING").rowcount
+        return new
+
+    def list_cctv_alerts(self, limit: int = 100, rule: str | None = None) -> list[dict[str, Any]]:
+        """The most recent ``limit`` CCTV alerts (optionally of one rule), oldest first."""
+        sql, params = "SELECT * FROM cctv_alerts", []
+        if rule:
+            sql, params = sql + " WHERE rule = ?", [rule]
+        return self._rows(sql + " ORDER BY t_raised_epoch_s DESC, alert_id LIMIT ?", [*params, limit])[::-1]
 
     def list_rejects(self, limit: int = 100) -> list[dict[str, Any]]:
         return self._rows("SELECT * FROM rejects ORDER BY id DESC LIMIT ?", (limit,))[::-1]
