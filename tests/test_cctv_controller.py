@@ -169,3 +169,44 @@ def test_cctv_is_off_without_its_section(tmp_path: Path) -> None:
     data = _config(tmp_path)
     del data["cctv"]
     assert controller_config_from_dict(data).cctv is None
+
+
+def test_running_service_analyses_off_the_ingest_thread(tmp_path: Path) -> None:
+    """The run loop: messages from the inbox are stored and acknowledged, the "cctv" thread steps
+    every ``step_interval_s`` and stores the alert (polled with a generous deadline, no sleeps)."""
+    import threading
+    import time
+
+    pytest.importorskip("shapely")
+
+    class _RunLink(_Link):
+        def start(self) -> None: ...
+
+        def stop(self) -> None: ...
+
+        def publish_command(self, *_a) -> None: ...
+
+    cfg = controller_config_from_dict(_config(tmp_path, step_interval_s=0.2))
+    t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=900)
+    link = _RunLink()
+    for m in _messages("c1", "c1-b-1", t0, _walk([(9, 8), (10, 9), (8.5, 10), (9.5, 7.5)] * 4, 0.7, dwell_s=8), 1,
+                       torso=3, legs=8):
+        link.inbox.put(m)
+    n = link.inbox.qsize()
+    svc = ControllerService(cfg, link=link)
+    stop = threading.Event()
+    runner = threading.Thread(target=svc.run, args=(stop,), daemon=True)
+    runner.start()
+    try:
+        deadline = time.monotonic() + 60
+        rows: list = []
+        while time.monotonic() < deadline and not rows:
+            with Store(tmp_path / "c.sqlite", create=False) as reader:
+                rows = reader.list_cctv_alerts()
+            stop.wait(0.2)
+        assert [r["rule"] for r in rows] == ["loitering"]
+        assert link.acked == n
+    finally:
+        stop.set()
+        runner.join(timeout=60)
+    assert not runner.is_alive()
