@@ -41,7 +41,7 @@ class Broadcaster:
         self._unit_states: dict[str, str] | None = None
         self._units_mark: Any = None
         self.poll_interval_s = poll_interval_s
-        self.clients: set[asyncio.Queue[tuple[str, Any] | None]] = set()
+        self.clients: set[asyncio.Queue[str | None]] = set()
         self._marks: dict[str, Any] | None = None
         self._last = {"alarms": 0, "measurements": 0, "actions": 0}
         self.polls = 0
@@ -134,19 +134,22 @@ class Broadcaster:
             await asyncio.sleep(self.poll_interval_s)
 
     def publish(self, kind: str, data: Any) -> None:
+        if not self.clients:
+            return
+        text = _event(kind, data)  # encoded once, shared by every browser's queue
         for q in list(self.clients):
             try:
-                q.put_nowait((kind, data))
+                q.put_nowait(text)
             except asyncio.QueueFull:
                 self.resyncs += 1
                 self.clients.discard(q)
                 while not q.empty():
                     q.get_nowait()
-                q.put_nowait(("resync", {"reason": "browser fell behind; reload the state"}))
+                q.put_nowait(_event("resync", {"reason": "browser fell behind; reload the state"}))
                 q.put_nowait(None)
 
     async def stream(self, is_disconnected: Any) -> AsyncIterator[str]:
-        q: asyncio.Queue[tuple[str, Any] | None] = asyncio.Queue(QUEUE_MAX)
+        q: asyncio.Queue[str | None] = asyncio.Queue(QUEUE_MAX)
         self.clients.add(q)
         try:
             yield "retry: 2000\n\n"
@@ -162,7 +165,7 @@ class Broadcaster:
                 if item is None:
                     return
                 self.events_sent += 1
-                yield _event(*item)
+                yield item
         finally:
             self.clients.discard(q)
 
