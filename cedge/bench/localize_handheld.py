@@ -122,7 +122,8 @@ def run_handheld(case: Case, estimate: SourceEstimate, seed: int, config: Search
         handheld_points=len(search.measured), handheld_walk_m=op.walk_m, handheld_time_s=op.time_s,
         handheld_radius_95_m=post["radius_95_m"], handheld_covered=bool(err <= max(post["radius_95_m"], 1e-9)),
         handheld_gradient=("gradient" in modes),
-        handheld_chi2_per_dwell=search.best_chi2() / max(len(search.dwells), 1), handheld_cpu_s=time.perf_counter() - t0,
+        handheld_chi2_per_dwell=search.best_chi2() / max(len(search.dwells), 1),
+        handheld_cpu_s=time.perf_counter() - t0,
         handheld_path=path, handheld_estimate=est.tolist(), fused_estimate=[estimate.x_m, estimate.y_m, estimate.z_m],
     )
     out["handheld_success"] = bool(err <= SUCCESS_RADIUS_M and out["handheld_nuclide_ok"])
