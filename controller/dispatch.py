@@ -585,8 +585,7 @@ class Dispatcher:
             return False
         self._waiting_logged.discard(task["task_id"])
         unit, distance = choice
-        if not self.store.claim_task_attempt(task["task_id"], int(task.get("attempts") or 0),  # issue 20
-                                             unit["unit_id"]):
+        if not self.store.claim_task_attempt(task["task_id"], int(task.get("attempts") or 0)):  # issue 20
             self.stats["claims_lost"] += 1
             log.info("task %s: this attempt was taken by another dispatcher; not sent", task["task_id"])
             return False
