@@ -40,14 +40,10 @@ from typing import Any
 
 import yaml
 
+from cedge.broker import free_port
+
 CONTROLLER_LIMIT_MB = 300.0
 BROKER_LIMIT_MB = 200.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _rss_mb(pid: int, field: str = "VmRSS") -> float | None:
@@ -86,7 +82,7 @@ def _start_broker(work: Path, limits: bool) -> tuple[subprocess.Popen[bytes], in
         (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()), None)
     if binary is None:
         raise FileNotFoundError("mosquitto not found (apt install mosquitto)")
-    port = _free_port()
+    port = free_port()
     conf = [f"listener {port} 127.0.0.1", "allow_anonymous true", "persistence false",
             f"log_dest file {work / 'mosquitto.log'}", "log_type error", "log_type warning", "log_type notice",
             f"user {pwd.getpwuid(os.geteuid()).pw_name}"]

@@ -50,17 +50,13 @@ from typing import Any
 
 import yaml
 
+from cedge.broker import free_port
+
 #: the unit ids, boot ids and publish order derive from this seed (the load, not the result)
 BENCH_SEED = 20261220
 PUBLISHERS = 4  # MQTT connections the simulated units share
 POLL_THROUGHPUT_S = 0.05
 POLL_LATENCY_S = 0.02
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _hwm_mb(pid: int) -> float | None:
@@ -85,7 +81,7 @@ class _Broker:
             (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()), None)
         if binary is None:
             raise FileNotFoundError("mosquitto not found (apt install mosquitto)")
-        self.port = _free_port()
+        self.port = free_port()
         conf = work / "mosquitto.conf"
         conf.write_text("\n".join([
             f"listener {self.port} 127.0.0.1", "allow_anonymous true", "persistence false",
