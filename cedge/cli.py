@@ -112,9 +112,17 @@ def demo(
     """Run broker, controller, 2 mobile units, 2 handhelds and a camera box on a simulated yard,
     over TLS with a certificate per process, the site ACL and signed commands."""
     from agent.cli_output import fail
+    from agent.optional_deps import require
     from cedge.demo import print_summary, run_demo
     from hal_sim.scenario import packaged_scenario_path
 
+    # the fleet's processes (controller with console, gamma units, camera box, simulated world): a
+    # missing package is named here in one line, before any process starts and dies in its log
+    for module in ("numba", "lxml", "cv2", "starlette", "uvicorn", "skimage"):
+        try:
+            require(module, "cedge demo (the whole fleet on one machine)")
+        except MissingExtra as err:
+            fail(err, EXIT_MISSING_EXTRA)
     if broker_host and site is None:
         fail("--broker-host needs --site DIR: the site (cedge site init) whose CA that broker trusts", 2)
     console = make_console(stderr=True)

@@ -88,6 +88,26 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _require_configured_parts(cfg: ControllerConfig) -> None:
+    """Refuse to start, in one line naming the extra, when the configuration asks for a part whose
+    packages this installation lacks.  Why: a controller started for its console that quietly runs
+    without one (the log line scrolls by under systemd) looks to an operator like a dead site."""
+    from agent.optional_deps import EXIT_MISSING_EXTRA, MissingExtra, require
+    from controller.store.location import is_postgresql
+
+    needs: list[tuple[str, str]] = []
+    if cfg.web.enabled:
+        needs += [("starlette", "the operator console (web.enabled; --no-web turns it off)"),
+                  ("uvicorn", "the operator console (web.enabled; --no-web turns it off)")]
+    if is_postgresql(cfg.db_path):
+        needs.append(("psycopg", "a postgresql:// store"))
+    for module, needed_for in needs:
+        try:
+            require(module, f"cedge controller run: {needed_for}")
+        except MissingExtra as err:
+            fail(err, EXIT_MISSING_EXTRA)
+
+
 @app.command()
 def run(
     config: Path | None = ConfigOpt,
@@ -118,6 +138,7 @@ def run(
         cfg.web.host, cfg.web.port, cfg.web.enabled = host.strip("[]"), int(port), True
     if no_web:
         cfg.web.enabled = False
+    _require_configured_parts(cfg)
     level = (log_level or cfg.log_level).upper()
     # UTC timestamps on a terminal, <N> syslog priorities under systemd (journalctl -p err)
     setup_logging(level if level in logging.getLevelNamesMapping() else "INFO")

@@ -42,7 +42,7 @@ PACKAGES = ("agent", "controller", "drivers", "hal_sim", "cedge")
 DATA_SUFFIXES = (".yaml", ".csv", ".json", ".xml", ".tflite")  # pyproject [tool.setuptools.package-data]
 # what a gamma unit must have, and what it must not carry (issue 15: 883 MB for every role)
 GAMMA_MODULES = ("numpy", "scipy", "numba", "serial", "usb", "pynmea2", "lxml", "paho", "pydantic", "cryptography")
-NOT_FOR_GAMMA = ("cv2", "matplotlib", "skimage", "ai_edge_litert", "sqlite_utils", "SpecUtils", "becquerel")
+NOT_FOR_GAMMA = ("cv2", "matplotlib", "skimage", "ai_edge_litert", "uvicorn", "psycopg", "SpecUtils", "becquerel")
 
 pytestmark = [pytest.mark.slow, pytest.mark.packaging, pytest.mark.timeout(900)]
 
