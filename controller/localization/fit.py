@@ -44,6 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from controller.localization.height import HeightProfile, informative_rows, profile_height, single_height
 from controller.localization.measurements import MeasurementSet
 from controller.localization.model import (
     LOG_B_MAX,
@@ -218,8 +219,9 @@ def _overdispersion(model: Model, lam: np.ndarray, n_par: int) -> tuple[float, f
     return max(1.0, dev / dof), dev, dof
 
 
-def _single_height_z_error(ms: MeasurementSet, s: np.ndarray, p: LocalizationParams) -> float:
-    """Model error of the height when every detector is at one height h.
+def _single_height_z_error(ms: MeasurementSet, s: np.ndarray, p: LocalizationParams,
+                           rows: np.ndarray | None = None) -> float:
+    """Model error of the height when every detector that sees the source is at one height h.
 
     Then the height comes from the width of the count-rate profile alone, i.e. from the distance
     r = sqrt(d^2 + (z - h)^2) to the track (d horizontal), and a relative error eps of the model's
@@ -227,12 +229,15 @@ def _single_height_z_error(ms: MeasurementSet, s: np.ndarray, p: LocalizationPar
     z by eps r^2 / |z - h|: unbounded near the detector plane.  On the tuning seeds single-height
     fits put sources 0.5 m below the detectors 1.4-3 m too high with a counting sigma of 0.4 m;
     with a second detector height the ratio between detectors carries the height instead.
+    ``rows``: the rows that carry the source's signal (:func:`.height.informative_rows`); a far
+    detector at another height that does not see the source must not count as a second height.
+    Used for two-source fits; one-source heights come from the profile (:mod:`.height`).
     """
-    heights = np.concatenate([ms.start_xyz_m[:, 2], ms.end_xyz_m[:, 2]])
-    if heights.size == 0 or float(np.ptp(heights)) >= 0.5:
+    sel = np.ones(len(ms), dtype=bool) if rows is None or not np.any(rows) else rows
+    h = single_height(ms, sel)
+    if h is None:
         return 0.0
-    h = float(np.median(heights))
-    d2 = float(np.min(np.sum((ms.mid_xyz_m[:, :2] - s[:2]) ** 2, axis=1)))
+    d2 = float(np.min(np.sum((ms.mid_xyz_m[sel, :2] - s[:2]) ** 2, axis=1)))
     dz = float(s[2]) - h
     return min(p.model_distance_rel_error * (d2 + dz * dz) / max(abs(dz), 0.1), 100.0)
 
@@ -246,7 +251,11 @@ def _inverse(fisher: np.ndarray) -> np.ndarray:
 
 
 def _estimate(ctx: FitContext, fit: FitOutcome, lay: Layout, k: int, cols: list[int], phi_od: float,
-              dev: float, dof: int, candidates: tuple[Candidate, ...], ambiguous: bool) -> SourceEstimate:
+              dev: float, dof: int, candidates: tuple[Candidate, ...], ambiguous: bool,
+              height: HeightProfile | None = None) -> SourceEstimate:
+    """The reported estimate of source ``k`` of ``fit``.  ``height``: the one-source height profile
+    (:mod:`.height`); with it z, its sigma and 95 % interval are the profile's posterior, x and y
+    its posterior means, and the Fisher information is used with z held (conditioned on)."""
     m = ctx.model
     p = ctx.params
     ms = m.ms
@@ -263,6 +272,8 @@ def _estimate(ctx: FitContext, fit: FitOutcome, lay: Layout, k: int, cols: list[
         g = fit.grad[sl]
         held[sl] = ((fit.phi[sl] <= lb[sl] + 1e-6 * span[sl]) & (g > 0)) | \
                    ((fit.phi[sl] >= ub[sl] - 1e-6 * span[sl]) & (g < 0))
+    if height is not None:  # z comes from the profile: x, y and the rest are conditioned on it
+        held[lay.pos(k).start + 2] = True
     free = ~held
     cov_u = np.zeros_like(fisher)
     cov_u[np.ix_(free, free)] = _inverse(fisher[np.ix_(free, free)])
@@ -291,19 +302,37 @@ def _estimate(ctx: FitContext, fit: FitOutcome, lay: Layout, k: int, cols: list[
     # model's; at high counts that, not counting statistics, sets the error (tuning seeds: ~0.1-0.3 m)
     cov[0, 0] += p.model_error_sigma_m**2
     cov[1, 1] += p.model_error_sigma_m**2
-    cov[2, 2] += p.model_error_sigma_z_m**2 + _single_height_z_error(ms, fit.phi[lay.pos(k)], p) ** 2
+    x, y, z = (float(v) for v in fit.phi[pos])
+    if height is None:
+        rows = informative_rows(m, fit, lay, k)
+        cov[2, 2] += p.model_error_sigma_z_m**2 + _single_height_z_error(ms, fit.phi[lay.pos(k)], p, rows) ** 2
+    else:
+        # the spread of (x(z), y(z), z) over the height posterior; z's variance is the posterior's
+        # (it holds the model error already); x, y keep their conditional Fisher part on top
+        cov[:3, 2] = 0.0
+        cov[2, :3] = 0.0
+        cov[:3, :3] += height.cov_xyz_profile
+        x, y = (float(v) for v in height.xy_mean_m)
+        z = height.z_mean_m
     var = np.clip(np.diag(cov), 0.0, None)
     evals, evecs = np.linalg.eigh(cov[:2, :2])
     evals = np.clip(evals, 0.0, None)
     major = evecs[:, 1]
-    x, y, z = (float(v) for v in fit.phi[pos])
     sigma_z = math.sqrt(var[2])
     col = cols[k]
     z_lo_bound, z_hi_bound = float(ctx.cands.lo[col][2]), float(ctx.cands.hi[col][2])
     resolved = sigma_z <= p.height_resolved_sigma_m
-    if resolved:
+    if resolved and height is not None:
+        z_int = height.z_interval_95_m
+        note = f"height {z:.1f} m, 95 % interval {z_int[0]:.1f}-{z_int[1]:.1f} m"
+    elif resolved:
         z_int = (max(z - 1.96 * sigma_z, z_lo_bound), min(z + 1.96 * sigma_z, z_hi_bound))
         note = f"height {z:.1f} m, 95 % interval {z_int[0]:.1f}-{z_int[1]:.1f} m"
+    elif height is not None:  # the interval stays the allowed range; the note adds the posterior's
+        z_int = (z_lo_bound, z_hi_bound)
+        lo95, hi95 = height.z_interval_95_m
+        note = (f"height not resolved (sigma_z {sigma_z:.1f} m > {p.height_resolved_sigma_m:.1f} m): "
+                f"anywhere in {z_lo_bound:.1f}-{z_hi_bound:.1f} m, most likely {lo95:.1f}-{hi95:.1f} m (95 %)")
     else:
         z_int = (z_lo_bound, z_hi_bound)
         note = (f"height not resolved (sigma_z {sigma_z:.1f} m > {p.height_resolved_sigma_m:.1f} m): "
@@ -505,6 +534,28 @@ def _candidates_list(ctx: FitContext, fits: list[SingleFit]) -> tuple[tuple[Cand
     return tuple(out), False, 0.0
 
 
+def _profiled(ctx: FitContext, best: SingleFit, phi_od: float) -> tuple[SingleFit, HeightProfile | None]:
+    """The height profile of the best one-source fit (:mod:`.height`).  When a profile step finds a
+    lower minimum than the local fit (the mirror of the height about the detector plane, or a basin
+    the fit did not reach), the fit is redone from there and profiled again."""
+    p = ctx.params
+    if not p.profile_height:
+        return best, None
+    m = ctx.model
+    lay = m.layout(1)
+    lb, ub = _bounds(ctx, lay, [best.col])
+    for _ in range(2):
+        h = single_height(m.ms, informative_rows(m, best.fit, lay))
+        prof = profile_height(m, best.fit, lay, lb, ub, phi_od, h, p.model_distance_rel_error,
+                              p.model_error_sigma_z_m)
+        f_grid = prof.fits[prof.best_index]
+        if f_grid.value >= best.fit.value - 1e-3:
+            return best, prof
+        refit = fisher_scoring(m, lay, f_grid.phi, lb, ub)
+        best = SingleFit(refit if refit.value <= f_grid.value else f_grid, best.col)
+    return best, prof
+
+
 def evaluate(ctx: FitContext, h0: FitOutcome, fits: list[SingleFit], double: tuple[FitOutcome, list[int]] | None,
              t0: float, h0_test: FitOutcome | None = None) -> LocalizationResult:
     """Model selection and the reported estimates from finished fits."""
@@ -519,11 +570,12 @@ def evaluate(ctx: FitContext, h0: FitOutcome, fits: list[SingleFit], double: tup
     single_tmp = None
     sigma_guess = None
     # ambiguity: a distinct minimum within ambiguity_dnll, far from the best in the ground plane
-    single_tmp = _estimate(ctx, best.fit, lay1, 0, [best.col], phi1, dev1, dof1, candidates, False)
+    best, height = _profiled(ctx, best, phi1)
+    single_tmp = _estimate(ctx, best.fit, lay1, 0, [best.col], phi1, dev1, dof1, candidates, False, height)
     sigma_guess = single_tmp.sigma_xy_m
     ambiguous = any(math.hypot(c.x_m - single_tmp.x_m, c.y_m - single_tmp.y_m) > 2.0 * sigma_guess + 1.0
                     for c in candidates)
-    single = _estimate(ctx, best.fit, lay1, 0, [best.col], phi1, dev1, dof1, candidates, ambiguous) \
+    single = _estimate(ctx, best.fit, lay1, 0, [best.col], phi1, dev1, dof1, candidates, ambiguous, height) \
         if ambiguous else single_tmp
     t2 = None
     sources: tuple[SourceEstimate, ...] = ()

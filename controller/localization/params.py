@@ -55,6 +55,9 @@ class LocalizationParams:
     # Relative error of the model's distance scale (the profile width): sets the height error of
     # single-height geometries (see fit._single_height_z_error).
     model_distance_rel_error: float = 0.05
+    # One-source heights from the profile likelihood over the column's height range (fit/height.py):
+    # False only to compare with the Fisher-information height (cedge bench, the offline replay).
+    profile_height: bool = True
     background_prior_rel: float = 0.05
     # No-source test: its background-only model may vary smoothly along each pass (NORM in the
     # ground and the cargo, buildings): Gaussian bumps of this spacing (and width) along each pass,
