@@ -534,6 +534,22 @@ def _candidates_list(ctx: FitContext, fits: list[SingleFit]) -> tuple[tuple[Cand
     return tuple(out), False, 0.0
 
 
+def _profile_of(ctx: FitContext, fit: FitOutcome, lay: Layout, cols: list[int], k: int, phi_od: float
+                ) -> HeightProfile | None:
+    """The height profile of source ``k`` of ``fit`` (:mod:`.height`), None when switched off."""
+    p = ctx.params
+    if not p.profile_height:
+        return None
+    m = ctx.model
+    lb, ub = _bounds(ctx, lay, cols)
+    rows = informative_rows(m, fit, lay, k)
+    h = single_height(m.ms, rows)
+    sig = m.ms.position_sigma_m
+    pos_sigma = float(np.median(sig[rows])) if sig is not None and rows.any() else 0.0
+    return profile_height(m, fit, lay, lb, ub, phi_od, h, p.model_distance_rel_error, p.model_error_sigma_z_m,
+                          k=k, position_sigma_m=pos_sigma)
+
+
 def _profiled(ctx: FitContext, best: SingleFit, phi_od: float) -> tuple[SingleFit, HeightProfile | None]:
     """The height profile of the best one-source fit (:mod:`.height`).  When a profile step finds a
     lower minimum than the local fit (the mirror of the height about the detector plane, or a basin
@@ -545,9 +561,8 @@ def _profiled(ctx: FitContext, best: SingleFit, phi_od: float) -> tuple[SingleFi
     lay = m.layout(1)
     lb, ub = _bounds(ctx, lay, [best.col])
     for _ in range(2):
-        h = single_height(m.ms, informative_rows(m, best.fit, lay))
-        prof = profile_height(m, best.fit, lay, lb, ub, phi_od, h, p.model_distance_rel_error,
-                              p.model_error_sigma_z_m)
+        prof = _profile_of(ctx, best.fit, lay, [best.col], 0, phi_od)
+        assert prof is not None
         f_grid = prof.fits[prof.best_index]
         if f_grid.value >= best.fit.value - 1e-3:
             return best, prof
@@ -600,7 +615,8 @@ def evaluate(ctx: FitContext, h0: FitOutcome, fits: list[SingleFit], double: tup
             note2 = (f"; second source rejected (it explains {l2 / max(l1, 1e-9):.0%} of what the first does, "
                      f"< {p.second_source_min_share:.0%}: within the model error of the first)")
         else:
-            two = [_estimate(ctx, f2, lay2, k, cols2, phi2, dev2, dof2, (), False) for k in range(2)]
+            two = [_estimate(ctx, f2, lay2, k, cols2, phi2, dev2, dof2, (), False,
+                             _profile_of(ctx, f2, lay2, cols2, k, phi2)) for k in range(2)]
             two.sort(key=lambda e: -e.strength)
             note2 = (f"two sources: likelihood ratio 2 vs 1 {t2:.1f} >= {p.second_source_threshold:.0f}, "
                      f"{sep:.1f} m apart")

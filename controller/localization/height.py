@@ -124,13 +124,15 @@ def _combine(dev: np.ndarray, model_dev: np.ndarray) -> np.ndarray:
 
 def profile_height(model: Model, fit: FitOutcome, lay: Layout, lb: np.ndarray, ub: np.ndarray, phi_od: float,
                    height_m: float | None, eps_rel: float, sigma_z_model_m: float,
-                   step_m: float = HEIGHT_STEP_M) -> HeightProfile:
-    """Profile the one-source fit ``fit`` over z in [lb_z, ub_z] (the column's range).
+                   step_m: float = HEIGHT_STEP_M, k: int = 0, position_sigma_m: float = 0.0) -> HeightProfile:
+    """Profile source ``k`` of ``fit`` over its z in [lb_z, ub_z] (its column's range); every other
+    parameter (the other source's too) is refitted at each step.
 
     ``height_m``: the common height of the informative detectors (None: several heights, then only
     ``sigma_z_model_m`` is added as model error); ``eps_rel``: relative error of the model's
-    distance scale."""
-    pos = lay.pos(0)
+    distance scale; ``position_sigma_m``: the horizontal position error of the rows that see the
+    source (GNSS, from their fix quality), see below."""
+    pos = lay.pos(k)
     iz = pos.start + 2
     z_lo, z_hi = float(lb[iz]), float(ub[iz])
     n = max(2, int(math.ceil((z_hi - z_lo) / step_m)) + 1)
@@ -159,7 +161,16 @@ def profile_height(model: Model, fit: FitOutcome, lay: Layout, lb: np.ndarray, u
         d2 = np.array([float(np.min(np.sum((mids - p) ** 2, axis=1))) for p in xy])
         r = np.sqrt(d2 + (zs - height_m) ** 2)
         r_b = float(r[best])
-        m_r = ((r - r_b) / (eps_rel * r_b)) ** 2
+        # The distance error: the model's scale error, and the position error of the track.  A
+        # receiver's error drifts during a pass (Gauss-Markov, tau ~ 1 min: over a 10-s crossing it
+        # moves by ~0.55 sigma), which the one-offset-per-pass model does not follow; the count profile
+        # is then the true one smeared by that motion, i.e. wider, and a wider profile reads as a
+        # larger distance - only ever larger, since r >= d - so z is pushed away from the detector
+        # plane.  Demo yard (fix quality 1, sigma 1 m): snapping the stored tracks to the lane
+        # centres moved the fit from z 4.0 to 1.8 m (truth 1.0).  The full sigma is used (the
+        # receiver's correlation time is not known here): conservative.
+        sig_r = math.hypot(eps_rel * r_b, position_sigma_m)
+        m_r = ((r - r_b) / max(sig_r, 1e-6)) ** 2
         with np.errstate(divide="ignore"):
             m_model = 1.0 / (1.0 / np.where(m_r > 0, m_r, 1e-300) + 1.0 / np.where(m_z > 0, m_z, 1e-300))
         m_model = np.where((m_r == 0) | (m_z == 0), 0.0, m_model)
