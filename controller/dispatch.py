@@ -178,14 +178,19 @@ class Dispatcher:
             n += 1
         cursor = int(self.store.get_meta(_EVENT_CURSOR, "0") or 0)
         for row in self.store.task_events_after(cursor):
+            # the task's new state, the event's disposition and the cursor commit together: a reader
+            # never sees a task closed by an event still marked unhandled, and a crash in between
+            # cannot apply the same event twice at the next start
             try:
-                disposition, reason = self.handle_task_event(row)
+                with self.store.transaction():
+                    disposition, reason = self.handle_task_event(row)
+                    self.store.set_task_event_disposition(row["id"], disposition, reason)
+                    self.store.set_meta(_EVENT_CURSOR, str(row["id"]))
             except Exception as err:
                 self.stats["event_errors"] += 1
                 log.exception("task event row %s could not be handled", row["id"])
-                disposition, reason = "error", f"{type(err).__name__}: {err}"
-            self.store.set_task_event_disposition(row["id"], disposition, reason)
-            self.store.set_meta(_EVENT_CURSOR, str(row["id"]))
+                self.store.set_task_event_disposition(row["id"], "error", f"{type(err).__name__}: {err}")
+                self.store.set_meta(_EVENT_CURSOR, str(row["id"]))
             n += 1
         return n
 
@@ -585,7 +590,8 @@ class Dispatcher:
             return False
         self._waiting_logged.discard(task["task_id"])
         unit, distance = choice
-        if not self.store.claim_task_attempt(task["task_id"], int(task.get("attempts") or 0)):  # issue 20
+        if not self.store.claim_task_attempt(task["task_id"], int(task.get("attempts") or 0),  # issue 20
+                                             unit["unit_id"]):
             self.stats["claims_lost"] += 1
             log.info("task %s: this attempt was taken by another dispatcher; not sent", task["task_id"])
             return False

@@ -96,3 +96,21 @@ def test_postgres_connection_lost_is_retryable_and_reconnects(pg_server, pg_url:
             s.set_meta("b", "2")
         s.set_meta("c", "3")
         assert (s.get_meta("a"), s.get_meta("b"), s.get_meta("c")) == ("1", None, "3")
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_an_attempt_claim_takes_the_task_out_of_open_at_once(backend: str, request: pytest.FixtureRequest,
+                                                             tmp_path: Path) -> None:
+    """Issue 20's race, in the interleaving that sent two handhelds: dispatcher B reads the task after
+    A's claim but before A saves it.  B must see the task already dispatched to A's handheld, and no
+    claim of any attempt by B may succeed."""
+    location = request.getfixturevalue("pg_url") if backend == "postgresql" else str(tmp_path / "c.sqlite")
+    task_id = f"T-claim-{backend}-{tmp_path.name}"
+    with Store(location) as a, Store(location) as b:
+        a.save_task({"task_id": task_id, "incident_id": "I-1", "state": "open", "attempts": 0})
+        assert a.claim_task_attempt(task_id, 0, "hh-1")
+        seen_by_b = b.get_task(task_id)
+        assert (seen_by_b["state"], seen_by_b["unit_id"], seen_by_b["attempts"]) == ("dispatched", "hh-1", 1)
+        assert not b.claim_task_attempt(task_id, 0, "hh-2")
+        assert not b.claim_task_attempt(task_id, 1, "hh-2")
+        assert a.get_task(task_id)["unit_id"] == "hh-1"

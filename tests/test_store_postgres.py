@@ -119,14 +119,15 @@ def test_racing_claims_have_one_winner(pg_url: str) -> None:  # noqa: F811
             inc = stores[1].get_incident(f"I-{i}")
             assert inc["task_id"] == f"T-{i}-{winner}"
             assert stores[1].get_task(f"T-{i}")["attempts"] == 1
+            # the claim itself takes the task out of 'open': a dispatcher that reads the task after the
+            # claim but before the winner's save sees it dispatched and does not claim the next attempt
+            assert stores[1].get_task(f"T-{i}")["state"] == "dispatched"
+            assert not stores[1 - winner].claim_task_attempt(f"T-{i}", 1)
     finally:
         for s in stores:
             s.close()
 
 
-@pytest.mark.xfail(strict=False, reason="known race (issue 20, open): a dispatcher that reads the task after "
-                   "the other's attempt claim but before its save claims the next attempt and sends a second "
-                   "handheld (CI 2026-12-08: attempts 2); the first fix broke the attack suite and was reverted")
 def test_two_dispatchers_racing_on_one_incident_send_one_handheld(tmp_path: Path, pg_url: str) -> None:  # noqa: F811
     """Two dispatchers (two controllers during a leader fail-over) tick at the same moment when an
     incident's fusion hold ends: one task is opened and one handheld is dispatched."""

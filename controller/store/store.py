@@ -624,13 +624,19 @@ class Store:
                 (task_id, incident_id),
             ).rowcount == 1
 
-    def claim_task_attempt(self, task_id: str, attempts_seen: int) -> bool:
+    def claim_task_attempt(self, task_id: str, attempts_seen: int, unit_id: str | None = None) -> bool:
         """Count one more dispatch attempt of an open task, if it is still open at ``attempts_seen``
-        attempts; False if another dispatcher already took this attempt (it sends the handheld)."""
+        attempts; False if another dispatcher already took this attempt (it sends the handheld).
+
+        The claim also moves the task out of 'open' (to 'dispatched', to ``unit_id``) in the same
+        statement: a claim that only counted the attempt left the task open until the winner saved it,
+        and a second dispatcher reading it in between claimed the *next* attempt and sent a second
+        handheld (seen in CI: attempts 2 after one race)."""
         with self.transaction():
             return self._b.execute(
-                "UPDATE tasks SET attempts = ? WHERE task_id = ? AND state = 'open' AND COALESCE(attempts, 0) = ?",
-                (attempts_seen + 1, task_id, attempts_seen),
+                "UPDATE tasks SET attempts = ?, state = 'dispatched', unit_id = COALESCE(?, unit_id) "
+                "WHERE task_id = ? AND state = 'open' AND COALESCE(attempts, 0) = ?",
+                (attempts_seen + 1, unit_id, task_id, attempts_seen),
             ).rowcount == 1
 
     def get_task(self, task_id: str) -> dict[str, Any] | None:
