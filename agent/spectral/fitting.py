@@ -124,6 +124,14 @@ def fit_nonneg_prior(n, design, x0, offset, prior_mean, prior_prec, max_iter):  
 
     Stops when the Newton decrement promises less than 1e-4 in log-likelihood (far below the
     differences of ~1 that model selection looks at).
+
+    Bounds are handled as in Bertsekas' projected Newton method (SIAM J. Control Optim. 20 (1982)
+    221): a coefficient at zero whose gradient points outward stays fixed, and one the Newton step
+    would push below zero while its own gradient also points down is sent to zero directly and left
+    out of the Newton system. Without that rule a coefficient near zero kept the clamped step tiny
+    and the fit stalled short of the optimum (up to ~4 in log-likelihood on RASE pair fits, issue 13).
+    A full Newton step is taken without evaluating the likelihood only when it clamps nothing (then
+    the quadratic model holds); otherwise, and far from the optimum, it backtracks.
     """
     p, m = design.shape
     design = np.ascontiguousarray(design)
@@ -141,10 +149,12 @@ def fit_nonneg_prior(n, design, x0, offset, prior_mean, prior_prec, max_iter):  
     hf = np.empty((p, p))
     gf = np.empty(p)
     step = np.empty(p)
+    d = np.empty(p)
     idx = np.empty(p, dtype=np.int64)
+    to_zero = np.zeros(p, dtype=np.bool_)
     _model(design, x, offset, mu)
     ll = _objective(n, mu, x, prior_mean, prior_prec)
-    stale = False
+    stale = False  # ll not yet evaluated at x (after an unevaluated Newton step)
     it = 0
     for it in range(max_iter):  # noqa: B007 - the count is returned
         _grad_hess(n, mu, design, r, w, wd, g, h)
@@ -152,43 +162,64 @@ def fit_nonneg_prior(n, design, x0, offset, prior_mean, prior_prec, max_iter):  
             if prior_prec[j] > 0:
                 g[j] -= prior_prec[j] * (x[j] - prior_mean[j])
                 h[j, j] += prior_prec[j]
+            to_zero[j] = False
         nf = 0
-        for j in range(p):
-            if x[j] > 0.0 or g[j] > 0.0:
-                idx[nf] = j
-                nf += 1
-        if nf == 0:
-            break
-        for a in range(nf):
-            ja = idx[a]
-            gf[a] = g[ja]
-            for b in range(nf):
-                hf[a, b] = h[ja, idx[b]]
-            hf[a, a] += 1e-9 * (1.0 + hf[a, a]) + 1e-12
-        _solve_spd(hf, gf, nf, step)
+        for _ in range(p):
+            nf = 0
+            for j in range(p):
+                if (x[j] > 0.0 or g[j] > 0.0) and not to_zero[j]:
+                    idx[nf] = j
+                    nf += 1
+            if nf == 0:
+                break
+            for a in range(nf):
+                ja = idx[a]
+                gf[a] = g[ja]
+                for b in range(nf):
+                    hf[a, b] = h[ja, idx[b]]
+                hf[a, a] += 1e-9 * (1.0 + hf[a, a]) + 1e-12
+            _solve_spd(hf, gf, nf, step)
+            more = False
+            for a in range(nf):
+                j = idx[a]
+                if x[j] + step[a] < 0.0 and g[j] <= 0.0:
+                    to_zero[j] = True
+                    more = True
+            if not more:
+                break
         decrement = 0.0
+        clamps = False
+        for j in range(p):
+            d[j] = 0.0
+            if to_zero[j]:
+                d[j] = -x[j]
+                decrement -= g[j] * x[j]
+                clamps = True
         for a in range(nf):
+            d[idx[a]] = step[a]
             decrement += gf[a] * step[a]
+            if x[idx[a]] + step[a] <= 0.0:
+                clamps = True
         if decrement < 2e-4:
             break
-        if decrement < 1.0:
+        if decrement < 1.0 and not clamps:
             # near the optimum the (concave) log-likelihood is close to quadratic: take the
-            # projected Newton step without evaluating it (saves m logarithms per iteration)
-            for a in range(nf):
-                v = x[idx[a]] + step[a]
-                x[idx[a]] = v if v > 0.0 else 0.0
+            # Newton step without evaluating it (saves m logarithms per iteration)
+            for j in range(p):
+                x[j] += d[j]
             _model(design, x, offset, mu)
             stale = True
             continue
+        if stale:
+            ll = _objective(n, mu, x, prior_mean, prior_prec)
+            stale = False
         t = 1.0
         improved = False
         ll_new = ll
         for _ in range(30):
             for j in range(p):
-                x_new[j] = x[j]
-            for a in range(nf):
-                v = x[idx[a]] + t * step[a]
-                x_new[idx[a]] = v if v > 0.0 else 0.0
+                v = x[j] + t * d[j]
+                x_new[j] = v if v > 0.0 else 0.0
             _model(design, x_new, offset, mu_new)
             ll_new = _objective(n, mu_new, x_new, prior_mean, prior_prec)
             if ll_new >= ll - 1e-9:
@@ -202,26 +233,34 @@ def fit_nonneg_prior(n, design, x0, offset, prior_mean, prior_prec, max_iter):  
         for i in range(m):
             mu[i] = mu_new[i]
         ll = ll_new
-        stale = False
     if stale:
         ll = _objective(n, mu, x, prior_mean, prior_prec)
     return x, ll, it + 1
 
 
-
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def fit_many(
     n: np.ndarray,
     base: np.ndarray,
     templates: np.ndarray,
+    template_weight: np.ndarray,
     x_base: np.ndarray,
     combos: np.ndarray,
     amp0: np.ndarray,
     max_iter: int,
     base_prior_mean: np.ndarray,
     base_prior_prec: np.ndarray,
+    starts: np.ndarray,
 ):  # pragma: no cover
     """Fit ``base`` rows plus the 1-2 templates of each row of ``combos`` (-1 = unused) jointly.
+
+    Template rows enter multiplied by ``template_weight`` (per bin), so the caller need not build a
+    weighted copy of the whole template matrix per spectrum. Start values (issue 13: warm starts cut
+    the Newton iterations ~2x; the likelihood is concave, so the optimum does not depend on them):
+    row ``c`` of ``starts`` (n_combo, n_base + 2) when ``starts[c, 0] >= 0``; otherwise a two-template
+    combination starts from the best-fitting earlier single-template combination of this call that
+    holds one of its templates (its solution, the other template at 1 count), and anything else from
+    ``x_base`` and ``amp0`` (at least 1 count).
 
     Returns (loglik per combo, coefficients per combo as (n_combos, n_base + 2), zero-padded).
     One numba call for all hypotheses keeps the per-spectrum cost in microseconds.
@@ -231,6 +270,7 @@ def fit_many(
     lls = np.empty(n_combo)
     xs = np.zeros((n_combo, n_base + 2))
     zero = np.zeros(m)
+    use_starts = starts.shape[0] == n_combo
     for c in range(n_combo):
         k = 0
         for j in range(2):
@@ -249,9 +289,25 @@ def fit_many(
         for j in range(2):
             t = combos[c, j]
             if t >= 0:
-                design[r] = templates[t]
+                for i in range(m):
+                    design[r, i] = templates[t, i] * template_weight[i]
                 x0[r] = amp0[t] if amp0[t] > 1.0 else 1.0
                 r += 1
+        if use_starts and starts[c, 0] >= 0.0:
+            for j in range(n_base + k):
+                x0[j] = starts[c, j]
+        elif k == 2:
+            parent = -1
+            for c2 in range(c):
+                nested = combos[c2, 1] < 0 and (combos[c2, 0] == combos[c, 0] or combos[c2, 0] == combos[c, 1])
+                if nested and (parent < 0 or lls[c2] > lls[parent]):
+                    parent = c2
+            if parent >= 0:
+                for j in range(n_base):
+                    x0[j] = xs[parent, j]
+                own = 0 if combos[c, 0] == combos[parent, 0] else 1
+                x0[n_base + own] = xs[parent, n_base]
+                x0[n_base + 1 - own] = 1.0
         x, ll, _ = fit_nonneg_prior(n, design, x0, zero, pm, pp, max_iter)
         lls[c] = ll
         for j in range(n_base):
