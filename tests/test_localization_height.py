@@ -9,6 +9,7 @@ rows count as seeing the source, the position-error term - not accuracy against 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from controller.localization import LocalizationParams, MeasurementSet, locate, site_from_dict
 from controller.localization.kernels import source_terms
@@ -60,7 +61,7 @@ def test_height_stays_in_the_column_and_its_sigma_covers_the_truth() -> None:
     assert 0.0 <= est.z_m <= STACK_TOP_M
     assert 0.0 <= est.z_interval_m[0] <= est.z_interval_m[1] <= STACK_TOP_M
     assert abs(est.z_m - SOURCE[2]) <= 1.96 * est.sigma_z_m
-    assert est.cov[2, 2] == np.float64(est.sigma_z_m) ** 2
+    assert est.cov[2, 2] == pytest.approx(est.sigma_z_m**2)
     assert np.all(np.linalg.eigvalsh(est.cov[:3, :3]) >= -1e-9)  # a covariance, with the xy-z coupling
 
 
