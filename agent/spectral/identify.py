@@ -38,7 +38,7 @@ import numpy as np
 from agent.hal.interfaces import EnergyCalibration
 from agent.spectral.binning import AnalysisBins, make_bins
 from agent.spectral.detector import DetectorModel
-from agent.spectral.fitting import fit_many, fit_nonneg_prior, poisson_loglik
+from agent.spectral.fitting import fit_many, fit_nonneg_prior, poisson_loglik, score_test
 from agent.spectral.library import NuclideLibrary, default_library
 from agent.spectral.line_check import unconfirmed_secondaries
 from agent.spectral.residual_lines import (
@@ -194,7 +194,6 @@ class Identifier:
         self._template_counts = raw.sum(axis=1)
         keep = self._template_counts > 0
         self._tmpl = np.where(keep[:, None], raw / np.where(keep, self._template_counts, 1.0)[:, None], 0.0)
-        self._tmpl_sq = self._tmpl * self._tmpl  # for the score test's information (once per calibration)
         self._src_of = self.templates.source_index
         self._shield_of = self.templates.shield_index
         n_var = len(self.templates.shields)
@@ -276,7 +275,7 @@ class Identifier:
         mu0 = base.T @ xb
 
         # 2. screen every template on top of the background fit
-        amp, q = self._screen(n, mu0, base, tmpl, self._tmpl_sq, wv, prior_prec)
+        amp, q = self._screen(n, mu0, base, tmpl, wv, prior_prec)
         n_src = len(self.library)
         best_q, best_t = self._best_variant(q, excluded)
         order = [i for i in np.argsort(-best_q) if np.isfinite(best_q[i])][: s.n_candidates]
@@ -327,7 +326,7 @@ class Identifier:
             base1 = np.vstack([base] + [tmpl[t][None, :] * wv for _, t in comps1])
             mu1 = base1.T @ first[3][: base1.shape[0]]
             pp1 = np.concatenate([prior_prec, np.zeros(len(comps1))])
-            amp1, q1 = self._screen(n, mu1, base1, tmpl, self._tmpl_sq, wv, pp1)
+            amp1, q1 = self._screen(n, mu1, base1, tmpl, wv, pp1)
             best_q1, best_t1 = self._best_variant(q1, excluded | {src1})
             partners = [int(i) for i in np.argsort(-best_q1)[: s.n_second] if np.isfinite(best_q1[i])]
             new = [src for src in partners if src not in single_best]
@@ -551,8 +550,8 @@ class Identifier:
         return best_q, best_t
 
     @staticmethod
-    def _screen(n: np.ndarray, mu0: np.ndarray, base: np.ndarray, tmpl: np.ndarray, tmpl_sq: np.ndarray,
-                wv: np.ndarray, prior_prec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _screen(n: np.ndarray, mu0: np.ndarray, base: np.ndarray, tmpl: np.ndarray, wv: np.ndarray,
+                prior_prec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Score test of every template against the background fit, background terms profiled.
 
         The plain score g^2 / I_tt favours peaky templates when the background's continuum terms have
@@ -561,25 +560,11 @@ class Identifier:
         sec. 9.3) asks instead what each template adds that the background terms cannot explain.
         Returns (first-step amplitude, score statistic) per template.
 
-        ``tmpl`` are the unweighted templates, ``tmpl_sq`` their squares and ``wv`` the bin weights of
-        :meth:`identify` (the weighted templates are ``tmpl * wv``): the sums are regrouped so that
-        three matrix-vector products replace a weighted copy of the whole template matrix.
+        ``tmpl`` are the unweighted templates and ``wv`` the bin weights of :meth:`identify` (the
+        weighted templates are ``tmpl * wv``); the sums run in one numba pass
+        (:func:`agent.spectral.fitting.score_test`), without a weighted copy of the template matrix.
         """
-        mu = np.maximum(mu0, 1e-9)
-        r = n / mu - 1.0
-        wgt = n / (mu * mu)
-        g = tmpl @ (wv * r)
-        i_tt = tmpl_sq @ (wv * wv * wgt)
-        if base.shape[0]:
-            i_bb = (base * wgt) @ base.T + np.diag(prior_prec) + 1e-9 * np.eye(base.shape[0])
-            i_tb = tmpl @ (base * (wv * wgt)).T
-            i_eff = i_tt - np.einsum("ij,ij->i", i_tb @ np.linalg.inv(i_bb), i_tb)
-        else:
-            i_eff = i_tt
-        i_eff = np.maximum(i_eff, 1e-12 * np.maximum(i_tt, 1e-300))
-        q = np.where(g > 0, g * g / i_eff, 0.0)
-        amp = np.maximum(g / i_eff, 0.0)
-        return amp, q
+        return score_test(n, mu0, np.ascontiguousarray(base), tmpl, wv, prior_prec)
 
     def _template_index(self, source: int, variant: int) -> int:
         return source * len(self.templates.shields) + variant
