@@ -61,10 +61,39 @@ def write_row(row: dict[str, float | str], max_rel_error: float, comment: str, p
     path.write_text("\n".join(kept) + "\n", encoding="utf-8")
 
 
+#: Candidate ridge weights on the shape terms (c1, c2) of the correction: from the default (a free
+#: quadratic in ln E) to a pure scale factor (the base crystal's G(E) shape kept, its level fitted).
+RIDGE_CANDIDATES = (DEFAULT_RIDGE, 3.0, 30.0, 1000.0)
+
+
+def leave_one_out_error(base: DoseWeighting, check: list[DoseSource], ridge: float,
+                        robust_scale: float | None) -> dict[str, float]:
+    """|ln(read/true)| of each consistent check source predicted by a fit to the others.
+
+    Why: three consistent check sources (Am-241, Cs-137, Co-60; the robust fit rejects Co-57 and the
+    background) fix a quadratic correction exactly, so its fit error says nothing about the
+    energies between them.  Leaving one source out measures how the correction's shape predicts an
+    energy it was not fitted to; the ridge with the smallest mean error is kept.  Only check sources
+    take part: the held-out RASE nuclides never steer the choice (Hastie, Tibshirani & Friedman, The
+    Elements of Statistical Learning, 2nd ed., 7.10: cross-validation for model selection)."""
+    full = fit_dose_weighting(base, check, PRESET, ridge=ridge, robust_scale=robust_scale)
+    consistent = [s for s in check if full.robust_weights[s.name] > 0.5]
+    out: dict[str, float] = {}
+    for left in consistent:
+        # the others that the full fit found consistent: with one of three left out, the two sources it
+        # rejected would otherwise out-vote the remaining two
+        rest = [s for s in consistent if s.name != left.name]
+        fit = fit_dose_weighting(base, rest, PRESET, ridge=ridge, robust_scale=robust_scale)
+        out[left.name] = abs(float(np.log(dose_ratio(fit.weighting, left))))
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base-dir", type=Path, default=DEFAULT_BASE_DIR)
-    parser.add_argument("--ridge", type=float, default=DEFAULT_RIDGE)
+    parser.add_argument("--ridge", type=float, default=None,
+                        help="ridge on the correction's shape terms (default: chosen by leave-one-out over the "
+                             f"check sources among {', '.join(f'{r:g}' for r in RIDGE_CANDIDATES)})")
     parser.add_argument("--robust-scale", type=float, default=DEFAULT_ROBUST_SCALE, help="0: plain least squares")
     parser.add_argument("--dry-run", action="store_true", help="do not write dose_weighting.csv")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
@@ -74,7 +103,16 @@ def main(argv: list[str] | None = None) -> None:
     table = dose_weightings()
     base: DoseWeighting = table[BASE]
     check = [rase[n] for n in (*CHECK_SOURCES, "background")]
-    fit = fit_dose_weighting(base, check, PRESET, ridge=args.ridge, robust_scale=args.robust_scale or None)
+    robust = args.robust_scale or None
+    ridge = args.ridge
+    if ridge is None:
+        loo = {r: leave_one_out_error(base, check, r, robust) for r in RIDGE_CANDIDATES}
+        for r, errs in loo.items():
+            print(f"ridge {r:g}: leave-one-out |ln(read/true)| " + ", ".join(f"{k} {v:.3f}" for k, v in errs.items())
+                  + f"; mean {np.mean(list(errs.values())):.3f}")
+        ridge = min(RIDGE_CANDIDATES, key=lambda r: float(np.mean(list(loo[r].values()))))
+        print(f"ridge chosen by leave-one-out: {ridge:g}")
+    fit = fit_dose_weighting(base, check, PRESET, ridge=ridge, robust_scale=robust)
     c0, c1, c2 = fit.correction
     lo, hi = np.exp(fit.l_range) * 662.0
     print(f"correction exp({c0:.4f} + {c1:.4f} L + {c2:.4f} L^2), L = ln(E/662 keV) held in {lo:.0f}-{hi:.0f} keV;"
@@ -111,7 +149,8 @@ def main(argv: list[str] | None = None) -> None:
         comment = (f"fitted by cedge/spectral_tools/fit_dose_rase.py to RASE sensitivities (RASE_Sensitivity) of "
                    f"check sources {', '.join(CHECK_SOURCES)} + background;\n"
                    f"{BASE} G(E) x exp({c0:.4f} + {c1:.4f} L + {c2:.4f} L^2), L = ln(E/662 keV) held in "
-                   f"{lo:.0f}-{hi:.0f} keV; robust fit down-weighted {', '.join(rejected) or 'none'} "
+                   f"{lo:.0f}-{hi:.0f} keV (ridge {ridge:g}, chosen by leave-one-out over the check sources); "
+                   f"robust fit down-weighted {', '.join(rejected) or 'none'} "
                    f"(inconsistent with the others);\nmax_rel_error = worst error on the check sources that kept "
                    f"their weight; see docs/detector_presets.md")
         write_row(fit.row(), worst, comment)
