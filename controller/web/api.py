@@ -261,6 +261,14 @@ class ConsoleApi:
         """
         return await self._read(request, queries.vitals_rows, self.store)
 
+    async def cctv_alerts(self, request: Request) -> Response:
+        """Hall CCTV behaviour alerts (rule, zones, travellers, times), newest last, without evidence.
+        ---
+        summary: CCTV alerts
+        responses: {200: {description: newest 200 alerts}}
+        """
+        return await self._read(request, queries.cctv_alert_rows, self.store)
+
     async def actions(self, request: Request) -> Response:
         """Operator actions with who, when, state and result.
         ---

@@ -115,12 +115,30 @@ def watermarks(store: Store) -> dict[str, Any]:
         "(SELECT MAX(id) FROM health) AS health, (SELECT MAX(id) FROM vitals) AS vitals, "
         " (SELECT MAX(last_seen_utc) || MAX(state_since_utc) FROM units) "
         "AS units, (SELECT MAX(updated_utc) FROM tasks) AS tasks, (SELECT MAX(updated_utc) FROM incidents) "
-        "AS incidents, (SELECT MAX(id) || ':' || COUNT(done_utc) FROM web_actions) AS actions")[0]
+        "AS incidents, (SELECT MAX(id) || ':' || COUNT(done_utc) FROM web_actions) AS actions, "
+        "(SELECT MAX(stored_utc) || ':' || COUNT(*) FROM cctv_alerts) AS cctv_alerts")[0]
     return {k: (v or 0) for k, v in row.items()}
 
 
+def cctv_alert_rows(store: Store, limit: int = 200) -> list[dict[str, Any]]:
+    """The hall CCTV's behaviour alerts (controller.cctv), newest last, with a one-line text for the
+    operator; the evidence (trajectories, dwell) is left out of the list: it is up to
+    ``cctv.max_evidence_bytes`` per alert and the console only names what to look at."""
+    out = []
+    for a in store.list_cctv_alerts(limit=limit):
+        zones = [str(z) for z in (a.get("zones") or [])]
+        people = [str(t) for t in (a.get("trajectory_ids") or [])]
+        where = f" in {', '.join(zones)}" if zones else ""
+        out.append({"alert_id": a["alert_id"], "rule": a["rule"], "zones": zones, "trajectory_ids": people,
+                    "t_start_utc": a["t_start_utc"], "t_end_utc": a["t_end_utc"], "t_raised_utc": a["t_raised_utc"],
+                    "text": f"CCTV {a['rule']}{where}: {len(people)} traveller{'s' if len(people) != 1 else ''} "
+                            f"(alert {a['alert_id']})"})
+    return out
+
+
 def timeline(store: Store, limit: int = 300) -> list[dict[str, Any]]:
-    """Alarms, task transitions, unit states (changes, births, deaths) and operator actions, newest last."""
+    """Alarms, task transitions, hall CCTV alerts, unit states (changes, births, deaths) and operator
+    actions, newest last."""
     events: list[dict[str, Any]] = []
     for a in store.query("SELECT alarm_id, unit_id, t_peak_utc, significance_sigma FROM alarms ORDER BY id DESC "
                          "LIMIT ?", (limit,)):
@@ -135,6 +153,8 @@ def timeline(store: Store, limit: int = 300) -> list[dict[str, Any]]:
         events.append({"t_utc": w["t_utc"], "kind": "action", "unit_id": None,
                        "text": f"{w['user']} {w['action']} {w['target']}: {w['state']}"
                                + (f" ({w['result']})" if w.get("result") else "")})
+    for c in cctv_alert_rows(store, limit=limit):
+        events.append({"t_utc": c["t_raised_utc"], "kind": "cctv", "unit_id": None, "text": c["text"]})
     # unit states: the changes the console recorded (controller.web.sse), births and deaths from the
     # store's session ledger, and the current state of a unit with no recorded change
     changed: set[str] = set()

@@ -107,6 +107,8 @@ class Broadcaster:
             out.append(("vitals", queries.vitals_rows(self.store)))
         if m["tasks"] != self._marks["tasks"]:
             out.append(("tasks", self.store.list_tasks()))
+        if m["cctv_alerts"] != self._marks.get("cctv_alerts"):
+            out.append(("cctv_alerts", queries.cctv_alert_rows(self.store, limit=200)))
         if m["incidents"] != self._marks["incidents"]:
             out.append(("incidents", queries.list_incidents(self.store)))
         if m["actions"] != self._marks["actions"]:

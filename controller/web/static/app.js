@@ -5,7 +5,7 @@ import { drawSpectrum, drawWaterfall } from "./spectrum.js";
 
 const $ = (sel) => document.querySelector(sel);
 const TRACK_POINTS = 600;  // per unit, newest kept
-const state = { units: [], alarms: [], incidents: [], tasks: [], timeline: [], vitals: [], tracks: new Map(),
+const state = { units: [], alarms: [], incidents: [], tasks: [], timeline: [], vitals: [], cctvAlerts: [], tracks: new Map(),
                 selected: null, session: null, spectrumFor: null };
 window.consoleState = state;  // for the browser tests and for curious operators (read-only use)
 
@@ -77,6 +77,14 @@ function render() {
                      fmt(v.abnormal_score, 2) + (v.alert ? " ALERT" : ""), v.why || "-"]) tr.append(el("td", c));
     vb.append(tr);
   }
+  // hall CCTV alerts, newest first
+  const cb = $("#cctv-alerts tbody"); cb.replaceChildren();
+  for (const a of [...state.cctvAlerts].reverse().slice(0, 50)) {
+    const tr = el("tr", null, "unacked"); tr.dataset.alert = a.alert_id;
+    for (const c of [hhmmss(a.t_raised_utc), a.rule, a.zones.join(", ") || "-", a.trajectory_ids.join(", ") || "-",
+                     `${hhmmss(a.t_start_utc)} - ${hhmmss(a.t_end_utc)}`]) tr.append(el("td", c));
+    cb.append(tr);
+  }
   // timeline, newest first
   const tl = $("#timeline"); tl.replaceChildren();
   for (const e of [...state.timeline].reverse().slice(0, 200)) tl.append(el("li", `${hhmmss(e.t_utc)}  ${e.text}`, e.kind));
@@ -137,10 +145,10 @@ async function act(path, body) {
 }
 
 async function reload() {
-  const [units, alarms, incidents, tasks, timeline, positions, vitals] = await Promise.all([
+  const [units, alarms, incidents, tasks, timeline, positions, vitals, cctvAlerts] = await Promise.all([
     api("/api/units"), api("/api/alarms"), api("/api/incidents"), api("/api/tasks"), api("/api/timeline"),
-    api("/api/positions"), api("/api/vitals")]);
-  Object.assign(state, { units, alarms, incidents, tasks, timeline, vitals });
+    api("/api/positions"), api("/api/vitals"), api("/api/cctv_alerts")]);
+  Object.assign(state, { units, alarms, incidents, tasks, timeline, vitals, cctvAlerts });
   state.tracks = new Map(); addPositions(positions);
   state.loaded = true;
   render();
@@ -164,6 +172,7 @@ function follow() {
   on("tasks", (rows) => { state.tasks = rows; refreshTimeline(); });
   on("incidents", (rows) => { state.incidents = rows; });
   on("vitals", (rows) => { state.vitals = rows; });
+  on("cctv_alerts", (rows) => { state.cctvAlerts = rows; refreshTimeline(); });
   on("actions", () => refreshTimeline());
   on("resync", () => reload().catch(showError));
 }
@@ -171,7 +180,10 @@ function follow() {
 let timelineTimer = null;
 function refreshTimeline() {
   clearTimeout(timelineTimer);
-  timelineTimer = setTimeout(async () => { try { state.timeline = await api("/api/timeline"); render(); } catch (e) { showError(e); } }, 300);
+  timelineTimer = setTimeout(async () => {
+    try { [state.timeline, state.cctvAlerts] = await Promise.all([api("/api/timeline"), api("/api/cctv_alerts")]); render(); }
+    catch (e) { showError(e); }
+  }, 300);
 }
 
 async function start() {

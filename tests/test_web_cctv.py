@@ -1,0 +1,91 @@
+"""The operator console shows the arrival hall's CCTV behaviour alerts (issues 18 and 19): a list
+endpoint, the timeline, and a live push when a new alert is stored.  A real uvicorn server in this
+process on a SQLite store (no browser, no broker); the page's table is driven by the same endpoint.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from controller.config import WebConfig
+from controller.store import Store
+
+PASSWORD = "cctv-test-pass-1"
+
+
+def _alert(alert_id: str, rule: str, t_epoch_s: float) -> dict[str, Any]:
+    from controller.cctv.behaviour_alerts import Alert
+    from controller.cctv.live_feed import alert_row
+
+    evidence = {"trajectories": {"T7": {"samples_t_x_y": [[t_epoch_s, 1.0, 2.0]], "tracklets": ["cam-1/c1/3"],
+                                        "gaps": []}}, "dwell_s": 240.0}
+    a = Alert(rule, ("T7",), ("corridor",), t_epoch_s - 240, t_epoch_s, t_epoch_s, evidence, alert_id)
+    return alert_row(a, "2026-12-08T03:00:00Z", 4096)
+
+
+class _Client:
+    """Logged-in HTTP client of the console (session cookie)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = urlsplit(url)
+        self.cookie = ""
+        status, headers, _ = self.call("POST", "/api/login", {"name": "olga", "password": PASSWORD})
+        assert status == 200
+        self.cookie = headers["set-cookie"].split(";", 1)[0]
+
+    def call(self, method: str, path: str, body: Any = None) -> tuple[int, dict[str, str], Any]:
+        conn = http.client.HTTPConnection(self.url.hostname, self.url.port, timeout=30)
+        headers = {"Cookie": self.cookie} if self.cookie else {}
+        data = None
+        if body is not None:
+            data, headers["Content-Type"] = json.dumps(body).encode(), "application/json"
+        conn.request(method, path, body=data, headers=headers)
+        r = conn.getresponse()
+        raw = r.read()
+        conn.close()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, json.loads(raw) if raw[:1] in b"[{" else raw
+
+
+def test_cctv_alerts_are_listed_on_the_timeline_and_pushed_live(tmp_path: Path) -> None:
+    from controller.web.db import connect
+    from controller.web.server import WebServer
+    from controller.web.sse import Broadcaster
+    from controller.web.users import add_user
+
+    db = tmp_path / "c.sqlite"
+    with Store(db) as store:
+        store.save_cctv_alerts([_alert("A-1", "loitering", 1_796_000_000.0)])
+    conn = connect(db)
+    add_user(conn, "olga", "operator", PASSWORD)
+    server = WebServer(WebConfig(port=0), str(db))
+    server.start()
+    try:
+        anonymous = _Client.__new__(_Client)
+        anonymous.url, anonymous.cookie = urlsplit(server.url), ""
+        assert anonymous.call("GET", "/api/cctv_alerts")[0] == 401  # behind the login like every read
+        op = _Client(server.url)
+        status, _, alerts = op.call("GET", "/api/cctv_alerts")
+        assert status == 200
+        (a,) = alerts
+        assert (a["alert_id"], a["rule"], a["zones"], a["trajectory_ids"]) == ("A-1", "loitering", ["corridor"], ["T7"])
+        assert "evidence" not in a  # the list names who to look at; the evidence stays in the store
+        assert a["text"] == "CCTV loitering in corridor: 1 traveller (alert A-1)"
+        status, _, events = op.call("GET", "/api/timeline")
+        assert status == 200
+        assert [e["text"] for e in events if e["kind"] == "cctv"] == [a["text"]]
+    finally:
+        server.stop()
+    # the live push: a new alert stored while a browser listens is sent as a "cctv_alerts" event
+    with Store(db) as store:
+        live = Broadcaster(store, poll_interval_s=1.0)
+        live.clients.add(object())  # type: ignore[arg-type]  # one listener (only its presence counts)
+        assert live._changes() == []  # the first poll sets the cursors
+        store.save_cctv_alerts([_alert("A-2", "counter_flow", 1_796_000_100.0)])
+        kinds = dict(live._changes())
+        assert [r["alert_id"] for r in kinds["cctv_alerts"]] == ["A-1", "A-2"]
+        assert dict(live._changes()).get("cctv_alerts") is None  # nothing new: nothing sent
+    conn.close()
