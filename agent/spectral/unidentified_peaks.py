@@ -42,15 +42,29 @@ class NetPeak:
     net_counts: float
 
 
+def background_response(background_counts: np.ndarray, calibration: EnergyCalibration,
+                        model: DetectorModel) -> np.ndarray:
+    """The matched filter's output for a background spectrum. The filter is linear, so a caller that
+    analyses many spectra against one background rate computes this once and scales it by live time."""
+    search = peak_search_for(calibration, model, background_counts.size)
+    resp_bg, _ = search.filter(np.asarray(background_counts, dtype=float))
+    return resp_bg
+
+
 def net_peaks(counts: np.ndarray, background_counts: np.ndarray | None, calibration: EnergyCalibration,
-              model: DetectorModel, min_snr: float, e_min_kev: float, e_max_kev: float) -> list[NetPeak]:
-    """Local maxima of the net matched-filter significance at or above ``min_snr``."""
+              model: DetectorModel, min_snr: float, e_min_kev: float, e_max_kev: float,
+              background_resp: np.ndarray | None = None) -> list[NetPeak]:
+    """Local maxima of the net matched-filter significance at or above ``min_snr``.
+
+    ``background_resp``: :func:`background_response` of ``background_counts`` when already known.
+    """
     search = peak_search_for(calibration, model, counts.size)
     resp, snr = search.filter(np.asarray(counts, dtype=float))
     sigma = np.where(snr != 0, np.abs(resp / np.where(snr != 0, snr, 1.0)), np.inf)
-    if background_counts is not None:
-        resp_bg, _ = search.filter(np.asarray(background_counts, dtype=float))
-        resp = resp - resp_bg
+    if background_resp is not None:
+        resp = resp - background_resp
+    elif background_counts is not None:
+        resp = resp - background_response(background_counts, calibration, model)
     z = resp / sigma
     e = search.energies_kev
     inner = z[1:-1]
