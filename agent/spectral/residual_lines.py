@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from agent.spectral.detector import DetectorModel
@@ -45,6 +46,48 @@ MEASURED_REL_SIGMA = 0.01  # a measured background's shape: known far better tha
 LOOSE_REL_SIGMA = 0.4
 
 
+@numba.njit(cache=True, error_model="numpy")
+def _line_filter(n, mu, measured, loose, rel_sigma, k, half):  # pragma: no cover
+    """:func:`line_statistic` in one pass (``measured``/``loose`` of size 0 = none)."""
+    size = n.shape[0]
+    width = k.shape[0]
+    c = width // 2
+    r = np.empty(size)
+    var = np.empty(size)
+    for i in range(size):
+        m = mu[i] if mu[i] > 1e-9 else 1e-9
+        meas = 0.0
+        if measured.shape[0] > 0:
+            meas = min(max(measured[i], 0.0), m)
+        lo = 0.0
+        if loose.shape[0] > 0:
+            lo = min(max(loose[i], 0.0), m - meas)
+        r[i] = n[i] - m
+        t = rel_sigma * (m - meas - lo)
+        u = MEASURED_REL_SIGMA * meas
+        v = LOOSE_REL_SIGMA * lo
+        var[i] = m + t * t + u * u + v * v
+    s = np.zeros(size)
+    z = np.zeros(size)
+    for i in range(size):
+        a = 0.0
+        b = 0.0
+        for j in range(width):
+            q = i + j - c
+            if 0 <= q < size:
+                a += r[q] * k[j]
+                b += var[q] * k[j] * k[j]
+        s[i] = a
+        if half <= i < size - half:
+            z[i] = a / np.sqrt(b if b > 1e-12 else 1e-12)
+    return s, z
+
+
+_KERNEL = np.concatenate([np.full(_SIDE, -0.5 * (2 * _CENTRE + 1) / _SIDE),
+                          np.ones(2 * _CENTRE + 1), np.full(_SIDE, -0.5 * (2 * _CENTRE + 1) / _SIDE)])
+_NONE = np.zeros(0)
+
+
 def line_statistic(counts: np.ndarray, mu: np.ndarray, rel_sigma: float,
                    measured: np.ndarray | None = None, loose: np.ndarray | None = None
                    ) -> tuple[np.ndarray, np.ndarray]:
@@ -53,22 +96,16 @@ def line_statistic(counts: np.ndarray, mu: np.ndarray, rel_sigma: float,
     ``measured`` is the part of ``mu`` that comes from a measured background: the relative model
     uncertainty ``rel_sigma`` applies to the rest (templates, continuum terms), 1 % to it.
     ``loose`` is the part of ``mu`` from continuum-emitter templates (LOOSE_REL_SIGMA applies to it).
+    The filtering runs in one numba pass (a dozen numpy temporaries and two ``np.correlate`` calls
+    cost more on ~260 bins, and this runs several times per spectrum; issue 13).
     """
-    n = np.asarray(counts, dtype=float)
-    m = np.maximum(np.asarray(mu, dtype=float), 1e-9)
-    r = n - m
-    meas = np.zeros_like(m) if measured is None else np.clip(np.asarray(measured, dtype=float), 0.0, m)
-    lo = np.zeros_like(m) if loose is None else np.clip(np.asarray(loose, dtype=float), 0.0, m - meas)
-    var = m + (rel_sigma * (m - meas - lo)) ** 2 + (MEASURED_REL_SIGMA * meas) ** 2 + (LOOSE_REL_SIGMA * lo) ** 2
-    k = np.concatenate([np.full(_SIDE, -0.5 * (2 * _CENTRE + 1) / _SIDE),
-                        np.ones(2 * _CENTRE + 1), np.full(_SIDE, -0.5 * (2 * _CENTRE + 1) / _SIDE)])
-    s = np.correlate(r, k, mode="same")
-    v = np.correlate(var, k * k, mode="same")
-    z = s / np.sqrt(np.maximum(v, 1e-12))
-    half = _CENTRE + _SIDE
-    z[:half] = 0.0
-    z[-half:] = 0.0
-    return s, z
+    n = np.ascontiguousarray(counts, dtype=float)
+    m = np.ascontiguousarray(mu, dtype=float)
+    meas = _NONE if measured is None else np.ascontiguousarray(measured, dtype=float)
+    lo = _NONE if loose is None else np.ascontiguousarray(loose, dtype=float)
+    if m.shape != n.shape or meas.size not in (0, n.size) or lo.size not in (0, n.size):
+        raise ValueError(f"line_statistic: shapes differ (counts {n.shape}, model {m.shape})")
+    return _line_filter(n, m, meas, lo, float(rel_sigma), _KERNEL, _CENTRE + _SIDE)
 
 
 def strongest_unexplained(counts: np.ndarray, mu: np.ndarray, centers_kev: np.ndarray,
