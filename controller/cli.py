@@ -171,7 +171,7 @@ def user_add(
     from controller.web.db import connect
     from controller.web.users import UserError, add_user
 
-    path = db or Path(_config(config).db_path)
+    path = str(db) if db is not None else _config(config).store_location  # a SQLite path or a postgresql:// URL
     if password_stdin or not sys.stdin.isatty():
         password = sys.stdin.readline().rstrip("\n")
     else:

@@ -39,7 +39,7 @@ from controller.liveness import LivenessMonitor
 from controller.mqtt_client import ControllerMqtt, InboundMessage
 from controller.rate_limited_log import RateLimitedLog
 from controller.sequence_guard import SequenceGuard
-from controller.store import ACTIVE_TASK_STATES, Store
+from controller.store import ACTIVE_TASK_STATES, Store, StoreError
 
 __all__ = ["ControllerService", "install_signal_handlers"]
 
@@ -99,7 +99,6 @@ class ControllerService:
         self.store = Store(config.store_location, synchronous=config.db_synchronous)
         # issue 20: several controllers may ingest into one store; one of them (the leader) dispatches
         self.leader = leader_for(config.store_location)
-        self._console_db = self.store.dialect == "sqlite"  # the console reads the SQLite file directly
         self.link = link or ControllerMqtt(config.broker, max_payload_bytes=config.ingest.max_payload_bytes)
         # hall CCTV (issue 19): tracklets folded on the ingest thread, analysed on the "cctv" thread
         self.cctv: Any = None
@@ -133,17 +132,14 @@ class ControllerService:
         self.web_port_given = False
         self.web: Any = None
         self.actions: Any = None
-        if config.dispatch.enabled and self._console_db:
+        if config.dispatch.enabled:
             from controller.web.actions import ActionExecutor
 
-            self.actions = ActionExecutor(config.db_path, self.dispatcher)
+            self.actions = ActionExecutor(config.store_location, self.dispatcher)
 
     def _start_web(self) -> None:
         """Serve the operator console (on by default on loopback); a failure never stops ingest."""
         if not self.config.web.enabled:
-            return
-        if not self._console_db:
-            log.warning("operator console off: it reads a SQLite store, and this store is PostgreSQL")
             return
         try:
             from controller.web.server import WebServer
@@ -151,8 +147,12 @@ class ControllerService:
             log.error("operator console off: %s (install the 'controller' extra)", err)
             return
         try:
-            self.web = WebServer(self.config.web, self.config.db_path, port_was_given=self.web_port_given)
+            self.web = WebServer(self.config.web, self.config.store_location, port_was_given=self.web_port_given,
+                                 url_file_default=f"{self.config.db_path}.console.json")
             self.web.start()
+        except StoreError as err:
+            log.error("operator console off: %s", err)
+            self.web = None
         except (OSError, ValueError) as err:
             log.error("operator console off: cannot serve on %s:%d: %s", self.config.web.host,
                       self.config.web.port, err)

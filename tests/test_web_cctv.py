@@ -1,6 +1,7 @@
-"""The operator console shows the arrival hall's CCTV behaviour alerts (issues 18 and 19): a list
-endpoint, the timeline, and a live push when a new alert is stored.  A real uvicorn server in this
-process on a SQLite store (no browser, no broker); the page's table is driven by the same endpoint.
+"""The operator console on either store engine (issues 18 and 20), and the arrival hall's CCTV
+behaviour alerts in it (issue 19): a list endpoint, the timeline, and a live push when a new alert is
+stored.  A real uvicorn server in this process on a SQLite file or a private PostgreSQL (no browser,
+no broker); the page's tables are driven by the same endpoints.
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ import json
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+import pytest
+from pg_fixture import pg_server, pg_url  # noqa: F401 - fixtures
 
 from controller.config import WebConfig
 from controller.store import Store
@@ -50,18 +54,25 @@ class _Client:
         return r.status, {k.lower(): v for k, v in r.getheaders()}, json.loads(raw) if raw[:1] in b"[{" else raw
 
 
-def test_cctv_alerts_are_listed_on_the_timeline_and_pushed_live(tmp_path: Path) -> None:
+READS = ("/api/session", "/api/units", "/api/alarms", "/api/incidents", "/api/tasks", "/api/timeline",
+         "/api/positions", "/api/vitals", "/api/actions", "/api/cctv_alerts", "/api/site")
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_console_serves_either_engine_with_cctv_alerts_on_the_timeline_and_pushed_live(
+        backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    from controller.web.actions import record_action
     from controller.web.db import connect
     from controller.web.server import WebServer
     from controller.web.sse import Broadcaster
     from controller.web.users import add_user
 
-    db = tmp_path / "c.sqlite"
+    db = request.getfixturevalue("pg_url") if backend == "postgresql" else str(tmp_path / "c.sqlite")
     with Store(db) as store:
         store.save_cctv_alerts([_alert("A-1", "loitering", 1_796_000_000.0)])
     conn = connect(db)
     add_user(conn, "olga", "operator", PASSWORD)
-    server = WebServer(WebConfig(port=0), str(db))
+    server = WebServer(WebConfig(port=0), db, url_file_default=str(tmp_path / "console.json"))
     server.start()
     try:
         anonymous = _Client.__new__(_Client)
@@ -77,11 +88,18 @@ def test_cctv_alerts_are_listed_on_the_timeline_and_pushed_live(tmp_path: Path) 
         status, _, events = op.call("GET", "/api/timeline")
         assert status == 200
         assert [e["text"] for e in events if e["kind"] == "cctv"] == [a["text"]]
+        for path in READS:  # every read of the page answers on this engine
+            status, _, body = op.call("GET", path)
+            assert status == 200, (path, body)
+        # an operator action with who did it ("user" is a reserved word in PostgreSQL)
+        action_id = record_action(conn, "olga", "operator", "ack_alarm", "AL-1", {"note": "checked"}, "done", "ok")
+        status, _, acts = op.call("GET", "/api/actions")
+        assert status == 200 and [(x["id"], x["user"], x["target"]) for x in acts] == [(action_id, "olga", "AL-1")]
     finally:
         server.stop()
     # the live push: a new alert stored while a browser listens is sent as a "cctv_alerts" event
     with Store(db) as store:
-        live = Broadcaster(store, poll_interval_s=1.0)
+        live = Broadcaster(store, poll_interval_s=1.0, history=conn)
         live.clients.add(object())  # type: ignore[arg-type]  # one listener (only its presence counts)
         assert live._changes() == []  # the first poll sets the cursors
         store.save_cctv_alerts([_alert("A-2", "counter_flow", 1_796_000_100.0)])

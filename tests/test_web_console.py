@@ -566,7 +566,7 @@ def test_passwords_are_slow_salted_hashes_and_bad_accounts_are_refused(tmp_path:
                                 ("cy", "boss", "long-enough", "role"), ("cy", "viewer", "short", "password")):
         with pytest.raises(UserError, match=why):
             add_user(conn, name, role, pw)
-    stored = conn.execute("SELECT password_hash FROM web_users WHERE name = 'ann'").fetchone()[0]
+    stored = conn.query("SELECT password_hash FROM web_users WHERE name = 'ann'")[0]["password_hash"]
     assert "long-enough" not in stored
     conn.close()
     r = subprocess.run([sys.executable, "-m", "cedge", "controller", "user", "add", "dan", "--role", "king",

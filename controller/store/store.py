@@ -240,6 +240,19 @@ class Store:
             raise ValueError("Store.query is for SELECT statements")
         return self._rows(sql, params)
 
+    def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> int:
+        """One write to the operator console's own tables (controller.web), in its own transaction (or
+        the caller's); returns the row count.  Ingest and dispatch write through the methods below."""
+        with self.transaction():
+            return int(self._b.execute(sql, params).rowcount)
+
+    def insert_returning_id(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> int:
+        """An INSERT into a table with an engine-assigned ``id``; returns that id (``RETURNING``:
+        SQLite >= 3.35 and PostgreSQL)."""
+        with self.transaction():
+            row = self._b.execute(f"{sql} RETURNING id", params).fetchone()
+        return int(row["id"] if isinstance(row, dict) else row[0])
+
     # ------------------------------------------------------------------ uplink
     #: times a message's own transaction is re-run after the server broke a deadlock with another writer
     DEADLOCK_RETRIES = 5

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 from controller.dispatch import Dispatcher
-from controller.store import ACTIVE_TASK_STATES
+from controller.store import ACTIVE_TASK_STATES, Store
 from controller.web.db import connect
 
 __all__ = ["ACTIONS", "ActionExecutor", "ActionError", "record_action"]
@@ -45,14 +44,13 @@ def utc_now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def record_action(conn: sqlite3.Connection, user: str, role: str, action: str, target: str,
+def record_action(conn: Store, user: str, role: str, action: str, target: str,
                   params: dict[str, Any], state: str = "pending", result: str | None = None) -> int:
     now = utc_now_iso()
-    cur = conn.execute(
-        "INSERT INTO web_actions (t_utc, user, role, action, target, params, state, result, done_utc) "
+    return conn.insert_returning_id(
+        'INSERT INTO web_actions (t_utc, "user", role, action, target, params, state, result, done_utc) '
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (now, user, role, action, target, json.dumps(params), state, result, now if state != "pending" else None))
-    return int(cur.lastrowid or 0)
 
 
 class ActionExecutor:
@@ -66,7 +64,7 @@ class ActionExecutor:
         self.conn.close()
 
     def run_pending(self) -> int:
-        rows = self.conn.execute("SELECT * FROM web_actions WHERE state = 'pending' ORDER BY id LIMIT 100").fetchall()
+        rows = self.conn.query("SELECT * FROM web_actions WHERE state = 'pending' ORDER BY id LIMIT 100")
         for row in rows:
             try:
                 result, state = self.apply(dict(row)), "done"

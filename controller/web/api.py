@@ -11,7 +11,6 @@ recorded in ``web_actions`` for the dispatch thread (controller.web.actions).
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from collections import deque
@@ -100,7 +99,7 @@ def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> i
 class ConsoleApi:
     """Endpoint handlers bound to one store, one action connection and one session store."""
 
-    def __init__(self, store: Store, actions_conn: sqlite3.Connection, sessions: SessionStore,
+    def __init__(self, store: Store, actions_conn: Store, sessions: SessionStore,
                  broadcaster: Broadcaster, secure_cookie: bool):
         self.store = store
         self.conn = actions_conn
@@ -246,7 +245,7 @@ class ConsoleApi:
             # bounded by rowid (the table has no time index, and a scan of all spectra would grow with the
             # database): the newest time among the newest rows, and at most SCAN_ROWS rows back
             row = self.store.query("SELECT MAX(id) AS id, MAX(t_epoch_s) AS t FROM (SELECT id, t_epoch_s FROM "
-                                   "measurements ORDER BY id DESC LIMIT 1000)")[0]
+                                   "measurements ORDER BY id DESC LIMIT 1000) AS newest")[0]
             after = max(0, int(row["id"] or 0) - POSITIONS_SCAN_ROWS)
             return queries.positions_after(self.store, after, (row["t"] or 0.0) - since, limit=POSITIONS_MAX)
 
@@ -371,7 +370,7 @@ class ConsoleApi:
 
         def do() -> int:
             self._exists("SELECT alarm_id FROM alarms WHERE alarm_id = ?", alarm_id, "alarm")
-            done = self.store.query("SELECT user, t_utc FROM web_actions WHERE action = 'ack_alarm' AND target = ?",
+            done = self.store.query('SELECT "user", t_utc FROM web_actions WHERE action = \'ack_alarm\' AND target = ?',
                                     (alarm_id,))
             if done:
                 raise ApiError(409, f"alarm {alarm_id} was acknowledged by {done[0]['user']} at {done[0]['t_utc']}")

@@ -145,7 +145,7 @@ def render_incident_report(store: Store, incident_id: str, exported_by: str) -> 
         tracks.setdefault(p["unit_id"], []).append((float(p["x_m"]), float(p["y_m"])))
     types = {u["unit_id"]: u["unit_type"] for u in store.list_units()}
     spectra = [s for s in (queries.alarm_spectrum(store, a["alarm_id"]) for a in alarms[:MAX_SPECTRA]) if s]
-    actions = store.query("SELECT t_utc, user, role, action, target, state, result FROM web_actions "
+    actions = store.query('SELECT t_utc, "user", role, action, target, state, result FROM web_actions '
                           "WHERE target = ? OR target IN (SELECT alarm_id FROM alarms WHERE incident_id = ?) "
                           "OR (target = ? AND ? != '') ORDER BY id",
                           (incident_id, incident_id, inc.get("task_id") or "", inc.get("task_id") or ""))

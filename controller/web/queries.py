@@ -30,8 +30,8 @@ def list_alarms(store: Store, limit: int = 200, after_id: int = 0) -> list[dict[
     rows = store.query(
         "SELECT a.id, a.alarm_id, a.unit_id, a.t_peak_utc, a.significance_sigma, a.peak_cps, a.background_cps, "
         "a.x_m, a.y_m, a.nuclides, a.dose_rate_usv_h, a.incident_id, a.delivery, "
-        "(SELECT w.user || ' ' || w.t_utc FROM web_actions w WHERE w.action = 'ack_alarm' AND w.target = a.alarm_id "
-        " ORDER BY w.id LIMIT 1) AS acked "
+        "(SELECT w.\"user\" || ' ' || w.t_utc FROM web_actions w WHERE w.action = 'ack_alarm' "
+        " AND w.target = a.alarm_id ORDER BY w.id LIMIT 1) AS acked "
         "FROM alarms a WHERE a.id > ? ORDER BY a.id DESC LIMIT ?", (after_id, limit))
     return rows[::-1]
 

@@ -77,10 +77,12 @@ class _SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-def build_app(store: Store, db_path: str, config: WebConfig) -> tuple[Starlette, Broadcaster]:
+def build_app(store: Store, config: WebConfig, history: Store, actions: Store) -> tuple[Starlette, Broadcaster]:
+    """The console app on ``store`` (reads), ``history`` (the unit-state changes it records) and
+    ``actions`` (operator actions and users): three connections, so no write waits on a long read."""
     sessions = SessionStore(config.session_ttl_s)
-    live = Broadcaster(store, config.poll_interval_s, history=connect(db_path))
-    api = ConsoleApi(store, connect(db_path), sessions, live, secure_cookie=config.tls_cert_file is not None)
+    live = Broadcaster(store, config.poll_interval_s, history=history)
+    api = ConsoleApi(store, actions, sessions, live, secure_cookie=config.tls_cert_file is not None)
     try:  # a bad site file or image costs the drawing, not the console
         api.site_plan, api.site_image_file = load_site_plan(config), config.site_image_file
     except SitePlanError as err:
@@ -174,21 +176,27 @@ def _bind(host: str, port: int, fallback: bool) -> socket.socket:
 class WebServer:
     """Binds at :meth:`start` (so the address is known and a bind error is raised there), serves in a thread."""
 
-    def __init__(self, config: WebConfig, db_path: str, port_was_given: bool = False):
+    def __init__(self, config: WebConfig, db_path: str, port_was_given: bool = False,
+                 url_file_default: str | None = None):
+        """``db_path``: the store's location (a SQLite path or a ``postgresql://`` URL);
+        ``url_file_default``: where the bound address is written unless ``config.url_file`` says
+        (default ``<db_path>.console.json``, which needs a SQLite path)."""
         self.config = config
         self.db_path = db_path
+        self.url_file_default = url_file_default or f"{db_path}.console.json"
         self.port_was_given = port_was_given
         self.url: str | None = None
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._store: Store | None = None
+        self._conns: list[Store] = []
         self.live: Broadcaster | None = None
 
     def start(self) -> str:
         c = self.config
-        connect(self.db_path).close()  # console tables exist before the first read
+        self._conns = [connect(self.db_path), connect(self.db_path)]  # console tables exist before the first read
         self._store = Store(self.db_path, create=False)
-        app, self.live = build_app(self._store, self.db_path, c)
+        app, self.live = build_app(self._store, c, *self._conns)
         # a fixed port someone asked for must be that port; the default falls back to a free one
         sock = _bind(c.host, c.port, fallback=not self.port_was_given)
         port = sock.getsockname()[1]
@@ -200,7 +208,7 @@ class WebServer:
         self._server = uvicorn.Server(ucfg)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, name="web", daemon=True)
         self._thread.start()
-        url_file = c.url_file or f"{self.db_path}.console.json"
+        url_file = c.url_file or self.url_file_default
         try:
             Path(url_file).write_text(json.dumps({"url": self.url}) + "\n")
         except OSError as err:
@@ -215,6 +223,9 @@ class WebServer:
             self._thread.join(timeout=5)
         if self._store is not None:
             self._store.close()
+        for conn in self._conns:  # the console's own connections (unit-state history, actions and users)
+            conn.close()
+        self._conns = []
 
     def stats(self) -> dict[str, Any]:
         live = self.live

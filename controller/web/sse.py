@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sqlite3
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -35,7 +34,7 @@ KEEPALIVE_S = 15.0
 
 
 class Broadcaster:
-    def __init__(self, store: Store, poll_interval_s: float, history: sqlite3.Connection | None = None):
+    def __init__(self, store: Store, poll_interval_s: float, history: Store | None = None):
         self.store = store
         self.history = history  # where unit-state changes are recorded (controller.web.db), if given
         self._unit_states: dict[str, str] | None = None
@@ -64,22 +63,18 @@ class Broadcaster:
         if mark == self._units_mark:
             return
         if self._unit_states is None:  # after a restart: continue from what was recorded
-            self._unit_states = {r["unit_id"]: r["state"] for r in self.history.execute(
+            self._unit_states = {r["unit_id"]: r["state"] for r in self.history.query(
                 "SELECT unit_id, state FROM web_unit_states WHERE id IN "
-                "(SELECT MAX(id) FROM web_unit_states GROUP BY unit_id)").fetchall()}
+                "(SELECT MAX(id) FROM web_unit_states GROUP BY unit_id)")}
         rows = [(u["state_since_utc"] or u["last_seen_utc"] or "", u["unit_id"], u["state"],
                  self._unit_states.get(u["unit_id"]))
                 for u in self.store.query("SELECT unit_id, state, state_since_utc, last_seen_utc FROM units")
                 if u["state"] != self._unit_states.get(u["unit_id"])]
         if rows:
-            self.history.execute("BEGIN IMMEDIATE")  # one short write transaction, as every console write
-            try:
-                self.history.executemany(
-                    "INSERT INTO web_unit_states (t_utc, unit_id, state, previous) VALUES (?, ?, ?, ?)", rows)
-                self.history.execute("COMMIT")
-            except BaseException:
-                self.history.execute("ROLLBACK")
-                raise
+            with self.history.transaction():  # one short write transaction, as every console write
+                for r in rows:
+                    self.history.execute(
+                        "INSERT INTO web_unit_states (t_utc, unit_id, state, previous) VALUES (?, ?, ?, ?)", r)
             self._unit_states.update({r[1]: r[2] for r in rows})
         self._units_mark = mark
 

@@ -12,9 +12,11 @@ import hashlib
 import hmac
 import re
 import secrets
-import sqlite3
 from datetime import UTC, datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from controller.store import Store
 
 __all__ = ["ROLES", "Role", "UserError", "add_user", "hash_password", "verify_password", "check_login"]
 
@@ -51,7 +53,7 @@ def verify_password(password: str, stored: str) -> bool:
 _DUMMY_HASH = hash_password("not-a-real-password", salt=b"\0" * 16)
 
 
-def add_user(conn: sqlite3.Connection, name: str, role: str, password: str, replace: bool = False) -> None:
+def add_user(conn: Store, name: str, role: str, password: str, replace: bool = False) -> None:
     if not _NAME.match(name):
         raise UserError(f"user name {name!r}: 1-64 characters of letters, digits, _ . @ -")
     if role not in ROLES:
@@ -59,18 +61,20 @@ def add_user(conn: sqlite3.Connection, name: str, role: str, password: str, repl
     if not MIN_PASSWORD_CHARS <= len(password) <= MAX_PASSWORD_CHARS:
         raise UserError(f"password: {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_CHARS} characters")
     row = (name, role, hash_password(password), datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"))
-    verb = "INSERT OR REPLACE" if replace else "INSERT"
-    try:
-        conn.execute(f"{verb} INTO web_users (name, role, password_hash, created_utc) VALUES (?, ?, ?, ?)", row)
-    except sqlite3.IntegrityError as err:
-        raise UserError(f"user {name!r} exists (use --replace to set a new password or role)") from err
+    on_conflict = ("DO UPDATE SET role = excluded.role, password_hash = excluded.password_hash, "
+                   "created_utc = excluded.created_utc, disabled = 0" if replace else "DO NOTHING")
+    stored = conn.execute("INSERT INTO web_users (name, role, password_hash, created_utc) VALUES (?, ?, ?, ?) "
+                          f"ON CONFLICT (name) {on_conflict}", row)
+    if not stored:
+        raise UserError(f"user {name!r} exists (use --replace to set a new password or role)")
 
 
-def check_login(conn: sqlite3.Connection, name: str, password: str) -> str | None:
+def check_login(conn: Store, name: str, password: str) -> str | None:
     """The user's role if name and password match an enabled account, else None."""
     if len(password) > MAX_PASSWORD_CHARS or len(name) > 64:
         return None
-    row = conn.execute("SELECT role, password_hash, disabled FROM web_users WHERE name = ?", (name,)).fetchone()
+    rows = conn.query("SELECT role, password_hash, disabled FROM web_users WHERE name = ?", (name,))
+    row = rows[0] if rows else None
     ok = verify_password(password, row["password_hash"] if row else _DUMMY_HASH)
     if row is None or not ok or row["disabled"]:
         return None
