@@ -104,15 +104,18 @@ def _wait(cond, what: str, deadline_s: float = DEADLINE_S) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def _stop(p: subprocess.Popen) -> None:
-    if p.poll() is None:
-        p.send_signal(signal.SIGTERM)
+def _stop_all(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM to all first, then wait: the graceful stops overlap."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
         try:
             p.wait(timeout=30)
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
-    p.log.close()
+        p.log.close()
 
 
 class CommandTap:
@@ -299,7 +302,7 @@ def test_leader_killed_during_incident_one_handheld_dispatched_and_task_finishes
         # from here the broker holds all of them: a controller that can take them stores them at once
         # (the restarted controller must first boot; a live one needs a second)
         _wait(lambda: len(store.list_task_events()) == 4, "all four task events stored",
-              DEADLINE_S if restarted else 8.0)
+              DEADLINE_S if restarted else 5.0)
         _wait(lambda: [t["state"] for t in store.list_tasks()] == ["confirmed"], "the task confirmed")
         time.sleep(1.5)  # three more ticks of the new leader: still no second dispatch
 
@@ -338,5 +341,4 @@ def test_leader_killed_during_incident_one_handheld_dispatched_and_task_finishes
             mobile_outbox.close()
         if tap is not None:
             tap.close()
-        for p in procs.values():
-            _stop(p)
+        _stop_all(list(procs.values()))
