@@ -233,8 +233,8 @@ _DEAD_SESSION = (
     "product gap (issue 20): Mosquitto 2.0 keeps routing the shared subscription's messages to the killed "
     "controller's persistent session (session_expiry_s 7 days), so about half of the task events sent after "
     "the kill wait there until that controller comes back: with no supervisor restart they are never stored "
-    "(seen: of accepted, on_site, measuring, confirmed sent after a kill during the hold, accepted and measuring "
-    "never stored; the task skipped from dispatched to on_site)")
+    "(seen with a kill during the hold: of accepted, on_site, measuring, confirmed sent after the kill, accepted "
+    "and measuring were never stored, and the task went from dispatched straight to on_site)")
 
 
 @pytest.mark.parametrize(("kill_when", "restarted"), [
