@@ -92,6 +92,8 @@ def run(
         runtime = AgentRuntime(prof, where)
     except (OSError, OutboxError) as err:
         fail(f"cannot start {prof.unit_id}: state directory {where}: {err}", EXIT_DEVICE_IO)
+    except ConfigError as err:  # what the profile names cannot be used (e.g. a CCTV calibration file)
+        fail(f"cannot start {prof.unit_id}: {err}", 2)
     raise typer.Exit(runtime.run())
 
 

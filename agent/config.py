@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from agent.cctv.cctv_config import CctvConfig
 from agent.safe_yaml import YamlError, load_yaml_file
 from agent.wire_schema import UNIT_ID_PATTERN
 
@@ -168,6 +169,16 @@ class CameraConfig(_Cfg):
     face_mesh_model: str | None = None  # a user-provided 468-point face-mesh .tflite (optional)
 
 
+class CctvUnitConfig(_Cfg):
+    """A CCTV camera of the arrival hall (unit_type ``cctv``, issue 19): which calibrated camera this
+    unit is, and its people-tracking chain (agent.cctv).  Only anonymous ground-plane tracklets leave
+    the unit (wire_schema.Tracklet); the controller associates them across cameras."""
+
+    camera_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    calibration_file: str  # calib.json (schema cedge.hall_calib/1) holding this camera's K, R, C
+    pipeline: CctvConfig = Field(default_factory=CctvConfig)
+
+
 class CommandAuthConfig(_Cfg):
     """Which controller commands this unit obeys (agent.command_auth).
 
@@ -190,7 +201,7 @@ class CommandAuthConfig(_Cfg):
 class UnitProfile(_Cfg):
     schema_: Literal[1] = Field(alias="schema")
     unit_id: str = Field(pattern=UNIT_ID_PATTERN)
-    unit_type: Literal["mobile", "handheld", "camerabox"]
+    unit_type: Literal["mobile", "handheld", "camerabox", "cctv"]
     profile: str = "custom"
     site: SiteConfig
     clock: DriverConfig = Field(default_factory=lambda: DriverConfig(driver="system"))
@@ -203,6 +214,7 @@ class UnitProfile(_Cfg):
     watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)
     handheld: HandheldConfig = Field(default_factory=HandheldConfig)
     camera: CameraConfig = Field(default_factory=CameraConfig)
+    cctv: CctvUnitConfig | None = None
     command_auth: CommandAuthConfig = Field(default_factory=CommandAuthConfig)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -214,7 +226,8 @@ class UnitProfile(_Cfg):
         return v
 
 
-REQUIRED_DEVICES = {"mobile": {"gamma", "gnss"}, "handheld": {"gamma", "gnss"}, "camerabox": {"camera"}}
+REQUIRED_DEVICES = {"mobile": {"gamma", "gnss"}, "handheld": {"gamma", "gnss"}, "camerabox": {"camera"},
+                    "cctv": {"camera"}}
 
 
 def format_validation_error(err: ValidationError, source: str) -> str:
@@ -242,6 +255,8 @@ def profile_from_dict(data: dict[str, Any], source: str = "profile") -> UnitProf
         prof = UnitProfile.model_validate(data)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, source)) from err
+    if prof.unit_type == "cctv" and prof.cctv is None:
+        raise ConfigError(f"{source}: unit_type cctv needs a cctv section (camera_id, calibration_file)")
     missing = REQUIRED_DEVICES[prof.unit_type] - set(prof.devices)
     if missing:
         raise ConfigError(f"{source}: unit_type {prof.unit_type} needs devices {sorted(missing)}")

@@ -45,6 +45,7 @@ ROLE_MODULES: dict[str, tuple[str, ...]] = {
     "mobile": ("numba", "lxml"),
     "handheld": ("numba", "lxml"),
     "camerabox": ("cv2",),
+    "cctv": ("cv2",),
 }
 
 

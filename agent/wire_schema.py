@@ -138,7 +138,7 @@ class SensorHealth(_Strict):
 
 # --------------------------------------------------------------------------- bodies
 class Birth(_Strict):
-    unit_type: Literal["mobile", "handheld", "camerabox"]
+    unit_type: Literal["mobile", "handheld", "camerabox", "cctv"]
     profile: Text
     software_version: Annotated[str, StringConstraints(max_length=64)]
     site: Annotated[str, StringConstraints(max_length=128)]

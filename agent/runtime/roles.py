@@ -18,7 +18,7 @@ import numpy as np
 from agent.analysis.episode import Interval
 from agent.analysis.gross_count import GrossCountDetector, dwell_significance
 from agent.analysis.handheld_verdict import judge_dwell
-from agent.config import UnitProfile
+from agent.config import ConfigError, UnitProfile
 from agent.hal.interfaces import (
     Clock,
     EnergyCalibration,
@@ -482,4 +482,57 @@ class CameraboxRole(Role):
                 "vitals_published": self.published}
 
 
-ROLES: dict[str, type[Role]] = {"mobile": MobileRole, "handheld": HandheldRole, "camerabox": CameraboxRole}
+class CctvRole(Role):
+    """A CCTV camera of the arrival hall (issue 19): every frame through the people-tracking chain
+    (agent.cctv.camera_pipeline: MOG2 + HOG, ByteTrack, ground plane through the camera's
+    calibration); the tracklet updates it yields go out as ``tracklet`` messages.
+
+    Why the role and not the controller runs the chain: video stays on the unit.  A tracklet holds an
+    anonymous id, ground positions and an appearance summary, nothing that can be turned back into a
+    picture (agent.cctv.tracklet_message); the controller associates them across cameras.
+    """
+
+    def __init__(self, ctx: RoleContext) -> None:
+        super().__init__(ctx)
+        from agent.cctv.camera_calibration import load_calibrations
+        from agent.cctv.camera_pipeline import CameraPipeline
+
+        c = ctx.profile.cctv
+        assert c is not None  # profile_from_dict refuses a cctv unit without its section
+        try:
+            calibs = load_calibrations(c.calibration_file)
+        except ValueError as err:  # names the file and the problem: the unit does not start
+            raise ConfigError(f"cctv.calibration_file: {err}") from None
+        if c.camera_id not in calibs:
+            raise ConfigError(f"cctv.camera_id: {c.calibration_file} has no camera {c.camera_id!r} "
+                              f"(it has {', '.join(sorted(calibs))})")
+        self.pipeline = CameraPipeline(c.camera_id, calibs[c.camera_id], c.pipeline)
+        self.frames = 0
+        self.tracklets_sent = 0
+        self._t0: tuple[float, Any] | None = None  # (t_mono_s, t_utc) of the first frame: pipeline time 0
+
+    def on_frame(self, frame: Frame) -> None:
+        if self._t0 is None:
+            self._t0 = (frame.t_mono_s, frame.t_utc)
+        self.frames += 1
+        self._send(self.pipeline.process(frame.image, frame.t_mono_s - self._t0[0]))
+
+    def _send(self, updates: list[Any]) -> None:
+        from agent.cctv.tracklet_message import to_wire
+
+        if self._t0 is None:
+            return
+        for u in updates:
+            for body in to_wire(u, self._t0[1]):
+                self.ctx.link.send("tracklet", body)
+                self.tracklets_sent += 1
+
+    def shutdown(self) -> None:
+        self._send(self.pipeline.finish())  # every open track ends with an "ended" tracklet
+
+    def status(self) -> dict[str, Any]:
+        return {"frames": self.frames, "tracklets_sent": self.tracklets_sent}
+
+
+ROLES: dict[str, type[Role]] = {"mobile": MobileRole, "handheld": HandheldRole, "camerabox": CameraboxRole,
+                                "cctv": CctvRole}

@@ -50,6 +50,7 @@ from agent.wire_schema import Birth, Command, Health
 log = logging.getLogger(__name__)
 
 STATUS_FILE = "status.json"
+DRAIN_BUDGET_S = 1.0  #: longest one loop cycle spends on queued readings before health and the watchdog
 
 
 class CountingSender:
@@ -227,11 +228,17 @@ class AgentRuntime:
                 break
             self.role.on_command(cmd)
         self._drain_gnss()
+        # bounded per cycle, in items and in time, so health, status and the watchdog keep their pace: a
+        # camera whose analysis is slower than its frame rate (a CCTV chain at 10 fps) never empties its
+        # queue, and 200 frames of it would starve the watchdog
+        deadline = time.monotonic() + DRAIN_BUDGET_S
         for kind, handler in (("gamma", self.role.on_spectrum), ("camera", self.role.on_frame)):
             q = self.queues.get(kind)
             if q is None:
                 continue
-            for _ in range(200):  # bounded per cycle so health and the watchdog keep their pace
+            for _ in range(200):
+                if time.monotonic() > deadline:
+                    break
                 try:
                     item = q.get_nowait()
                 except queue.Empty:
