@@ -42,7 +42,8 @@ def test_cctv_unit_publishes_tracklets_from_a_recorded_camera(tmp_path: Path, mo
     profile = {
         "schema": 1, "unit_id": "cctv-1", "unit_type": "cctv",
         "site": {"name": "hall", "origin_lat_deg": 51.95, "origin_lon_deg": 4.05},
-        "devices": {"camera": {"driver": "opencv", "params": {"source": str(clip / "c1" / "video.avi"), "loop_file": True}}},
+        "devices": {"camera": {"driver": "opencv",
+                               "params": {"source": str(clip / "c1" / "video.avi"), "loop_file": True}}},
         "cctv": {"camera_id": "c1", "calibration_file": str(clip / "calib.json"),
                  "pipeline": {"publish_interval_s": 1.0}},
         "broker": {"host": mosquitto.host, "port": mosquitto.port},
