@@ -64,7 +64,10 @@ class FleetView:
         estimate = None
         incidents = st.list_incidents()
         if incidents:
-            inc = incidents[0]
+            # the incident the fleet acted on: a confirmed task first, then the one with most alarms
+            # (the first opened was a NORM false alarm in some runs, and its estimate is not the source's)
+            confirmed = {t["incident_id"] for t in tasks if t["state"] == "confirmed"}
+            inc = max(incidents, key=lambda i: (i["incident_id"] in confirmed, len(i.get("alarms") or [])))
             est = inc.get("estimate") or {}
             if est.get("x_m") is not None:
                 cov = est.get("cov")

@@ -303,7 +303,9 @@ class Dispatcher:
                 self._open_task(inc, reason=then_open)
             return
         if then_open:
-            self._open_after[inc["incident_id"]] = (then_open, self._now_s())
+            # the first request's time stays: each new alarm on a holding incident asks again, and a
+            # reset clock let a stream of alarms postpone the late open for ever (issue 17, demo runs)
+            self._open_after.setdefault(inc["incident_id"], (then_open, self._now_s()))
         self.fusion.submit(inc["incident_id"], job)
 
     def _fusion_job(self, inc: dict[str, Any]) -> dict[str, Any]:
