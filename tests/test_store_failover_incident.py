@@ -45,6 +45,7 @@ import yaml
 from broker_fixture import Mosquitto
 from paho.mqtt.enums import CallbackAPIVersion
 from pg_fixture import pg_server, pg_url  # noqa: F401 - fixtures
+from test_store_failover import _log, _wait
 
 from agent import wire_schema as ws
 from agent.geo import LocalFrame
@@ -88,20 +89,6 @@ def _controller(tmp_path: Path, broker: Mosquitto, name: str, url: str, hold_s: 
                             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     proc.log = log  # type: ignore[attr-defined]
     return proc
-
-
-def _log(tmp_path: Path, name: str) -> str:
-    p = tmp_path / f"{name}.log"
-    return p.read_text(errors="replace") if p.exists() else ""
-
-
-def _wait(cond, what: str, deadline_s: float = DEADLINE_S) -> None:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _stop_all(procs: list[subprocess.Popen]) -> None:
