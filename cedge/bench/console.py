@@ -43,7 +43,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from cedge.bench.flood import _free_port, _rss_mb, _start_broker, _stop
+from cedge.bench.flood import _rss_mb, _start_broker, _stop
+from cedge.broker import free_port
 
 BENCH_SEED = 20261218
 LATENCY_P99_TARGET_MS = 500.0
@@ -216,7 +217,7 @@ def _start_controller(work: Path, broker_port: int, web: bool) -> tuple[subproce
         conn = connect(db)
         add_user(conn, OPERATOR[0], "operator", OPERATOR[1], replace=True)
         conn.close()
-    port = _free_port()
+    port = free_port()
     args = ["--web", f"127.0.0.1:{port}"] if web else ["--no-web"]
     log = open(work / "controller.log", "wb")  # noqa: SIM115 - closed by _stop
     proc = subprocess.Popen([sys.executable, "-m", "cedge", "controller", "run", "--config",
