@@ -41,6 +41,7 @@ from agent.spectral.detector import DetectorModel
 from agent.spectral.fitting import fit_many, fit_nonneg_prior, poisson_loglik, score_test
 from agent.spectral.library import NuclideLibrary, default_library
 from agent.spectral.line_check import unconfirmed_secondaries
+from agent.spectral.peaks import peak_search_for
 from agent.spectral.residual_lines import (
     lines_as_predicted,
     lines_consistent,
@@ -434,10 +435,13 @@ class Identifier:
         single_ll = {self.library.sources[src].name: m[2] for src, m in single_best.items()}
         reported.sort(key=lambda r: (-round(r.confidence, 2), -single_ll.get(r.name, -np.inf)))
         edges = self.bins.energy_edges_kev
+        # the counts' peak-filter output, shared by the secondary-name peak check and the unknown-peaks
+        # check below (one filter pass a spectrum, issue 13)
+        filtered = peak_search_for(self.calibration, self.model, c.size).filter(c)
         if s.confirm_secondary_min_snr is not None and len(reported) > 1:
             drop = set(unconfirmed_secondaries([r.name for r in reported], c, self.calibration, self.model,
                                                self.library, float(edges[0]), float(edges[-1]),
-                                               s.confirm_secondary_min_snr))
+                                               s.confirm_secondary_min_snr, filtered))
             drop |= {r.name for r in reported[1:] if r.name in CONTINUUM_SOURCES}
             reported = [r for r in reported if r.name not in drop]
         # Own lines: a second source, and SNM even alone, must show a net line of its own over the best
@@ -494,7 +498,8 @@ class Identifier:
         net_counts = max(float(n_raw.sum() - (base_raw.T @ best_x[:n_base]).sum()), 1.0)
         bg_counts = None if background_cps is None else np.asarray(background_cps, dtype=float) * live_time_s
         bg_resp = None if background_cps is None else self._background_response(background_cps) * live_time_s
-        peaks = net_peaks(c, bg_counts, self.calibration, self.model, s.unknown_peak_snr, e_lo, e_hi, bg_resp)
+        peaks = net_peaks(c, bg_counts, self.calibration, self.model, s.unknown_peak_snr, e_lo, e_hi, bg_resp,
+                          filtered)
         norm = [] if background_cps is not None else [self.library.sources[i].name for i in self._norm_idx]
         xray = response_table(self.model).xray_escape_kev
 

@@ -96,7 +96,11 @@ class NuclideLibrary:
         raise LibraryError(f"unknown library source {name!r} (known: {', '.join(self.names)})")
 
     def index(self, name: str) -> int:
-        return self.names.index(self[name].name)
+        # one scan, no ``names`` tuple built per call (the identifier asks several times a spectrum)
+        for i, source in enumerate(self.sources):
+            if source.name == name or source.label == name:
+                return i
+        raise LibraryError(f"unknown library source {name!r} (known: {', '.join(self.names)})")
 
     def subset(self, names: list[str] | tuple[str, ...]) -> NuclideLibrary:
         return NuclideLibrary(tuple(self[n] for n in names))

@@ -18,6 +18,7 @@ the others') cannot be checked this way and is kept.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -31,25 +32,50 @@ from agent.spectral.peaks import Peak, peak_search_for
 def distinctive_lines_kev(name: str, others: Sequence[str], library: NuclideLibrary, model: DetectorModel,
                           e_min_kev: float, e_max_kev: float, min_rel_yield: float = 0.3,
                           separation_fwhm: float = 2.0, other_rel_yield: float = 0.05) -> np.ndarray:
-    """Energies of ``name``'s strong lines that no line of ``others`` could be mistaken for."""
+    """Energies of ``name``'s strong lines that no line of ``others`` could be mistaken for.
+
+    Read-only array; the answer depends only on the arguments (library and model are frozen), so it is
+    cached: the identifier asks the same few questions for every spectrum (issue 13).
+    """
+    return _distinctive_lines_kev(name, tuple(others), library, model, float(e_min_kev), float(e_max_kev),
+                                  float(min_rel_yield), float(separation_fwhm), float(other_rel_yield))
+
+
+@functools.lru_cache(maxsize=4096)
+def _distinctive_lines_kev(name: str, others: tuple[str, ...], library: NuclideLibrary, model: DetectorModel,
+                           e_min_kev: float, e_max_kev: float, min_rel_yield: float, separation_fwhm: float,
+                           other_rel_yield: float) -> np.ndarray:
+    out = _distinctive_uncached(name, others, library, model, e_min_kev, e_max_kev, min_rel_yield,
+                                separation_fwhm, other_rel_yield)
+    out.setflags(write=False)
+    return out
+
+
+def _distinctive_uncached(name: str, others: tuple[str, ...], library: NuclideLibrary, model: DetectorModel,
+                          e_min_kev: float, e_max_kev: float, min_rel_yield: float, separation_fwhm: float,
+                          other_rel_yield: float) -> np.ndarray:
     src = library[name]
     strong = src.yields >= min_rel_yield * src.yields.max()
     e = src.energies_kev[strong & (src.energies_kev >= e_min_kev) & (src.energies_kev <= e_max_kev)]
     if e.size == 0 or not others:
-        return e
+        return e.copy()
     other_e = np.concatenate([
         library[o].energies_kev[library[o].yields >= other_rel_yield * library[o].yields.max()] for o in others
     ])
     if other_e.size == 0:
-        return e
+        return e.copy()
     gap = np.abs(e[:, None] - other_e[None, :]).min(axis=1)
     return e[gap > separation_fwhm * np.asarray(model.fwhm_kev(e))]
 
 
 def unconfirmed_secondaries(names: Sequence[str], counts: np.ndarray, calibration: EnergyCalibration,
                             model: DetectorModel, library: NuclideLibrary, e_min_kev: float,
-                            e_max_kev: float, min_snr: float = 3.0) -> list[str]:
-    """The nuclides after the first in ``names`` whose distinctive lines show no peak in ``counts``."""
+                            e_max_kev: float, min_snr: float = 3.0,
+                            filtered: tuple[np.ndarray, np.ndarray] | None = None) -> list[str]:
+    """The nuclides after the first in ``names`` whose distinctive lines show no peak in ``counts``.
+
+    ``filtered``: the peak filter's output for ``counts`` if the caller has it (``PeakSearch.filter``).
+    """
     if len(names) < 2:
         return []
     peaks: list[Peak] | None = None
@@ -61,7 +87,8 @@ def unconfirmed_secondaries(names: Sequence[str], counts: np.ndarray, calibratio
             continue
         if peaks is None:
             search = peak_search_for(calibration, model, counts.size)
-            peaks = search.find(np.asarray(counts, dtype=float), min_snr=min_snr, min_energy_kev=e_min_kev)
+            peaks = search.find(np.asarray(counts, dtype=float), min_snr=min_snr, min_energy_kev=e_min_kev,
+                                filtered=filtered)
         found = np.array([p.energy_kev for p in peaks])
         half = 0.5 * np.asarray(model.fwhm_kev(lines))
         if found.size == 0 or not np.any(np.abs(lines[:, None] - found[None, :]).min(axis=1) <= half):

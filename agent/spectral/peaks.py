@@ -135,10 +135,15 @@ class PeakSearch:
         return resp, snr
 
     def find(
-        self, counts: np.ndarray, min_snr: float = 4.0, min_energy_kev: float = 20.0, max_peaks: int = 40
+        self, counts: np.ndarray, min_snr: float = 4.0, min_energy_kev: float = 20.0, max_peaks: int = 40,
+        filtered: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> list[Peak]:
-        """Peaks with SNR >= ``min_snr``: local maxima of the filter SNR, at least one FWHM apart."""
-        resp, snr = self.filter(counts)
+        """Peaks with SNR >= ``min_snr``: local maxima of the filter SNR, at least one FWHM apart.
+
+        ``filtered``: :meth:`filter` of ``counts`` when the caller already has it (the identifier
+        filters each spectrum once for this search and for its unknown-peaks check, issue 13).
+        """
+        resp, snr = self.filter(counts) if filtered is None else filtered
         e = self.energies_kev
         inner = snr[1:-1]
         cand = np.flatnonzero(

@@ -122,10 +122,7 @@ def line_z_at(counts: np.ndarray, mu: np.ndarray, centers_kev: np.ndarray, rel_s
     """Best z within +-1 bin of each energy (a line centred on a bin edge straddles two bins)."""
     _, z = line_statistic(counts, mu, rel_sigma, measured, loose)
     idx = np.clip(np.searchsorted(centers_kev, np.asarray(energies_kev, dtype=float)), 0, z.size - 1)
-    out = np.empty(idx.size)
-    for j, i in enumerate(idx):
-        out[j] = z[max(i - 1, 0): i + 2].max()
-    return out
+    return np.maximum(np.maximum(z[np.maximum(idx - 1, 0)], z[idx]), z[np.minimum(idx + 1, z.size - 1)])
 
 
 def own_line_seen(name: str, others: Sequence[str], counts_binned: np.ndarray, mu_without: np.ndarray,
@@ -214,11 +211,10 @@ def lines_as_predicted(name: str, others: Sequence[str], counts_binned: np.ndarr
     z_exp = line_z_at(mu_without + own_part, mu_without, centers_kev, rel_sigma, lines, measured, loose)
     fwhm = np.asarray(model.fwhm_kev(lines), dtype=float)
     group = np.concatenate([[0], np.cumsum(np.diff(lines) > blend_fwhm * 0.5 * (fwhm[1:] + fwhm[:-1]))])
-    n_groups = int(group[-1]) + 1
-    g_obs = np.full(n_groups, -np.inf)
-    g_exp = np.full(n_groups, -np.inf)
-    np.maximum.at(g_obs, group, z_obs)
-    np.maximum.at(g_exp, group, z_exp)
+    # lines are sorted, so each group is a contiguous run: a segmented max (no ``np.maximum.at``)
+    starts = np.flatnonzero(np.diff(group, prepend=-1))
+    g_obs = np.maximum.reduceat(z_obs, starts)
+    g_exp = np.maximum.reduceat(z_exp, starts)
     testable = g_exp >= min_z
     if not np.any(testable):
         return True

@@ -53,13 +53,15 @@ def background_response(background_counts: np.ndarray, calibration: EnergyCalibr
 
 def net_peaks(counts: np.ndarray, background_counts: np.ndarray | None, calibration: EnergyCalibration,
               model: DetectorModel, min_snr: float, e_min_kev: float, e_max_kev: float,
-              background_resp: np.ndarray | None = None) -> list[NetPeak]:
+              background_resp: np.ndarray | None = None,
+              filtered: tuple[np.ndarray, np.ndarray] | None = None) -> list[NetPeak]:
     """Local maxima of the net matched-filter significance at or above ``min_snr``.
 
-    ``background_resp``: :func:`background_response` of ``background_counts`` when already known.
+    ``background_resp``: :func:`background_response` of ``background_counts`` when already known;
+    ``filtered``: the filter's output for ``counts`` when already known (``PeakSearch.filter``).
     """
     search = peak_search_for(calibration, model, counts.size)
-    resp, snr = search.filter(np.asarray(counts, dtype=float))
+    resp, snr = search.filter(np.asarray(counts, dtype=float)) if filtered is None else filtered
     sigma = np.where(snr != 0, np.abs(resp / np.where(snr != 0, snr, 1.0)), np.inf)
     if background_resp is not None:
         resp = resp - background_resp
