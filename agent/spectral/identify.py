@@ -286,7 +286,8 @@ class Identifier:
         amp, q = self._screen(n, mu0, base, tmpl, wv, prior_prec)
         n_src = len(self.library)
         best_q, best_t = self._best_variant(q, excluded)
-        order = [i for i in np.argsort(-best_q) if np.isfinite(best_q[i])][: s.n_candidates]
+        by_q = np.argsort(-best_q)
+        order = list(by_q[np.isfinite(best_q[by_q])][: s.n_candidates])
 
         # 3. joint refits: singles (every shield variant of each candidate), then pairs
         n_var = len(self.templates.shields)
@@ -295,9 +296,10 @@ class Identifier:
         row_src: list[int] = []
         for src in order:
             # the unshielded template always, plus the best-scoring shielded variants
-            shielded = [self._template_index(src, v) for v in range(1, n_var)]
-            shielded = sorted((t for t in shielded if self._template_counts[t] > 0), key=lambda t: -q[t])
-            ts = [self._template_index(src, 0)] + shielded[: nv - 1]
+            shielded = self._template_index(src, 0) + np.arange(1, n_var)
+            shielded = shielded[self._template_counts[shielded] > 0]
+            shielded = shielded[np.argsort(-q[shielded], kind="stable")]  # as sorted(): ties keep their order
+            ts = [self._template_index(src, 0)] + [int(t) for t in shielded[: nv - 1]]
             # each of the best shield variants alone, and the two together (a non-negative mix of
             # neighbouring thicknesses stands for the thickness in between)
             rows = [[t, -1] for t in ts] + ([[ts[0], ts[1]]] if len(ts) >= 2 and s.mix_shield_variants else [])
