@@ -21,6 +21,7 @@ and the Pb K x-rays (72-88 keV) that shielding or the detector housing make of a
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -81,7 +82,17 @@ def net_peaks(counts: np.ndarray, background_counts: np.ndarray | None, calibrat
 
 def expected_features_kev(names: Sequence[str], library: NuclideLibrary, xray_escape_kev: float,
                           min_rel_yield: float = 0.01) -> np.ndarray:
-    """Energies where the named nuclides put a peak-like feature (see module docstring)."""
+    """Energies where the named nuclides put a peak-like feature (see module docstring).
+
+    Read-only array, cached: it depends only on the arguments (the library is frozen) and the
+    identifier asks for the same few name sets every spectrum (issue 13).
+    """
+    return _expected_features_kev(tuple(names), library, float(xray_escape_kev), float(min_rel_yield))
+
+
+@functools.lru_cache(maxsize=1024)
+def _expected_features_kev(names: tuple[str, ...], library: NuclideLibrary, xray_escape_kev: float,
+                           min_rel_yield: float) -> np.ndarray:
     feats: list[float] = []
     any_hard = False
     for name in names:
@@ -94,7 +105,9 @@ def expected_features_kev(names: Sequence[str], library: NuclideLibrary, xray_es
         any_hard |= bool(np.any(lines_e > 88.0))
     if any_hard:
         feats += list(PB_K_XRAYS_KEV)
-    return np.asarray(sorted(feats))
+    out = np.asarray(sorted(feats), dtype=float)
+    out.setflags(write=False)
+    return out
 
 
 def unidentified(peaks: Sequence[NetPeak], names: Sequence[str], library: NuclideLibrary, model: DetectorModel,
@@ -102,14 +115,13 @@ def unidentified(peaks: Sequence[NetPeak], names: Sequence[str], library: Nuclid
                  net_total: float = 1.0) -> list[NetPeak]:
     """The peaks no named nuclide explains (farther than ``tolerance_fwhm`` from every expected feature)."""
     feats = expected_features_kev(names, library, xray_escape_kev)
-    out = []
-    for p in peaks:
-        if p.net_counts < min_share * net_total:
-            continue
-        tol = tolerance_fwhm * float(model.fwhm_kev(p.energy_kev))
-        if feats.size == 0 or np.min(np.abs(feats - p.energy_kev)) > tol:
-            out.append(p)
-    return out
+    cand = [p for p in peaks if not p.net_counts < min_share * net_total]  # (NaN kept, as before)
+    if not cand or feats.size == 0:
+        return cand
+    e = np.array([p.energy_kev for p in cand])
+    tol = tolerance_fwhm * np.asarray(model.fwhm_kev(e), dtype=float)
+    far = np.abs(e[:, None] - feats[None, :]).min(axis=1) > tol
+    return [p for p, f in zip(cand, far, strict=True) if f]
 
 
 def escape_peaks_kev(names: Sequence[str], library: NuclideLibrary, xray_escape_kev: float,
