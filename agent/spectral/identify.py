@@ -320,8 +320,9 @@ class Identifier:
         Model = tuple[tuple[int, ...], tuple[tuple[int, int], ...], float, np.ndarray]
         models: list[Model] = [((), (), ll0, xb)]
         single_best: dict[int, Model] = {}
+        combo_rows = single_combos.tolist()  # Python ints: no per-element numpy scalars in this loop
         for i, src in enumerate(row_src):
-            comps = tuple((src, int(t)) for t in single_combos[i] if t >= 0)
+            comps = tuple((src, t) for t in combo_rows[i] if t >= 0)
             x = xs[i, : n_base + len(comps)]
             if src not in single_best or lls[i] > single_best[src][2]:
                 single_best[src] = ((src,), comps, float(lls[i]), x)
