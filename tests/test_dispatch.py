@@ -7,6 +7,7 @@ import math
 import re
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -546,7 +547,10 @@ def test_fusion_worker_latest_wins_per_incident_and_counts_drops() -> None:
         w.close()
 
 
-def test_task_waiting_for_a_stuck_fusion_opens_on_the_alarm_centroid(yard: Yard) -> None:
+@pytest.fixture
+def stuck_fusion(yard: Yard) -> Iterator[Dispatcher]:
+    """A dispatcher whose fusion worker never returns, after two passes opened a holding incident
+    and no task yet."""
     gate = threading.Event()
     d = Dispatcher(yard.store, yard.clock, lambda u, c: yard.sent.append((u, c)), yard.config,
                    LocalizationConfig(prior_z_min_m=0.0, prior_z_max_m=3.0), SITE, fusion_worker=True)
@@ -557,39 +561,32 @@ def test_task_waiting_for_a_stuck_fusion_opens_on_the_alarm_centroid(yard: Yard)
         yard.drive_pass("mob-2", 10.0, T0 + timedelta(seconds=60))
         d.tick()
         assert yard.store.list_tasks() == []
-        yard.clock.advance(200.0)  # > the fusion wait
-        d.tick()
-        [inc] = yard.store.list_incidents()
-        assert inc["state"] == "tasked" and inc["estimate"]["method"] == "alarm_centroid"
-        assert d.stats["fusion_late_opens"] == 1
-        assert yard.task()["state"] == "dispatched"
+        yield d
     finally:
         gate.set()
         d.close()
 
 
-def test_a_stream_of_alarms_does_not_postpone_the_late_open(yard: Yard) -> None:
+def test_task_waiting_for_a_stuck_fusion_opens_on_the_alarm_centroid(yard: Yard, stuck_fusion: Dispatcher) -> None:
+    d = stuck_fusion
+    yard.clock.advance(200.0)  # > the fusion wait
+    d.tick()
+    [inc] = yard.store.list_incidents()
+    assert inc["state"] == "tasked" and inc["estimate"]["method"] == "alarm_centroid"
+    assert d.stats["fusion_late_opens"] == 1
+    assert yard.task()["state"] == "dispatched"
+
+
+def test_a_stream_of_alarms_does_not_postpone_the_late_open(yard: Yard, stuck_fusion: Dispatcher) -> None:
     """Each new alarm on a holding incident asks again to open its task after the next fusion; the
     wait must count from the first request, or alarms every minute postpone the task for ever (seen
     in demo runs with a slow fusion: the source's incident never got a handheld)."""
-    gate = threading.Event()
-    d = Dispatcher(yard.store, yard.clock, lambda u, c: yard.sent.append((u, c)), yard.config,
-                   LocalizationConfig(prior_z_min_m=0.0, prior_z_max_m=3.0), SITE, fusion_worker=True)
-    d.fusion._compute = lambda job: gate.wait(60)
-    yard.dispatcher = d
-    try:
-        yard.drive_pass("mob-1", 0.0, T0)
-        yard.drive_pass("mob-2", 10.0, T0 + timedelta(seconds=60))
+    d = stuck_fusion
+    for k in range(4):  # a new pass with an alarm every 60 s
+        yard.clock.advance(60.0)
+        yard.drive_pass("mob-1", 5.0 * (k % 2), T0 + timedelta(seconds=120 + 60 * k))
         d.tick()
-        assert yard.store.list_tasks() == []
-        for k in range(4):  # a new pass with an alarm every 60 s
-            yard.clock.advance(60.0)
-            yard.drive_pass("mob-1", 5.0 * (k % 2), T0 + timedelta(seconds=120 + 60 * k))
-            d.tick()
-        [inc] = yard.store.list_incidents()
-        assert len(inc["alarms"]) >= 4  # the new alarms joined the holding incident
-        assert inc["state"] == "tasked" and d.stats["fusion_late_opens"] == 1
-        assert yard.task()["state"] == "dispatched"
-    finally:
-        gate.set()
-        d.close()
+    [inc] = yard.store.list_incidents()
+    assert len(inc["alarms"]) >= 4  # the new alarms joined the holding incident
+    assert inc["state"] == "tasked" and d.stats["fusion_late_opens"] == 1
+    assert yard.task()["state"] == "dispatched"
