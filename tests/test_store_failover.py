@@ -31,10 +31,14 @@ LEADS = "leader: this controller now runs dispatch and liveness"
 DEADLINE_S = 90.0
 
 
-def _controller(tmp_path: Path, broker: Mosquitto, name: str, url: str) -> subprocess.Popen:
+def _controller(tmp_path: Path, broker: Mosquitto, name: str, url: str,
+                extra: dict | None = None) -> subprocess.Popen:
+    """``cedge controller run`` on the store ``url`` behind the shared subscription "ctl"; ``extra``:
+    more top-level config sections (site, dispatch, ...)."""
     cfg = {"schema": 1, "store": url, "db_path": str(tmp_path / "unused.sqlite"), "web": {"enabled": False},
            "tick_s": 0.5, "broker": {"host": broker.host, "port": broker.port, "client_id": name,
-                                     "shared_subscription_group": "ctl", "reconnect_max_s": 1.0}}
+                                     "shared_subscription_group": "ctl", "reconnect_max_s": 1.0},
+           **(extra or {})}
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     log = open(tmp_path / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process below

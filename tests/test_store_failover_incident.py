@@ -29,11 +29,9 @@ gate checks the signature; signing is covered by the command-auth tests.
 from __future__ import annotations
 
 import math
-import os
 import queue
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -41,10 +39,10 @@ from pathlib import Path
 import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
-import yaml
 from broker_fixture import Mosquitto
 from paho.mqtt.enums import CallbackAPIVersion
 from pg_fixture import pg_server, pg_url  # noqa: F401 - fixtures
+from test_store_failover import _controller as failover_controller
 from test_store_failover import _log, _wait
 
 from agent import wire_schema as ws
@@ -72,23 +70,12 @@ def _pos(x: float, y: float, z: float = 1.5) -> ws.Position:
 
 
 def _controller(tmp_path: Path, broker: Mosquitto, name: str, url: str, hold_s: float) -> subprocess.Popen:
-    cfg = {"schema": 1, "store": url, "db_path": str(tmp_path / "unused.sqlite"), "web": {"enabled": False},
-           "tick_s": 0.5,
-           "site": {"name": "yard", "origin_lat_deg": ORIGIN[0], "origin_lon_deg": ORIGIN[1],
-                    "origin_alt_m": ORIGIN[2]},
-           # no time-out may fire during the test: a re-dispatch would be a second, legitimate dispatch
-           "dispatch": {"hold_for_fusion_s": hold_s, "accept_timeout_s": 600.0, "arrive_timeout_s": 600.0,
-                        "measure_timeout_s": 600.0, "dwell_s": 2.0, "radius_m": 5.0},
-           "localization": {"prior_z_min_m": 0.0, "prior_z_max_m": 3.0},
-           "broker": {"host": broker.host, "port": broker.port, "client_id": name,
-                      "shared_subscription_group": "ctl", "reconnect_max_s": 1.0}}
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    log = open(tmp_path / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process below
-    proc = subprocess.Popen([sys.executable, "-m", "cedge", "controller", "run", "--config", str(path)],
-                            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    proc.log = log  # type: ignore[attr-defined]
-    return proc
+    return failover_controller(tmp_path, broker, name, url, extra={
+        "site": {"name": "yard", "origin_lat_deg": ORIGIN[0], "origin_lon_deg": ORIGIN[1], "origin_alt_m": ORIGIN[2]},
+        # no time-out may fire during the test: a re-dispatch would be a second, legitimate dispatch
+        "dispatch": {"hold_for_fusion_s": hold_s, "accept_timeout_s": 600.0, "arrive_timeout_s": 600.0,
+                     "measure_timeout_s": 600.0, "dwell_s": 2.0, "radius_m": 5.0},
+        "localization": {"prior_z_min_m": 0.0, "prior_z_max_m": 3.0}})
 
 
 def _stop_all(procs: list[subprocess.Popen]) -> None:
